@@ -1,0 +1,16 @@
+"""Test setup: 8 emulated CPU devices, set before jax is imported anywhere."""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+
+def pytest_sessionstart(session):
+    n = jax.device_count()
+    assert n == 8, f"tests need 8 CPU devices, got {n}: was jax imported before tests/conftest.py?"
