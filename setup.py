@@ -13,6 +13,7 @@ INSTALL_REQUIRES = [
     "numpy",
     "tqdm",
     "matplotlib",
+    "scipy",  # scaling-law fits (L-BFGS-B, least squares)
     "tensorboard",
     # The embedded default corpus (real English text shipped inside the wheel).
     "gensim",

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling fit": ("gopher_jax.scaling.fit_cli", "fit Kaplan / Chinchilla scaling laws to runs"),
     "scaling optimal": ("gopher_jax.scaling.optimal_cli", "compute-optimal N and D for a FLOP budget"),
     "scaling sweep": ("gopher_jax.scaling.sweep_cli", "generate and run an IsoFLOP sweep"),
+    "scaling flops": ("gopher_jax.scaling.flops_cli", "parameters and FLOPs (Chinchilla App. F, 6ND) of a gin model"),
+    "scaling plot": ("gopher_jax.scaling.plot_cli", "Chinchilla Figs. 2-4 style plots from runs and fits"),
     "eval": ("gopher_jax.eval.cli", "evaluate a checkpoint: bits-per-byte, zero/few-shot tasks"),
     "sample": ("gopher_jax.sample_cli", "sample from a checkpoint with a KV cache"),
     "plan": ("gopher_jax.plan.plan_cli", "analytic memory/throughput plan for a TPU topology"),

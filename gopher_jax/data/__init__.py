@@ -1,0 +1,1 @@
+"""Data: the embedded default corpus, tokenizer training, seqio input pipeline, corpus processing."""

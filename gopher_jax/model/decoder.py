@@ -1,0 +1,90 @@
+"""The decoder-only transformer: embeddings, a stack of `Block`s (scanned or unrolled), logits."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gopher_jax.model import axes
+from gopher_jax.model import positions as pos
+from gopher_jax.model.block import Block
+from gopher_jax.model.config import ModelConfig
+from gopher_jax.model.dense import dense
+from gopher_jax.model.norms import Norm
+from gopher_jax.model.remat import remat_policy
+
+EMBEDDING_PARAMS = ("embedder", "position_table", "logits_dense")  # what Kaplan's N excludes
+
+
+class Decoder(nn.Module):
+    """Maps tokens [batch, length] to float32 logits [batch, length, vocab_size].
+
+    `segment_ids` (0 = padding) keep packed documents apart; `positions` (position within each
+    document) feed RoPE and learned positions. Both default to one document per row.
+    """
+
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, segment_ids=None, positions=None):
+        cfg = self.config
+        b, t = tokens.shape
+        if segment_ids is None:
+            segment_ids = jnp.ones((b, t), jnp.int32)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        dtype = jnp.dtype(cfg.dtype)
+
+        std = cfg.embed_init_std or cfg.d_model**-0.5
+        embedder = nn.Embed(
+            cfg.padded_vocab_size, cfg.d_model, dtype=dtype, param_dtype=jnp.dtype(cfg.param_dtype),
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(std), (axes.VOCAB, axes.EMBED)),
+            name="embedder")
+        x = embedder(tokens).astype(dtype)
+        if cfg.position == "learned":
+            table = self.param("position_table",
+                               nn.with_logical_partitioning(nn.initializers.normal(std), (axes.POSITIONS, axes.EMBED)),
+                               (cfg.max_len, cfg.d_model), jnp.dtype(cfg.param_dtype))
+            x = x + jnp.take(table, positions, axis=0, mode="clip").astype(dtype)
+
+        rel_embed = rel_biases = None
+        if cfg.position == "relative":
+            rel_embed = pos.sinusoids(pos.relative_distances(t), cfg.d_model)
+            bias_init = nn.with_logical_partitioning(nn.initializers.zeros, (axes.HEADS, axes.KV))
+            shape = (cfg.num_heads, cfg.head_dim)
+            # Transformer-XL's u and v: learned content and position biases shared by all layers.
+            rel_biases = (self.param("content_bias", bias_init, shape, jnp.dtype(cfg.param_dtype)),
+                          self.param("position_bias", bias_init, shape, jnp.dtype(cfg.param_dtype)))
+
+        block = Block
+        policy = remat_policy(cfg.remat_policy)
+        if policy is not None:
+            block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
+        args = (segment_ids, positions, rel_embed, rel_biases)
+        if cfg.scan_layers:
+            stack = nn.scan(
+                block, variable_axes={"params": 0}, split_rngs={"params": True},
+                in_axes=(nn.broadcast,) * len(args), length=cfg.num_layers,
+                metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, name="layers")
+            x, _ = stack(x, *args)
+        else:
+            for i in range(cfg.num_layers):
+                x, _ = block(cfg, name=f"layers_{i}")(x, *args)
+
+        x = Norm(cfg, name="final_norm")(x)
+        if cfg.tie_embeddings:
+            logits = embedder.attend(x)
+        else:
+            logits = dense(cfg, cfg.padded_vocab_size, (axes.EMBED, axes.VOCAB), name="logits_dense")(x)
+        logits = nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))
+        # Padding rows exist only for sharding; the caller sees exactly vocab_size logits.
+        return logits[..., : cfg.vocab_size].astype(jnp.float32)
+
+
+def unstack_layers(params: dict, num_layers: int) -> dict:
+    """Converts scanned params (`layers` with a leading layer axis) to the unrolled layout."""
+    params = dict(params)
+    stacked = params.pop("layers")
+    for i in range(num_layers):
+        params[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
+    return params

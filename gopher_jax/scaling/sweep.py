@@ -1,0 +1,182 @@
+"""IsoFLOP sweeps: FLOP budgets x model sizes -> one gin override file per run and a manifest;
+run them locally one after another (or print the commands for a pod); collect the losses.
+
+Layout of a sweep directory:
+  manifest.json           the plan: every run's sizes, N, steps, tokens, FLOPs and command
+  <run>/overrides.gin     ModelConfig.* sizes and train.steps / batch_size / seq_len
+  <run>/metrics.jsonl     written by `gopher-jax train --workdir=<run>`
+  <run>/DONE              written here when the training command exited 0
+  runs.csv, curves.csv    written by `collect`: final losses (approaches 2, 3, Kaplan) and
+                          whole training curves (approach 1)
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from gopher_jax.model.config import ModelConfig
+from gopher_jax.scaling.flops import flops_per_token
+from gopher_jax.scaling.params import count_params
+from gopher_jax.scaling.runs import Runs, concat, final_eval_loss, make_runs, read_metrics, write_csv
+
+# Loss of a finished run: the held-out eval loss if the run logged one, else the mean of the last
+# few training losses (one logged batch is noisy at tiny scale).
+FINAL_TRAIN_POINTS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Size:
+    """One model shape of the sweep: layers x width, heads = width / head_dim."""
+
+    num_layers: int
+    d_model: int
+    head_dim: int = 32
+
+    @classmethod
+    def parse(cls, text: str, head_dim: int = 32) -> "Size":
+        """Parses 'LxD' (e.g. '4x128')."""
+        try:
+            layers, width = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"model size {text!r} is not LAYERSxWIDTH, e.g. 4x128") from None
+        if width % head_dim:
+            raise ValueError(f"model size {text!r}: width {width} is not a multiple of head_dim={head_dim}")
+        return cls(layers, width, head_dim)
+
+    def overrides(self) -> dict[str, int]:
+        """Returns the ModelConfig fields this size sets."""
+        return {"num_layers": self.num_layers, "d_model": self.d_model,
+                "num_heads": self.d_model // self.head_dim, "head_dim": self.head_dim}
+
+
+def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), model_gin=(),
+               seq_len: int = 128, batch_size: int = 8, method: str = "chinchilla", min_steps: int = 20) -> dict:
+    """Returns the manifest: one run per (budget, size) whose step count spends the budget.
+
+    Runs that would take fewer than `min_steps` steps are left out (listed under 'skipped').
+    """
+    runs, skipped = [], []
+    for c in sorted(float(b) for b in budgets):
+        for size in sizes:
+            model = size.overrides()
+            if seq_len > base.max_len:  # the learned-position table and masks must cover seq_len
+                model["max_len"] = seq_len
+            cfg = base.replace(**model)
+            fpt = flops_per_token(cfg, seq_len, method)
+            steps = int(round(c / (fpt * batch_size * seq_len)))
+            name = f"C{c:.0e}_L{size.num_layers}_d{size.d_model}".replace("+", "")
+            if steps < min_steps:
+                skipped.append({"name": name, "steps": steps, "reason": f"< min_steps={min_steps}"})
+                continue
+            tokens = steps * batch_size * seq_len
+            workdir = os.path.join(out_dir, name)
+            cmd = ["gopher-jax", "train", *[f"--gin_file={g}" for g in (*run_gin, *model_gin)],
+                   f"--gin_file={os.path.join(workdir, 'overrides.gin')}", f"--workdir={workdir}"]
+            runs.append({"name": name, "budget": c, "C": fpt * tokens, "N": count_params(cfg),
+                         "N_non_embedding": count_params(cfg, embeddings=False), "flops_per_token": fpt,
+                         "steps": steps, "tokens": tokens, "tokens_per_step": batch_size * seq_len,
+                         "model": model, "workdir": workdir, "command": cmd})
+    if not runs:
+        raise ValueError(f"every run of the sweep is shorter than min_steps={min_steps}; raise the budgets "
+                         f"{list(budgets)} or lower the batch size / sequence length")
+    return {"budgets": sorted(float(b) for b in budgets), "seq_len": seq_len, "batch_size": batch_size,
+            "method": method, "run_gin": list(run_gin), "model_gin": list(model_gin), "runs": runs,
+            "skipped": skipped}
+
+
+def overrides_gin(run: dict, seq_len: int, batch_size: int) -> str:
+    """Returns the gin text of one run's overrides."""
+    lines = [f"# {run['name']}: N={run['N']:,} params, {run['tokens']:,} tokens, C={run['C']:.4g} FLOPs"]
+    lines += [f"ModelConfig.{k} = {v}" for k, v in run["model"].items()]
+    lines += [f"train.steps = {run['steps']}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep(manifest: dict, out_dir: str) -> str:
+    """Writes manifest.json and every run's overrides.gin; returns the manifest path."""
+    for run in manifest["runs"]:
+        os.makedirs(run["workdir"], exist_ok=True)
+        with open(os.path.join(run["workdir"], "overrides.gin"), "w") as f:
+            f.write(overrides_gin(run, manifest["seq_len"], manifest["batch_size"]))
+    path = os.path.join(out_dir, "manifest.json")
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2)
+    return path
+
+
+def load_manifest(out_dir: str) -> dict:
+    """Reads DIR/manifest.json; returns it."""
+    path = os.path.join(out_dir, "manifest.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist; generate the sweep first "
+                                f"(`gopher-jax scaling sweep --out {out_dir} --dry-run`)")
+    with open(path) as f:
+        return json.load(f)
+
+
+def shell_commands(manifest: dict) -> list[str]:
+    """Returns one shell line per run (for a pod: run each on a worker)."""
+    return [shlex.join(r["command"]) for r in manifest["runs"]]
+
+
+def run_local(manifest: dict, *, log=print) -> dict[str, int]:
+    """Trains every unfinished run in order with this Python; returns {run: exit code}."""
+    codes = {}
+    for i, run in enumerate(manifest["runs"]):
+        done = os.path.join(run["workdir"], "DONE")
+        if os.path.exists(done):
+            log(f"[{i + 1}/{len(manifest['runs'])}] {run['name']}: already done")
+            codes[run["name"]] = 0
+            continue
+        cmd = [sys.executable, "-m", "gopher_jax.cli", *run["command"][1:]]
+        log(f"[{i + 1}/{len(manifest['runs'])}] {run['name']}: {run['steps']} steps, N={run['N']:,}")
+        t0 = time.time()
+        with open(os.path.join(run["workdir"], "train.log"), "w") as logf:
+            code = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT).returncode
+        codes[run["name"]] = code
+        if code == 0:
+            open(done, "w").close()
+        log(f"    exit {code} in {time.time() - t0:.0f}s" + ("" if code == 0 else
+            f" (see {os.path.join(run['workdir'], 'train.log')})"))
+    return codes
+
+
+def collect(manifest: dict, *, loss_key: str = "loss") -> tuple[Runs, Runs, list[str]]:
+    """Returns (final-loss table, training-curve table, names of runs without metrics)."""
+    finals, curves, missing = [], [], []
+    for run in manifest["runs"]:
+        path = os.path.join(run["workdir"], "metrics.jsonl")
+        recs = read_metrics(path, loss_key=loss_key) if os.path.isfile(path) else []
+        recs = [r for r in recs if r["step"] > 0]
+        if not recs:
+            missing.append(run["name"])
+            continue
+        steps = np.array([r["step"] for r in recs], np.float64)
+        loss = np.array([r["loss"] for r in recs])
+        D = steps * run["tokens_per_step"]
+        curves.append(make_runs(np.full(len(D), run["N"]), D, loss, run["flops_per_token"] * D,
+                                steps, [run["name"]] * len(D)))
+        eval_loss = final_eval_loss(path)
+        final = eval_loss if eval_loss is not None else float(np.mean(loss[-FINAL_TRAIN_POINTS:]))
+        finals.append(make_runs([run["N"]], [D[-1]], [final], [run["flops_per_token"] * D[-1]],
+                                [steps[-1]], [run["name"]]))
+    if not finals:
+        raise ValueError(f"no run of the sweep has a metrics.jsonl with '{loss_key}' yet; train them first "
+                         f"(`gopher-jax scaling sweep --out DIR --run`)")
+    return concat(finals), concat(curves), missing
+
+
+def write_collected(manifest: dict, out_dir: str, **kw) -> tuple[str, str, list[str]]:
+    """Collects and writes runs.csv and curves.csv; returns their paths and the missing runs."""
+    finals, curves, missing = collect(manifest, **kw)
+    runs_csv, curves_csv = os.path.join(out_dir, "runs.csv"), os.path.join(out_dir, "curves.csv")
+    write_csv(finals, runs_csv)
+    write_csv(curves, curves_csv)
+    return runs_csv, curves_csv, missing
