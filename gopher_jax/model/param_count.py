@@ -39,7 +39,7 @@ def param_entries(config: ModelConfig) -> list[ParamEntry]:
     out = []
     for path, leaf in leaves:
         names = tuple(leaf.names) if isinstance(leaf, nn.Partitioned) else (None,) * len(leaf.shape)
-        value = leaf.unbox() if isinstance(leaf, nn.Partitioned) else leaf
+        value = leaf.value if isinstance(leaf, nn.Partitioned) else leaf
         key = "/".join(str(getattr(p, "key", p)) for p in path)
         out.append(ParamEntry(key, tuple(value.shape), str(value.dtype), names))
     return out

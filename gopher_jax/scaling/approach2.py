@@ -3,13 +3,18 @@
 For each FLOP budget, fit a parabola to loss against log N; its vertex is N_opt(C). D_opt(C) is
 read off the same budget's runs (log D is linear in log N at fixed C, so this holds for any FLOP
 counting convention). Then N_opt = k_N C^a and D_opt = k_D C^b are straight lines in log-log space.
-Bootstrap: rows are resampled inside each budget, so every budget keeps a parabola.
+Bootstrap: residual bootstrap inside each budget (each budget's parabola fitted values plus its
+own residuals drawn with replacement), so every resample keeps the sweep's design -- the same
+model sizes at every budget -- and a sweep with 4-5 sizes per budget still gets intervals
+(resampling rows would often leave fewer than 3 distinct sizes in a budget).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from gopher_jax.scaling.bootstrap import DEFAULT_LEVEL, FitResult, bootstrap
+import warnings
+
+from gopher_jax.scaling.bootstrap import DEFAULT_LEVEL, FitResult, percentile_intervals
 from gopher_jax.scaling.powerlaw import fit_power_law
 from gopher_jax.scaling.runs import Runs
 
@@ -61,9 +66,26 @@ def fit_approach2(runs: Runs, *, n_boot: int = 200, level: float = DEFAULT_LEVEL
     if len(groups) < 2:
         raise ValueError(f"approach 2 needs >= 2 FLOP budgets; the runs have one (C~{np.median(runs.C):.3g})")
 
-    def fit(r: Runs) -> dict[str, float]:
-        return fit_lines([fit_budget(r.take(g)) for g in budget_groups(r, rel_tol)])
-
     budgets = [fit_budget(runs.take(g)) for g in groups]
-    intervals, failed = bootstrap(fit, runs, groups=groups, mode="within", n_boot=n_boot, level=level, seed=seed)
+    intervals, failed = {}, 0
+    if n_boot > 0:
+        rng = np.random.default_rng(seed)
+        fitted = np.empty(len(runs))
+        for g, b in zip(groups, budgets):
+            x = np.log(runs.N[g])
+            fitted[g] = b["p2"] * x * x + b["p1"] * x + b["p0"]
+        resid = runs.loss - fitted
+        samples = []
+        for _ in range(n_boot):
+            loss = fitted.copy()
+            for g in groups:
+                loss[g] += rng.choice(resid[g], size=len(g), replace=True)
+            sample = Runs(runs.N, runs.D, loss, runs.C, runs.step, runs.run)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    samples.append(fit_lines([fit_budget(sample.take(g)) for g in groups]))
+            except ValueError:
+                failed += 1
+        intervals = percentile_intervals(samples, n_boot, level)
     return FitResult("2", fit_lines(budgets), intervals, level, n_boot, failed, extra={"budgets": budgets})

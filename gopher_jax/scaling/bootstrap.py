@@ -75,9 +75,13 @@ def bootstrap(fit: Callable[[Runs], dict[str, float]], runs: Runs, *, groups: Se
                 samples.append(fit(runs.take(idx)))
         except ValueError:
             failed += 1
+    return percentile_intervals(samples, n_boot, level), failed
+
+
+def percentile_intervals(samples: list[dict[str, float]], n_boot: int, level: float) -> dict[str, tuple[float, float]]:
+    """Returns {param: (lo, hi)} percentiles of the successful resamples' estimates."""
     if len(samples) < max(2, n_boot // 2):
         raise ValueError(f"bootstrap failed: only {len(samples)} of {n_boot} resamples could be fitted; "
                          f"the data are too few or too noisy for this approach")
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
-    keys = samples[0].keys()
-    return {k: tuple(np.percentile([s[k] for s in samples], q)) for k in keys}, failed
+    return {k: tuple(float(x) for x in np.percentile([s[k] for s in samples], q)) for k in samples[0]}

@@ -77,12 +77,11 @@ TABLE3 = (
 TABLE3_INCONSISTENT_ROW = 3
 
 # Approach-1 prefactors are not printed in the paper; these come from a least-squares line in
-# log-log space through Table 3 without its 67B row (see `optimal.table3_power_laws`, checked by
-# tests/scaling/test_optimal.py): N_opt = K_N * C^a, D_opt = K_D * C^b.
-APPROACH1_A = 0.498092
-APPROACH1_K_N = 0.0993487
-APPROACH1_B = 0.501884
-APPROACH1_K_D = 1.682432
+# log-log space through Table 3's (FLOPs, parameters) without its 67B row, with D = C / (6N) as in
+# the table's FLOPs column (see `optimal.table3_power_laws`, checked by tests/scaling/test_optimal.py):
+# N_opt = K_N * C^a, D_opt = C^(1-a) / (6 K_N).
+APPROACH1_A = 0.4980916
+APPROACH1_K_N = 0.09934867
 
 # Approach 2: exponents from Table 2; the prefactor anchors N_opt at Gopher's budget to the
 # 63B parameters projected in Fig. 3 (check).

@@ -21,8 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (0 = none)")
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval level (0.8 = 10th-90th pct)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--starts", default="256",
+    parser.add_argument("--starts", default="256", type=_starts,
                         help="approach 3: L-BFGS starts from the ranked 4,500-point paper grid, or 'all'")
+
+
+def _starts(text: str) -> str:
+    if text != "all" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"--starts={text!r} must be a positive integer or 'all'")
+    return text
 
 
 def fit_one(approach: str, runs, args) -> FitResult:

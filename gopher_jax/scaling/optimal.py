@@ -20,12 +20,12 @@ APPROACHES = ("1", "2", "3", "kaplan")
 
 
 def table3_power_laws() -> dict[str, float]:
-    """Returns a, k_N, b, k_D of log-log lines through Chinchilla Table 3 without its 67B row."""
+    """Returns a, k_N (log-log line of N against C through Chinchilla Table 3 without its 67B row)
+    and the matching b = 1 - a, k_D = 1 / (6 k_N) of D = C / (6N)."""
     rows = [r for i, r in enumerate(K.TABLE3) if i != K.TABLE3_INCONSISTENT_ROW]
-    N, C, D = (np.array(x) for x in zip(*rows))
+    N, C, _ = (np.array(x) for x in zip(*rows))
     a, k_N = fit_power_law(C, N)
-    b, k_D = fit_power_law(C, D)
-    return {"a": a, "k_N": k_N, "b": b, "k_D": k_D}
+    return {"a": a, "k_N": k_N, "b": 1 - a, "k_D": 1 / (6 * k_N)}
 
 
 def published() -> dict[str, dict]:
@@ -35,8 +35,8 @@ def published() -> dict[str, dict]:
     ak, bk = K.CHINCHILLA_EXPONENTS["kaplan"]
     kk = K.KAPLAN_N_OPT_PREFACTOR / K.PF_DAY ** ak
     return {
-        "1": {"kind": "power", "a": K.APPROACH1_A, "k_N": K.APPROACH1_K_N, "b": K.APPROACH1_B,
-              "k_D": K.APPROACH1_K_D, "source": "Chinchilla Table 3 (log-log fit, 67B row excluded)"},
+        "1": {"kind": "power", "a": K.APPROACH1_A, "k_N": K.APPROACH1_K_N, "b": 1 - K.APPROACH1_A,
+              "k_D": 1 / (6 * K.APPROACH1_K_N), "source": "Chinchilla Table 3 (log-log fit, 67B row excluded)"},
         "2": {"kind": "power", "a": a2, "k_N": k2, "b": b2, "k_D": 1 / (6 * k2),
               "source": "Chinchilla Table 2 exponents through Fig. 3's 63B at 5.76e23 (check)"},
         "3": {"kind": "parametric", "E": K.CHINCHILLA_E, "A": K.CHINCHILLA_A, "B": K.CHINCHILLA_B,

@@ -21,8 +21,9 @@ def param_breakdown(cfg: ModelConfig) -> dict[str, int]:
         "embedding": vocab * d,
         "positions": cfg.max_len * d if cfg.position == "learned" else 0,
         "attention": layers * (d * hd + 2 * d * kvd + hd * d),
-        # Transformer-XL: a d x (heads*head_dim) projection of the sinusoids plus the u, v biases.
-        "relative": layers * (d * hd + 2 * hd) if cfg.position == "relative" else 0,
+        # Transformer-XL: a d x (heads*head_dim) projection of the sinusoids per layer, plus the
+        # u, v biases, which the model shares across layers.
+        "relative": layers * d * hd + 2 * hd if cfg.position == "relative" else 0,
         "mlp": layers * mlp_mats * d * ff,
         "norms": (layers * norms_per_layer + 1) * norm_size,
         "bias": layers * (hd + 2 * kvd + d + (mlp_mats - 1) * ff + d) if cfg.use_bias else 0,

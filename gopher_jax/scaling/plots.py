@@ -18,7 +18,7 @@ from gopher_jax.scaling.runs import Runs  # noqa: E402
 
 def _save(fig, path: str) -> str:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=85, bbox_inches="tight")  # keeps each PNG well under 100 KB
     plt.close(fig)
     return path
 

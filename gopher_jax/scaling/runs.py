@@ -53,7 +53,7 @@ def make_runs(N, D, loss, C=None, step=None, run=None) -> Runs:
         bad = np.flatnonzero(~np.isfinite(col) | (col <= 0))
         if bad.size:
             raise ValueError(f"runs column {name} must be finite and > 0; row {int(bad[0])} has "
-                             f"{name}={col[bad[0]]!r}. Drop or fix that row (diverged run?).")
+                             f"{name}={float(col[bad[0]])}. Drop or fix that row (diverged run?).")
     step = None if step is None else np.asarray(step, np.float64).ravel()
     run = None if run is None else np.asarray([str(r) for r in run])
     return Runs(N, D, loss, C, step, run)

@@ -95,7 +95,9 @@ def overrides_gin(run: dict, seq_len: int, batch_size: int) -> str:
     """Returns the gin text of one run's overrides."""
     lines = [f"# {run['name']}: N={run['N']:,} params, {run['tokens']:,} tokens, C={run['C']:.4g} FLOPs"]
     lines += [f"ModelConfig.{k} = {v}" for k, v in run["model"].items()]
-    lines += [f"train.steps = {run['steps']}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}"]
+    lines += [f"train.steps = {run['steps']}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}",
+              # held-out loss once, at the end (it is the loss the fits read); one checkpoint
+              "train.eval_every = 0", f"train.checkpoint_every = {run['steps']}"]
     return "\n".join(lines) + "\n"
 
 

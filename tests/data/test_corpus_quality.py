@@ -92,3 +92,9 @@ def test_stop_words_ignore_case_and_punctuation():
 
 def test_thresholds_are_configurable():
     assert check_quality(doc(base(60)), QualityConfig(min_words=61)) == "min_words"
+
+
+def test_alphabetic_means_any_script_not_digits_or_fractions():
+    ws = base()
+    ws[2:22] = ["café", "日本語", "½", "²", "12", "x1", "(a)", "--", "ß", "Ωmega"] * 2  # 6 of 10 alphabetic
+    assert measure(doc(ws))["alpha_words_fraction"] == pytest.approx((100 - 8) / 100)

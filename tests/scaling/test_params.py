@@ -37,7 +37,7 @@ def test_switches_change_counts_as_expected():
     assert count_params(base) - count_params(base.replace(num_kv_heads=1)) == L * 2 * d * 3 * 16
     rope = base.replace(position="rope")
     assert param_breakdown(rope)["relative"] == 0
-    assert param_breakdown(base)["relative"] == L * (d * 64 + 2 * 64)
+    assert param_breakdown(base)["relative"] == L * d * 64 + 2 * 64
     assert param_breakdown(base.replace(position="learned"))["positions"] == 64 * d
     assert count_params(base, embeddings=False) == count_params(base) - 256 * d
 
@@ -46,3 +46,23 @@ def test_nearest_config():
     near = nearest_config(67e9)
     assert near["gin_file"] == "gin_configs/models/chinchilla_70b.gin"
     assert nearest_config(5e6)["gin_file"] == "gin_configs/models/tiny.gin"
+
+
+VARIANTS = {"relative": {}, "rope": dict(position="rope"), "alibi": dict(position="alibi"),
+            "learned": dict(position="learned"), "swiglu": dict(mlp="swiglu"), "gqa": dict(num_kv_heads=2),
+            "mqa": dict(num_kv_heads=1), "untied": dict(tie_embeddings=False), "layernorm": dict(norm="layernorm"),
+            "bias": dict(use_bias=True), "parallel": dict(block="parallel"), "d_ff": dict(d_ff=100),
+            "all": dict(use_bias=True, tie_embeddings=False, norm="layernorm", mlp="swiglu", num_kv_heads=2)}
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_analytic_count_equals_the_flax_model(name):
+    import jax
+    import jax.numpy as jnp
+
+    from gopher_jax.model.decoder import Decoder
+
+    cfg = ModelConfig(num_layers=2, d_model=64, num_heads=4, head_dim=16, vocab_size=300, max_len=32,
+                      **VARIANTS[name])
+    shapes = jax.eval_shape(lambda: Decoder(cfg).init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32)))
+    assert count_params(cfg) == sum(int(x.size) for x in jax.tree_util.tree_leaves(shapes))

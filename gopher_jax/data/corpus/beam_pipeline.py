@@ -11,6 +11,7 @@ documents an iterative distributed components algorithm would replace `_Losers`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -37,7 +38,7 @@ RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "Fli
 
 def _strip_dropped(doc: Doc) -> Doc:
     # Same as the in-process pipeline: a dropped document only carries its outcome onwards.
-    return doc if doc.alive else Doc(**{**doc.__dict__, "text": ""})
+    return doc if doc.alive else dataclasses.replace(doc, text="")
 
 
 def _split_alive(pcoll, label: str):

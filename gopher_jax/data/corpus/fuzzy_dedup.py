@@ -11,6 +11,7 @@ import dataclasses
 
 import gin
 import numpy as np
+from tqdm import tqdm
 
 from gopher_jax.data.corpus import components, lsh, minhash, ngrams
 from gopher_jax.data.corpus.documents import Doc
@@ -50,8 +51,12 @@ class DedupConfig:
 
 
 def sketches(texts: list[str], config: DedupConfig, seeds: np.ndarray) -> list[tuple | None]:
-    """Returns per text (sorted unique shingles, band keys (bands,)), or None for no words."""
-    sh = ngrams.shingles_batch(texts, config.ngram)
+    """Returns per text (its n-gram hashes, band keys (bands,)), or None for a text without words.
+
+    The n-gram hashes keep repeats: MinHash ignores them, and only the few documents in a
+    candidate pair pay for deduplicating them (in `verified`).
+    """
+    sh = ngrams.shingles_batch(texts, config.ngram, unique=False)
     nonempty = [i for i, s in enumerate(sh) if len(s)]
     keys = lsh.band_keys(minhash.signatures([sh[i] for i in nonempty], seeds), config.bands, config.rows)
     out: list[tuple | None] = [None] * len(texts)
@@ -61,7 +66,11 @@ def sketches(texts: list[str], config: DedupConfig, seeds: np.ndarray) -> list[t
 
 
 def verified(a: np.ndarray, b: np.ndarray, threshold: float) -> bool:
-    """Returns True when two shingle sets' exact Jaccard is >= threshold (cheap size bound first)."""
+    """Returns True when two shingle sets' exact Jaccard is >= threshold (cheap size bound first).
+
+    a and b may contain repeats; they are made sets here.
+    """
+    a, b = np.unique(a), np.unique(b)
     small, large = sorted((len(a), len(b)))
     if small < threshold * large:  # J <= |small| / |large|
         return False
@@ -83,12 +92,13 @@ def duplicate_edges(sketches: dict, config: DedupConfig) -> tuple[list[tuple], i
     return edges, len(pairs)
 
 
-def fuzzy_dedup(docs: list[Doc], config: DedupConfig, batch: int = 256) -> tuple[list[Doc], dict]:
+def fuzzy_dedup(docs: list[Doc], config: DedupConfig, batch: int = 256,
+                progress: bool = False) -> tuple[list[Doc], dict]:
     """Returns (docs with near-duplicates of a lower-rank document dropped, {pair counts})."""
     seeds = minhash.permutation_seeds(config.num_perm, config.seed)
     alive = [d for d in docs if d.alive]
     table = {}
-    for start in range(0, len(alive), batch):
+    for start in tqdm(range(0, len(alive), batch), desc="minhash", unit=" batches", disable=not progress):
         chunk = alive[start:start + batch]
         for d, sk in zip(chunk, sketches([d.text for d in chunk], config, seeds)):
             if sk is not None:

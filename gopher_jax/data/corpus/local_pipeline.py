@@ -29,7 +29,7 @@ def process_documents(docs, config: ProcessConfig, progress: bool = False) -> tu
     if "exact_dedup" in stages:
         out = exact_dedup(out)
     if "fuzzy_dedup" in stages:
-        out, info = fuzzy_dedup(out, config.dedup)
+        out, info = fuzzy_dedup(out, config.dedup, progress=progress)
     if "decontam" in stages:
         index = cached_index(config.decontam, config.dedup)
         out = [decontaminate(d, index) if d.alive else d

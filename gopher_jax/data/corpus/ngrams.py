@@ -19,14 +19,17 @@ _CACHE_LIMIT = 2_000_000
 
 def normalized_words(text: str) -> list[str]:
     """Returns the lower-cased alphanumeric words of text (punctuation and spacing ignored)."""
-    # Lower-casing word by word (not the whole text first) keeps words aligned with
-    # `word_spans`, which decontamination uses to cut the original text.
+    low = text.lower()
+    if len(low) == len(text):  # the usual case: lower-casing maps characters one to one
+        return WORD_RE.findall(low)
+    # Rare expanding lower-casing (e.g. "İ"): lower word by word so spans still line up.
     return [m.group().lower() for m in WORD_RE.finditer(text)]
 
 
 def word_spans(text: str) -> list[tuple[int, int]]:
     """Returns the (start, end) character offsets of each word of `normalized_words(text)`."""
-    return [m.span() for m in WORD_RE.finditer(text)]
+    low = text.lower()
+    return [m.span() for m in WORD_RE.finditer(low if len(low) == len(text) else text)]
 
 
 def _blake64(word: str) -> int:
@@ -106,10 +109,13 @@ def shingles(text: str, n: int) -> np.ndarray:
     return shingles_batch([text], n)[0]
 
 
-def shingles_batch(texts: list[str], n: int) -> list[np.ndarray]:
-    """Returns `shingles(t, n)` for every text, hashing all texts' n-grams in one vectorised pass."""
+def shingles_batch(texts: list[str], n: int, unique: bool = True) -> list[np.ndarray]:
+    """Returns `shingles(t, n)` for every text, hashing all texts' n-grams in one vectorised pass.
+
+    unique=False skips sorting out repeats (MinHash does not need it; Jaccard does).
+    """
     grams = ngram_hashes_batch([word_hashes(normalized_words(t)) for t in texts], n)
-    return [np.unique(g) for g in grams]
+    return [np.unique(g) for g in grams] if unique else grams
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -60,6 +60,22 @@ def _ngram_codes(ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
     return codes
 
 
+def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns (first position of each distinct code, its count, group of each position).
+
+    Same as np.unique(return_index, return_inverse, return_counts) but with an unstable (2x
+    faster) sort: the first position comes from a segmented minimum instead of stability.
+    """
+    order = np.argsort(codes)
+    sorted_codes = codes[order]
+    starts = np.concatenate([[0], np.nonzero(sorted_codes[1:] != sorted_codes[:-1])[0] + 1])
+    first = np.minimum.reduceat(order, starts)
+    counts = np.diff(np.append(starts, len(codes)))
+    group = np.empty(len(codes), dtype=np.int64)
+    group[order] = np.repeat(np.arange(len(starts)), counts)
+    return first, counts, group
+
+
 def _ngram_fractions(words: list[str], config: RepetitionConfig) -> dict[str, float]:
     vocab: dict[str, int] = {}
     ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
@@ -72,7 +88,7 @@ def _ngram_fractions(words: list[str], config: RepetitionConfig) -> dict[str, fl
     for n, _ in config.max_top_ngram_char_fraction:
         frac = 0.0
         if n in codes:
-            _, first, counts = np.unique(codes[n], return_index=True, return_counts=True)
+            first, counts, _ = _groups(codes[n])
             top = counts.max()
             if top >= 2:
                 chars = csum[first + n] - csum[first]  # characters of each distinct n-gram
@@ -81,7 +97,7 @@ def _ngram_fractions(words: list[str], config: RepetitionConfig) -> dict[str, fl
     for n, _ in config.max_duplicate_ngram_char_fraction:
         frac = 0.0
         if n in codes:
-            _, first, inv = np.unique(codes[n], return_index=True, return_inverse=True)
+            first, _, inv = _groups(codes[n])
             repeat_starts = np.nonzero(first[inv] != np.arange(len(inv)))[0]
             if len(repeat_starts):
                 cover = np.zeros(len(words) + 1, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Device meshes, logical-axis rules and (later) pipeline schedules."""

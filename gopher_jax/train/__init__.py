@@ -1,0 +1,1 @@
+"""Training: configs, optimizer and schedules, loss, sharded train step, checkpoints, the loop."""

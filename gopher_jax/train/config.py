@@ -1,0 +1,68 @@
+"""`TrainConfig` (gin name `train`) and `OptimizerConfig` (gin name `optimizer`).
+
+The gin surface scripts rely on: train.steps, train.batch_size, train.seq_len, train.log_every,
+train.eval_every, train.checkpoint_every.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+SCHEDULES = ("gopher", "chinchilla", "constant")
+OPTIMIZERS = ("adam", "adamw")
+
+
+@gin.configurable("train")
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What to train on and for how long."""
+
+    steps: int = 200  # optimizer updates in the whole run (also the schedule's length)
+    batch_size: int = 16  # global batch, in sequences
+    seq_len: int = 256  # tokens per sequence (packed documents)
+    microbatches: int = 1  # gradient accumulation: batch_size is split into this many, inside the step
+    seed: int = 0  # parameter init and data order
+    log_every: int = 10  # steps between metrics.jsonl / TensorBoard / progress-bar updates
+    eval_every: int = 100  # steps between held-out loss evaluations (0 = only at the end)
+    eval_batches: int = 0  # held-out batches per evaluation (0 = the whole held-out split)
+    checkpoint_every: int = 100  # steps between checkpoints (always one at the end)
+    keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    train_task: str = ""  # seqio task/mixture to train on ("" = the embedded default corpus)
+    eval_task: str = ""  # seqio task for held-out loss ("" = the embedded held-out split)
+    tokenizer: str = ""  # SentencePiece .model path ("" = train/cache one on the embedded corpus)
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every", "checkpoint_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be positive")
+        if self.batch_size % self.microbatches:
+            raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
+                             f"train.microbatches={self.microbatches}; pick a divisor of the batch size")
+
+
+@gin.configurable("optimizer")
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam(W), learning-rate schedule, clipping and weight decay (Gopher §3, Chinchilla §3/App. A)."""
+
+    name: str = "adamw"  # "adam" (Gopher) | "adamw" (Chinchilla)
+    peak_learning_rate: float = 6e-4  # Gopher Table 1 max LR for the small models
+    warmup_steps: int = 1500  # Gopher: linear warmup over 1,500 steps (clipped to the run length)
+    schedule: str = "gopher"  # "gopher": cosine to peak/decay_factor over the run; "chinchilla": cycle = run
+    decay_factor: float = 10.0  # Gopher: cosine decay by 10x
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1  # AdamW's decoupled decay (ignored for "adam")
+    decay_embeddings_and_norms: bool = False  # also decay 1-D params and embedding tables
+    clip_norm: float = 1.0  # global-norm gradient clipping (Gopher: 1.0; 0.25 for 7.1B and 280B); 0 = off
+    z_loss: float = 0.0  # coefficient of log(Z)^2 on the logits (PaLM uses 1e-4)
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer.name={self.name!r} is not one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optimizer.schedule={self.schedule!r} is not one of {SCHEDULES}")
+        if self.peak_learning_rate <= 0:
+            raise ValueError(f"optimizer.peak_learning_rate={self.peak_learning_rate} must be positive")

@@ -1,0 +1,62 @@
+"""optax optimizer: Adam/AdamW, Gopher and Chinchilla schedules, clipping, a weight-decay mask."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import optax
+
+from gopher_jax.model import axes
+from gopher_jax.train.config import OptimizerConfig
+
+# Logical axes that mark an embedding table (never decayed unless asked).
+_EMBEDDING_AXES = {axes.VOCAB, axes.POSITIONS}
+
+
+def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """Returns step -> LR: linear warmup, then cosine over the rest of the run.
+
+    gopher: cosine from the peak down to peak/decay_factor at the last step (Gopher §3);
+    chinchilla: the same with the cosine cycle equal to the run length (Chinchilla §3: an
+    overshooting cycle hurts); constant: warmup then flat. Warmup is clipped to a third of
+    short runs so tiny runs still decay.
+    """
+    warmup = max(1, min(config.warmup_steps, total_steps // 3))
+    peak = config.peak_learning_rate
+    if config.schedule == "constant":
+        return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
+                                    [warmup])
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=peak, warmup_steps=warmup,
+        decay_steps=max(total_steps, warmup + 1), end_value=peak / config.decay_factor)
+
+
+def decay_mask(boxed_params, config: OptimizerConfig):
+    """Returns a bool tree: True where weight decay applies (matrices that are not embeddings).
+
+    Decided from each parameter's logical axes, not its path: weight matrices map to or from
+    `embed`/`mlp` with at least two axes; norms and biases (including Transformer-XL's u, v over
+    heads x kv) do not; embeddings carry `vocab` or `positions`.
+    """
+
+    def decays(leaf):
+        names = [n for n in (leaf.names if isinstance(leaf, nn.Partitioned) else ()) if n != axes.LAYERS]
+        if config.decay_embeddings_and_norms:
+            return True
+        is_matrix = len(names) >= 2 and bool({axes.EMBED, axes.MLP} & set(names))
+        return is_matrix and not (_EMBEDDING_AXES & set(names))
+
+    return jax.tree.map(decays, boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def make_optimizer(config: OptimizerConfig, total_steps: int, boxed_params) -> optax.GradientTransformation:
+    """Returns the optax chain: clip by global norm -> Adam(W) with the schedule and the decay mask."""
+    schedule = learning_rate_schedule(config, total_steps)
+    parts = []
+    if config.clip_norm:
+        parts.append(optax.clip_by_global_norm(config.clip_norm))
+    if config.name == "adamw":
+        parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
+                                 weight_decay=config.weight_decay, mask=decay_mask(boxed_params, config)))
+    else:
+        parts.append(optax.adam(schedule, b1=config.b1, b2=config.b2, eps=config.eps))
+    return optax.chain(*parts)

@@ -1,0 +1,96 @@
+"""The jitted train step: microbatched gradient accumulation, clipping, Adam(W), master weights."""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from gopher_jax.model import axes
+from gopher_jax.model.config import ModelConfig
+from gopher_jax.model.decoder import Decoder
+from gopher_jax.train.loss import cross_entropy
+from gopher_jax.train.state import TrainState
+
+BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
+
+
+def split_microbatches(batch: dict, k: int) -> dict:
+    """[B, T] -> [k, B/k, T], microbatch j holding rows j, j+k, ... so each stays spread over the mesh."""
+
+    def split(x):
+        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+
+    return {key: nn.with_logical_constraint(split(v), (None, axes.BATCH, axes.LENGTH)) for key, v in batch.items()}
+
+
+def make_loss_fn(model_config: ModelConfig, z_loss: float):
+    """Returns (params, batch) -> (weighted loss sum incl. z-loss, z-loss sum) for one (micro)batch."""
+    model = Decoder(model_config)
+
+    def loss_fn(params, batch):
+        logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"], batch["positions"])
+        return cross_entropy(logits, batch["targets"], batch["loss_weights"], z_loss)
+
+    return loss_fn
+
+
+def make_train_step(model_config: ModelConfig, tx: optax.GradientTransformation, *, microbatches: int,
+                    z_loss: float = 0.0, schedule=None):
+    """Returns (state, batch) -> (new state, metrics); metrics are scalar float32 arrays.
+
+    Loss and gradients are normalised by the token weight of the whole global batch, so any
+    number of microbatches gives the same update (up to float summation order).
+    """
+    loss_fn = make_loss_fn(model_config, z_loss)
+
+    def step(state: TrainState, batch: dict):
+        total_weight = jnp.maximum(jnp.sum(batch["loss_weights"].astype(jnp.float32)), 1.0)
+
+        def scaled_loss(params, mb):
+            loss_sum, z_sum = loss_fn(params, mb)
+            return loss_sum / total_weight, z_sum / total_weight
+
+        def grads_of(mb):
+            (loss, z), grads = jax.value_and_grad(scaled_loss, has_aux=True)(state.params, mb)
+            return loss, z, jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+
+        if microbatches == 1:
+            loss, z, grads = grads_of(batch)
+        else:
+            zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+
+            def body(carry, mb):
+                loss_acc, z_acc, g_acc = carry
+                loss_i, z_i, g_i = grads_of(mb)
+                return (loss_acc + loss_i, z_acc + z_i, jax.tree.map(jnp.add, g_acc, g_i)), None
+
+            init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
+            (loss, z, grads), _ = jax.lax.scan(body, init, split_microbatches(batch, microbatches))
+
+        grad_norm = optax.tree.norm(grads)
+        target = state.master if state.master is not None else state.params
+        updates, opt_state = tx.update(grads, state.opt_state, target)
+        new_target = optax.apply_updates(target, updates)
+        if state.master is not None:  # bf16 params are a rounded view of the fp32 master copy
+            params = jax.tree.map(lambda m, p: m.astype(p.dtype), new_target, state.params)
+            master = new_target
+        else:
+            params, master = new_target, None
+        metrics = {"loss": loss - z, "z_loss": z, "grad_norm": grad_norm, "tokens": total_weight}
+        if schedule is not None:
+            metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, master=master), metrics
+
+    return step
+
+
+def make_eval_step(model_config: ModelConfig):
+    """Returns (params, batch) -> (loss sum, token weight sum) for held-out evaluation."""
+    loss_fn = make_loss_fn(model_config, 0.0)
+
+    def eval_step(params, batch):
+        loss_sum, _ = loss_fn(params, batch)
+        return loss_sum, jnp.sum(batch["loss_weights"].astype(jnp.float32))
+
+    return eval_step
