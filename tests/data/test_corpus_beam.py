@@ -4,12 +4,10 @@ import json
 
 import pytest
 
-pytest.importorskip("apache_beam", reason="needs the [beam] extra: pip install -e '.[beam]'")
-
-from gopher_jax.data.corpus import config as C  # noqa: E402
-from gopher_jax.data.corpus.beam_pipeline import run_beam  # noqa: E402
-from gopher_jax.data.corpus.local_pipeline import run_local  # noqa: E402
-from gopher_jax.data.corpus.writer import read_output_records  # noqa: E402
+from gopher_jax.data.corpus import config as C
+from gopher_jax.data.corpus.beam_pipeline import run_beam
+from gopher_jax.data.corpus.local_pipeline import run_local
+from gopher_jax.data.corpus.writer import read_output_records
 
 
 def crafted_inputs(tmp_path):

@@ -41,7 +41,12 @@ def test_decay_mask_skips_norms_and_embeddings():
 
 def test_bf16_params_keep_an_fp32_master_copy():
     model = MODEL.replace(param_dtype="bfloat16", dtype="bfloat16")
-    state, metrics = one_step(trainer_on(model=model), batch())
+    trainer = trainer_on(model=model)
+    with trainer.context():  # two steps: the warmup schedule's LR is 0 at step 0
+        state = trainer.init()
+        for seed in (0, 1):
+            state, metrics = trainer.train_step(state, trainer.put_batch(batch(seed=seed)))
+    state, metrics = jax.device_get(state), {k: float(v) for k, v in metrics.items()}
     assert {a.dtype for a in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
     assert {a.dtype for a in jax.tree.leaves(state.master)} == {jnp.dtype(jnp.float32)}
     jax.tree.map(lambda p, m: np.testing.assert_array_equal(p, m.astype(jnp.bfloat16)), state.params, state.master)
