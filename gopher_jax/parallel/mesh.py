@@ -56,9 +56,15 @@ def build_mesh(config: MeshConfig | None = None, devices=None) -> jax.sharding.M
         raise ValueError(f"{len(devices)} devices do not split into {num_slices} slices (MeshConfig.dcn_*)")
     ici = config.ici_shape(len(devices) // num_slices)
     auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
-    if num_slices > 1:
+    if num_slices > 1 and hasattr(devices[0], "slice_index"):
         # Devices of one slice stay together on the ICI axes; the DCN axes multiply across slices.
         grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices=devices, allow_split_physical_axes=True)
+    elif num_slices > 1:
+        # No slice information (CPU emulation): consecutive device groups play the slices.
+        grid = np.asarray(devices).reshape(*dcn, *ici)
+        n = len(MESH_AXES)
+        grid = grid.transpose([i for pair in zip(range(n), range(n, 2 * n)) for i in pair])
+        grid = grid.reshape([d * i for d, i in zip(dcn, ici)])
     else:
         try:
             grid = mesh_utils.create_device_mesh(ici, devices=devices, allow_split_physical_axes=True)

@@ -54,6 +54,7 @@ def test_beam_equals_in_process(tmp_path, mode):
     assert records == read_output_records(str(tmp_path / "beam")) and len(records) == local.records_written
     print(f"\n{mode}: {local.read} read, {local.kept} kept, {local.records_written} records; dropped {dict(local.dropped)}")
     assert local.dropped["exact_dedup:duplicate"] == 1 and local.dropped["fuzzy_dedup:near_duplicate"] == 1
+    assert local.dedup_pairs["duplicate_pairs"] == 1
     assert local.dropped["bad_input:invalid_utf8"] == 1 and local.dropped["bad_input:missing_text"] == 1
     if mode == "gopher":
         assert local.dropped["decontam:eval_overlap"] == 1

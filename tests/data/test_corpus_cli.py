@@ -1,7 +1,17 @@
 """`gopher-jax data process`: flags, gin, stage selection, summary and exit codes."""
 import json
 
+import gin
+import pytest
+
 from gopher_jax import cli
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    """The command parses gin globally; leave no bindings behind for other tests."""
+    yield
+    gin.clear_config()
 
 
 def test_process_command_end_to_end(tmp_path, capsys):
@@ -27,6 +37,11 @@ def test_gin_file_and_errors(tmp_path, capsys):
     assert cli.main(["data", "process", "--input", "../shared/data/corpus/c4_sample_500.jsonl",
                      "--output", str(tmp_path), "--gin_file", "gin_configs/data/gopher.gin"]) == 2
     assert "needs evaluation sets: pass --eval" in capsys.readouterr().err
+    # No stage list anywhere and no eval sets: every other stage runs.
+    assert cli.main(["data", "process", "--input", "../shared/data/corpus/c4_sample_500.jsonl",
+                     "--output", str(tmp_path / "all"), "--no_tfrecord"]) == 0
+    printed = capsys.readouterr()
+    assert "skipping stage 'decontam'" in printed.err and "langid:not_en" in printed.out
     assert cli.main(["data", "process", "--input", str(tmp_path / "none.jsonl"), "--output", str(tmp_path),
                      "--stages", "quality"]) == 2
     assert "matches no file" in capsys.readouterr().err
@@ -42,4 +57,3 @@ def test_recipe_gin_files_parse():
         cfg = ProcessConfig.from_gin()
         assert (cfg.stages[0], cfg.stages[-1], cfg.decontam.mode) == (first, last, mode)
     assert (cfg.dedup.bands, cfg.dedup.rows) == (26, 10)
-    gin_utils.parse_gin([])

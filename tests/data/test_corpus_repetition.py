@@ -104,3 +104,13 @@ def test_real_documents_and_a_doubled_one():
         text = json.loads(f.readline())["text"]
     assert check_repetition(text) is None
     assert check_repetition(text + "\n\n" + text) == "duplicate_line_fraction"
+
+
+def test_counting_the_first_copy_is_the_stricter_reading():
+    ws = unique_words(10) * 2 + unique_words(80, 100)  # a 10-word block twice
+    strict = RepetitionConfig(count_first_copy=True)
+    assert measure(" ".join(ws))["duplicate_5gram_char_fraction"] == 0.1
+    assert measure(" ".join(ws), strict)["duplicate_5gram_char_fraction"] == 0.2
+    text = "\n".join(["same line"] * 2 + [f"line {w}" for w in unique_words(8)])
+    assert measure(text)["duplicate_line_fraction"] == 0.1
+    assert measure(text, strict)["duplicate_line_fraction"] == 0.2

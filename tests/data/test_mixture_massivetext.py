@@ -2,6 +2,7 @@
 import collections
 import json
 
+import gin
 import pytest
 import seqio
 import sentencepiece as spm
@@ -48,7 +49,6 @@ def test_mixture_follows_gopher_weights(shards_and_vocab):
 
 def test_gin_file_binds_weights_and_paths():
     gin_utils.parse_gin(["gin_configs/data/massivetext.gin"])
-    import gin
     assert gin.query_parameter("register_massivetext_tasks.weights") is not None
     assert set(gin.query_parameter("register_massivetext_tasks.paths")) == set(massivetext.COMPONENTS)
     gin.clear_config()

@@ -89,7 +89,10 @@ class _Losers(beam.CombineFn):
 
 
 class FuzzyDedup(beam.PTransform):
-    """MinHash-LSH candidates, exact-Jaccard verification, components, one survivor each."""
+    """MinHash-LSH candidates, exact-Jaccard verification, components, one survivor each.
+
+    Returns (documents, {"candidate_pairs": n, "duplicate_pairs": m} as a one-element PCollection).
+    """
 
     def __init__(self, config):
         super().__init__()
@@ -123,7 +126,11 @@ class FuzzyDedup(beam.PTransform):
         marked = alive | "MarkLosers" >> beam.Map(
             lambda d, lost: d.dropped("fuzzy_dedup:near_duplicate") if d.rank in lost else d,
             lost=beam.pvalue.AsSingleton(lost))
-        return (marked, dead) | "FuzzyMerge" >> beam.Flatten()
+        n_pairs = pairs | "CountCandidates" >> beam.combiners.Count.Globally()
+        n_edges = edges | "CountEdges" >> beam.combiners.Count.Globally()
+        info = (n_pairs | "PairInfo" >> beam.Map(
+            lambda c, e: {"candidate_pairs": c, "duplicate_pairs": e}, e=beam.pvalue.AsSingleton(n_edges)))
+        return (marked, dead) | "FuzzyMerge" >> beam.Flatten(), info
 
 
 class _StatsFn(beam.CombineFn):
@@ -160,13 +167,17 @@ def build(pipeline, files: list[tuple[str, str]], output_dir: str, config: Proce
             | "StripDropped" >> beam.Map(_strip_dropped))
     if "exact_dedup" in stages:
         docs = docs | "ExactDedup" >> ExactDedup()
+    info = None
     if "fuzzy_dedup" in stages:
-        docs = docs | "FuzzyDedup" >> FuzzyDedup(config.dedup)
+        docs, info = docs | "FuzzyDedup" >> FuzzyDedup(config.dedup)
     if "decontam" in stages:
         docs = docs | "Decontaminate" >> beam.Map(
             lambda d: decontaminate(d, cached_index(config.decontam, config.dedup)) if d.alive else d)
-    (docs | "Stats" >> beam.CombineGlobally(_StatsFn())
-          | "WriteStats" >> beam.Map(_write_json, stats_path))
+    stats = docs | "Stats" >> beam.CombineGlobally(_StatsFn())
+    if info is not None:
+        stats = stats | "AddDedupPairs" >> beam.Map(
+            lambda s, i: {**s, "dedup_pairs": dict(sorted(i.items()))}, i=beam.pvalue.AsSingleton(info))
+    stats | "WriteStats" >> beam.Map(_write_json, stats_path)
     records = docs | "Records" >> beam.FlatMap(lambda d: d.output_records())
     prefix, n = os.path.join(output_dir, "part"), config.pipeline.num_shards
     (records | "JsonLines" >> beam.Map(record_line)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 
 from tqdm import tqdm
@@ -45,9 +44,8 @@ def run_local(inputs: list[str], output_dir: str, config: ProcessConfig, stats_p
     out, info = process_documents(docs, config, progress)
     write_shards(out, output_dir, config.pipeline.num_shards, config.pipeline.write_tfrecord)
     stats = stats_of(out)
+    stats.dedup_pairs.update(info)
     stats.check()
-    if info:
-        logging.info("fuzzy dedup: %s", info)
     if stats_path:
         os.makedirs(os.path.dirname(os.path.abspath(stats_path)), exist_ok=True)
         stats.save(stats_path)

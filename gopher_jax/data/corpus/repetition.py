@@ -2,7 +2,9 @@
 
 Definitions (the paper gives thresholds, not formulas; ours follow the common reproduction):
 - "duplicate" lines/paragraphs/n-grams are occurrences after the first (the first copy is not
-  counted), so a document repeated twice scores 0.5, not 1.0;
+  counted), so a document repeated twice scores 0.5, not 1.0. Gopher's wording ("characters
+  contained within all duplicate n-grams") also reads as counting every copy:
+  `RepetitionConfig.count_first_copy=True` selects that stricter reading;
 - line and paragraph character fractions are over the characters of the non-blank lines or
   paragraphs; n-gram fractions are over the characters of the words (whitespace excluded);
 - overlapping duplicate n-grams are not double counted (words are marked, then summed);
@@ -10,6 +12,7 @@ Definitions (the paper gives thresholds, not formulas; ours follow the common re
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import re
 
@@ -36,18 +39,18 @@ class RepetitionConfig:
     # n -> max fraction of characters in duplicate n-grams
     max_duplicate_ngram_char_fraction: tuple[tuple[int, float], ...] = (
         (5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
+    count_first_copy: bool = False  # ours: count the first occurrence of a repeat too (stricter)
 
 
-def _duplicates(items: list[str]) -> tuple[int, int]:
-    """Returns (number of repeated items, their characters), first occurrences excluded."""
-    seen, n, chars = set(), 0, 0
-    for it in items:
-        if it in seen:
-            n += 1
-            chars += len(it)
-        else:
-            seen.add(it)
-    return n, chars
+def _duplicates(items: list[str], count_first_copy: bool = False) -> tuple[int, int]:
+    """Returns (number of repeated items, their characters), first occurrences excluded unless
+    count_first_copy."""
+    counts = collections.Counter(items)
+    if count_first_copy:
+        reps = [(c, len(it)) for it, c in counts.items() if c > 1]
+    else:
+        reps = [(c - 1, len(it)) for it, c in counts.items() if c > 1]
+    return sum(c for c, _ in reps), sum(c * n for c, n in reps)
 
 
 def _ngram_codes(ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
@@ -97,8 +100,11 @@ def _ngram_fractions(words: list[str], config: RepetitionConfig) -> dict[str, fl
     for n, _ in config.max_duplicate_ngram_char_fraction:
         frac = 0.0
         if n in codes:
-            first, _, inv = _groups(codes[n])
-            repeat_starts = np.nonzero(first[inv] != np.arange(len(inv)))[0]
+            first, counts, inv = _groups(codes[n])
+            if config.count_first_copy:
+                repeat_starts = np.nonzero(counts[inv] > 1)[0]
+            else:
+                repeat_starts = np.nonzero(first[inv] != np.arange(len(inv)))[0]
             if len(repeat_starts):
                 cover = np.zeros(len(words) + 1, dtype=np.int64)
                 np.add.at(cover, repeat_starts, 1)
@@ -113,8 +119,8 @@ def measure(text: str, config: RepetitionConfig = RepetitionConfig()) -> dict[st
     """Returns every quantity the repetition rules compare against their thresholds."""
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     paragraphs = [p.strip() for p in _PARAGRAPH_SPLIT.split(text) if p.strip()]
-    n_line, c_line = _duplicates(lines)
-    n_par, c_par = _duplicates(paragraphs)
+    n_line, c_line = _duplicates(lines, config.count_first_copy)
+    n_par, c_par = _duplicates(paragraphs, config.count_first_copy)
     out = {
         "duplicate_line_fraction": n_line / max(len(lines), 1),
         "duplicate_paragraph_fraction": n_par / max(len(paragraphs), 1),

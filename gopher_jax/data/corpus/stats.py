@@ -22,6 +22,8 @@ class Stats:
     kept_by_source: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     chars_read: int = 0
     chars_written: int = 0
+    # fuzzy dedup work: "candidate_pairs" (LSH) and "duplicate_pairs" (verified edges)
+    dedup_pairs: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
     def add(self, doc: Doc) -> None:
         """Counts one document's final outcome."""
@@ -82,6 +84,9 @@ class Stats:
         if self.dropped:
             lines.append("dropped, by reason:")
             lines += [f"  {r:<44} {n:>10,}  {pct(n)}" for r, n in sorted(self.dropped.items(), key=lambda x: -x[1])]
+        if self.dedup_pairs:
+            lines.append(f"fuzzy dedup: {self.dedup_pairs['candidate_pairs']:,} candidate pairs, "
+                         f"{self.dedup_pairs['duplicate_pairs']:,} verified duplicates")
         if self.changed:
             lines.append("changed (kept or not), by stage:")
             lines += [f"  {r:<44} {n:>10,}" for r, n in sorted(self.changed.items(), key=lambda x: -x[1])]
