@@ -48,7 +48,9 @@ def fit_budget(runs: Runs) -> dict[str, float]:
     return {"C": float(np.exp(np.mean(np.log(runs.C)))), "N_opt": float(np.exp(x_opt)),
             "D_opt": float(np.exp(s * x_opt + k)), "loss_opt": float(p0 - p1 * p1 / (4 * p2)),
             "p2": float(p2), "p1": float(p1), "p0": float(p0),
-            "N_min": float(runs.N.min()), "N_max": float(runs.N.max())}
+            "N_min": float(runs.N.min()), "N_max": float(runs.N.max()),
+            # a vertex outside the trained sizes is an extrapolation: the sweep should add sizes there
+            "extrapolated": bool(not runs.N.min() <= np.exp(x_opt) <= runs.N.max())}
 
 
 def fit_lines(budgets: list[dict]) -> dict[str, float]:

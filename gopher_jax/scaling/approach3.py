@@ -102,9 +102,10 @@ def fit_theta(runs: Runs, *, top_k: int | None = DEFAULT_TOP_K, starts: np.ndarr
 def theta_to_params(theta: np.ndarray) -> dict[str, float]:
     """Returns E, A, B, alpha, beta and the Eq. 4 exponents a, b and G from an LSE theta."""
     a, b, e, al, be = (float(x) for x in theta)
-    A, B, E = float(np.exp(a)), float(np.exp(b)), float(np.exp(e))
+    with np.errstate(over="ignore"):  # a degenerate fit (a term the data cannot see) may overflow: inf
+        A, B, E = float(np.exp(a)), float(np.exp(b)), float(np.exp(e))
     out = {"E": E, "A": A, "B": B, "alpha": al, "beta": be}
-    if al > 0 and be > 0:
+    if al > 0 and be > 0 and np.isfinite(A) and np.isfinite(B):
         out.update(a=be / (al + be), b=al / (al + be), G=(al * A / (be * B)) ** (1 / (al + be)))
     else:  # Eq. 4 needs positive exponents; report NaN rather than a meaningless allocation
         out.update(a=float("nan"), b=float("nan"), G=float("nan"))

@@ -27,14 +27,20 @@ class FitResult:
     extra: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        """Returns a JSON-able dict: the params at top level, plus intervals and metadata."""
-        out = {"approach": self.approach, **{k: float(v) for k, v in self.params.items()}}
-        out["intervals"] = {k: [float(lo), float(hi)] for k, (lo, hi) in self.intervals.items()}
+        """Returns a JSON-able dict: the params at top level, plus intervals and metadata.
+        Non-finite numbers (a degenerate fit) become null, so the file stays standard JSON."""
+        out = {"approach": self.approach, **{k: _finite_or_none(v) for k, v in self.params.items()}}
+        out["intervals"] = {k: [_finite_or_none(lo), _finite_or_none(hi)] for k, (lo, hi) in self.intervals.items()}
         out["interval_level"] = self.level
         out["n_boot"] = self.n_boot
         out["n_boot_failed"] = self.n_failed
         out.update(self.extra)
         return out
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def resample(rng: np.random.Generator, groups: Sequence[np.ndarray], mode: str) -> np.ndarray:

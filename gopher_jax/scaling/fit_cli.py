@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", required=True, help="CSV with columns N, D, loss (optional C, step, run)")
     parser.add_argument("--approach", default="all", choices=APPROACH_CHOICES,
                         help="which fit (default all that the data allow; 1 needs training curves)")
-    parser.add_argument("--json", action="store_true", help="print JSON (one approach: its dict; all: keyed by approach)")
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON (one approach: its dict; all: keyed by approach)")
     parser.add_argument("--out", help="also write the JSON to this file (input to `scaling optimal --fit`)")
     parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for intervals (0 = none)")
     parser.add_argument("--level", type=float, default=DEFAULT_LEVEL, help="interval level (0.8 = 10th-90th pct)")
@@ -65,8 +66,12 @@ def format_result(res: FitResult) -> str:
     for k, v in res.params.items():
         lo, hi = res.intervals.get(k, (float("nan"), float("nan")))
         lines.append(f"  {k:<16} {v:>12.4g}   [{lo:.4g}, {hi:.4g}]")
+    for part, why in res.extra.get("skipped", {}).items():
+        lines.append(f"  {part}: skipped ({why})")
     for b in res.extra.get("budgets", []):
-        lines.append(f"  budget C={b['C']:.3g}: N_opt={b['N_opt']:.3g} D_opt={b['D_opt']:.3g} loss={b['loss_opt']:.4f}")
+        note = "  (vertex outside the trained sizes: extrapolated)" if b.get("extrapolated") else ""
+        lines.append(f"  budget C={b['C']:.3g}: N_opt={b['N_opt']:.3g} D_opt={b['D_opt']:.3g} "
+                     f"loss={b['loss_opt']:.4f}{note}")
     return "\n".join(lines)
 
 

@@ -43,7 +43,9 @@ def fit_l_nd(runs: Runs) -> dict[str, float]:
 
     def resid(p):
         lnc, ldc, an, ad = p
-        return np.log(kaplan_loss_nd(runs.N, runs.D, np.exp(lnc), np.exp(ldc), an, ad)) - logL
+        with np.errstate(over="ignore", invalid="ignore"):  # trial steps far from the data may overflow
+            r = np.log(kaplan_loss_nd(runs.N, runs.D, np.exp(lnc), np.exp(ldc), an, ad)) - logL
+        return np.where(np.isfinite(r), r, 1e3)
 
     best = None
     for p0 in ([np.log(K.KAPLAN_ND_N_C), np.log(K.KAPLAN_ND_D_C), K.KAPLAN_ND_ALPHA_N, K.KAPLAN_ND_ALPHA_D],
@@ -56,23 +58,47 @@ def fit_l_nd(runs: Runs) -> dict[str, float]:
     return {"N_c": float(np.exp(lnc)), "D_c": float(np.exp(ldc)), "alpha_N": float(an), "alpha_D": float(ad)}
 
 
-def _fit_all(runs: Runs) -> dict[str, float]:
-    out = {}
-    n, ln = lowest_per_value(runs.N, runs.loss)
-    if len(n) >= 2:
-        out["L(N).alpha_N"], out["L(N).N_c"] = fit_l_of_x(n, ln)
-    d, ld = lowest_per_value(runs.D, runs.loss)
-    if len(d) >= 2:
-        out["L(D).alpha_D"], out["L(D).D_c"] = fit_l_of_x(d, ld)
-    if len(runs) >= 5:
-        out.update({f"L(N,D).{k}": v for k, v in fit_l_nd(runs).items()})
-    return out
+PARTS = ("L(N)", "L(D)", "L(N,D)")
+
+
+def _fit_part(part: str, runs: Runs) -> dict[str, float]:
+    if part == "L(N)":
+        n, ln = lowest_per_value(runs.N, runs.loss)
+        if len(n) < 2:
+            raise ValueError("L(N) needs >= 2 distinct model sizes")
+        alpha, n_c = fit_l_of_x(n, ln)
+        return {"L(N).alpha_N": alpha, "L(N).N_c": n_c}
+    if part == "L(D)":
+        d, ld = lowest_per_value(runs.D, runs.loss)
+        if len(d) < 2:
+            raise ValueError("L(D) needs >= 2 distinct token counts")
+        alpha, d_c = fit_l_of_x(d, ld)
+        return {"L(D).alpha_D": alpha, "L(D).D_c": d_c}
+    if len(runs) < 5:
+        raise ValueError("L(N, D) fits 4 parameters and needs >= 5 runs")
+    return {f"L(N,D).{k}": v for k, v in fit_l_nd(runs).items()}
 
 
 def fit_kaplan(runs: Runs, *, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 0) -> FitResult:
-    """Returns Kaplan L(N), L(D) and L(N, D) parameters (keys 'L(N).alpha_N', ...) with intervals."""
-    point = _fit_all(runs)
+    """Returns Kaplan L(N), L(D) and L(N, D) parameters (keys 'L(N).alpha_N', ...) with intervals.
+
+    Parts the data cannot support (e.g. loss not falling with N) are left out and named in
+    extra['skipped']; a resample where a kept part fails counts as failed."""
+    point, skipped = {}, {}
+    for part in PARTS:
+        try:
+            point.update(_fit_part(part, runs))
+        except ValueError as e:
+            skipped[part] = str(e)
     if not point:
-        raise ValueError("Kaplan fits need >= 2 distinct N or D values, or >= 5 runs for L(N, D)")
-    intervals, failed = bootstrap(_fit_all, runs, n_boot=n_boot, level=level, seed=seed)
-    return FitResult("kaplan", point, intervals, level, n_boot, failed)
+        raise ValueError("no Kaplan law fits these runs: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    kept = [p for p in PARTS if p not in skipped]
+
+    def fit_all(r: Runs) -> dict[str, float]:
+        out = {}
+        for part in kept:
+            out.update(_fit_part(part, r))
+        return out
+
+    intervals, failed = bootstrap(fit_all, runs, n_boot=n_boot, level=level, seed=seed)
+    return FitResult("kaplan", point, intervals, level, n_boot, failed, extra={"skipped": skipped})

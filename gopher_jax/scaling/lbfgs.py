@@ -12,7 +12,8 @@ Fn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 def batched_lbfgs(fg: Fn, x0: np.ndarray, *, history: int = 10, max_iter: int = 500, gtol: float = 1e-8,
-                  ftol: float = 1e-13, max_halvings: int = 40, c1: float = 1e-4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ftol: float = 1e-13, max_halvings: int = 40, c1: float = 1e-4
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimises S problems at once. Returns (x [S, P], f [S], converged [S] bool).
 
     fg(x, rows) returns (f [len(rows)], grad [len(rows), P]) for the problems `rows` at points x.

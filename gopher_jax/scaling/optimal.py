@@ -51,7 +51,8 @@ def laws_from_fit(fit: dict) -> dict[str, dict]:
     entries = {str(fit["approach"]): fit} if "approach" in fit else fit
     out = {}
     for name, f in entries.items():
-        if not isinstance(f, dict) or "error" in f:
+        # failed fits carry "error"; degenerate ones have null (non-finite) coefficients
+        if not isinstance(f, dict) or "error" in f or any(v is None for v in f.values()):
             continue
         if name == "3":
             out[name] = {"kind": "parametric", **{k: f[k] for k in ("E", "A", "B", "alpha", "beta")}}

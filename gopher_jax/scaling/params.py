@@ -1,8 +1,9 @@
 """Analytic parameter counts of a `ModelConfig` (no model is built).
 
 The model code's own count (`gopher-jax params`) is the authority; this closed form is what the
-scaling laws need (total N for Chinchilla, non-embedding N for Kaplan) and is checked against the
-papers' 13*L*d^2 + V*d rule for every published size in tests/scaling/test_params.py.
+scaling laws need (total N for Chinchilla, non-embedding N for Kaplan). tests/scaling/test_params.py
+checks it against the papers' 13*L*d^2 + V*d rule for every published size and against the Flax
+model's own count for every architecture switch.
 """
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import numpy as np
+
 from gopher_jax.scaling.runs import read_csv
 
 
@@ -33,14 +35,20 @@ def make_plots(out: str, prefix: str = "scaling_", runs=None, curves=None, fit=N
         except ValueError as e:
             log(f"isoflop plot skipped: {e}")
         try:
-            law = fit_approach3(runs, n_boot=0).params
+            fitted = fit_approach3(runs, n_boot=0).params
+            if all(np.isfinite(fitted[k]) for k in ("E", "A", "B", "a")) and 0 < fitted["alpha"] < 5:
+                law = fitted
+            else:
+                log(f"approach 3 fit is degenerate ({ {k: round(fitted[k], 4) for k in ('alpha', 'beta')} }); "
+                    f"contours use the published law")
         except ValueError as e:
             log(f"approach 3 fit failed, contours use the published law: {e}")
         paths.append(plots.plot_contours(law, os.path.join(out, f"{prefix}contours.png"), runs))
     if curves is not None:
         try:
             f1 = fit_approach1(curves, n_boot=0)
-            paths.append(plots.plot_envelope(curves, {**f1.params, **f1.extra}, os.path.join(out, f"{prefix}envelope.png")))
+            paths.append(plots.plot_envelope(curves, {**f1.params, **f1.extra},
+                                             os.path.join(out, f"{prefix}envelope.png")))
         except ValueError as e:
             log(f"envelope plot skipped: {e}")
     return paths

@@ -33,7 +33,9 @@ def plot_isoflop(runs: Runs, fit2: dict, path: str, title: str = "IsoFLOP profil
         ax[0].scatter(r.N, r.loss, color=col, s=18)
         x = np.linspace(np.log(b["N_min"]), np.log(b["N_max"]), 100)
         ax[0].plot(np.exp(x), b["p2"] * x * x + b["p1"] * x + b["p0"], color=col, label=f"{b['C']:.1e} FLOPs")
-        ax[0].scatter([b["N_opt"]], [b["loss_opt"]], color=col, marker="*", s=90, edgecolor="k")
+        # hollow star: the vertex lies outside the trained sizes (an extrapolation)
+        ax[0].scatter([b["N_opt"]], [b["loss_opt"]], marker="*", s=90, edgecolor="k",
+                      facecolor="none" if b.get("extrapolated") else col)
     ax[0].set(xscale="log", xlabel="parameters N", ylabel="loss", title=title)
     ax[0].legend(fontsize=7)
     C = np.array([b["C"] for b in budgets])

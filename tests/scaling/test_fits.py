@@ -119,3 +119,24 @@ def test_kaplan_l_of_n_and_l_of_nd():
     truth = {"N_c": 6.4e13, "D_c": 1.8e13, "alpha_N": 0.076, "alpha_D": 0.103}
     for k, v in truth.items():
         assert inside(fit.intervals[f"L(N,D).{k}"], v), (k, fit.params, fit.intervals)
+
+
+def test_degenerate_results_are_flagged_and_json_safe():
+    # the vertex of a budget whose loss still falls at the smallest size lies outside the sizes trained
+    N = np.array([1e6, 2e6, 4e6])
+    runs = make_runs(np.tile(N, 2), np.concatenate([1e9 / N, 1e10 / N]), [3.0, 3.1, 3.3, 2.8, 2.85, 3.0],
+                     C=[6e15] * 3 + [6e16] * 3)
+    fit = fit_approach2(runs, n_boot=0)
+    assert any(b["extrapolated"] for b in fit.extra["budgets"])
+    p = a3.theta_to_params(np.array([900.0, 5.0, 0.5, 0.3, 0.3]))  # A = e^900 overflows
+    assert p["A"] == float("inf") and np.isnan(p["a"])
+    js = a3.FitResult("3", p, {"A": (1.0, float("inf"))}).to_json()
+    assert js["A"] is None and js["intervals"]["A"] == [1.0, None]
+
+
+def test_kaplan_skips_the_parts_the_data_cannot_support():
+    # loss rises with N (data-limited tiny runs): L(N) is skipped and named, L(D) still fits
+    runs = make_runs([1e5, 2e5, 4e5, 1e5, 2e5, 4e5], [1e5, 1e5, 1e5, 1e6, 1e6, 1e6], [6.9, 7.0, 7.2, 6.1, 6.2, 6.4])
+    fit = fit_kaplan(runs, n_boot=10)
+    assert "L(N)" in fit.extra["skipped"] and "slope" in fit.extra["skipped"]["L(N)"]
+    assert "L(D).alpha_D" in fit.params and "L(N).alpha_N" not in fit.params
