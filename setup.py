@@ -27,7 +27,7 @@ EXTRAS = {
     # apache-beam: tests/data/test_corpus_beam.py checks Beam == in-process. Beam needs
     # protobuf<7, and sentencepiece 0.2.3's generated code needs protobuf>=7.36, so tests pin
     # sentencepiece<0.2.3 (0.2.2 works with protobuf 6 and 7; see docs/decisions/beam_protobuf.md).
-    "test": ["pytest", "pytest-xdist", "apache-beam", "google-crc32c", "sentencepiece<0.2.3"],
+    "test": ["pytest", "pytest-xdist", "hypothesis", "apache-beam", "google-crc32c", "sentencepiece<0.2.3"],
     # Ahead-of-time compilation for TPU topologies on a CPU host; keep in step with jax.
     "tpu": ["jax[tpu]"],
     "beam": ["apache-beam", "google-crc32c", "sentencepiece<0.2.3"],  # crc32c: TFRecord checksums

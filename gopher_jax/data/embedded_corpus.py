@@ -21,7 +21,8 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+
+from gopher_jax.atomic_write import atomic_write
 
 # Bump when the extraction or cleaning changes: it keys every cache built from this corpus.
 CORPUS_VERSION = "embedded-v1"
@@ -103,21 +104,6 @@ def _extract() -> list[Document]:
     return unique
 
 
-def _atomic_write(path: str, write) -> None:
-    """Writes via a temp file + rename so concurrent processes never see a half-written file."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; caches are shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def all_documents(cache_dir: str | None = None) -> list[Document]:
     """Returns every embedded document (train and held-out), extracting once and caching as JSONL."""
     path = os.path.join(cache_dir or default_cache_dir(), f"{CORPUS_VERSION}.jsonl")
@@ -130,7 +116,7 @@ def all_documents(cache_dir: str | None = None) -> list[Document]:
         for d in docs:
             f.write(json.dumps(dataclasses.asdict(d), ensure_ascii=False) + "\n")
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return docs
 
 

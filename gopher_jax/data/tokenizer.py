@@ -18,8 +18,9 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from typing import Iterable, Iterator, Sequence
+
+from gopher_jax.atomic_write import atomic_write
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 DEFAULT_VOCAB_SIZE = 32_000  # Gopher / Chinchilla
@@ -133,25 +134,9 @@ def train_tokenizer(
     sp = spm.SentencePieceProcessor(model_proto=proto)
     vocab_text = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i)}\n" for i in range(sp.get_piece_size()))
     path = model_prefix + ".model"
-    _atomic_write_bytes(path, proto)
-    _atomic_write_bytes(model_prefix + ".vocab", vocab_text.encode("utf-8"))
+    atomic_write(path, lambda f: f.write(proto), binary=True)
+    atomic_write(model_prefix + ".vocab", lambda f: f.write(vocab_text))
     return path
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes via temp file + rename: concurrent trainers (e.g. parallel tests) never see half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; caches are shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def ensure_embedded_tokenizer(vocab_size: int, cache_dir: str | None = None) -> str:

@@ -6,6 +6,7 @@ Scores, masking and softmax run in float32.
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from gopher_jax.model import axes
@@ -25,9 +26,14 @@ def attention_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
 
 
 class Attention(nn.Module):
-    """Self-attention of one layer. `rel_embed` and `rel_biases` are used by position='relative'."""
+    """Self-attention of one layer. `rel_embed` and `rel_biases` are used by position='relative'.
+
+    With `decode=True` keys and values go to a 'cache' collection (see `_decode_scores`); the
+    training path (decode=False) never touches it.
+    """
 
     config: ModelConfig
+    decode: bool = False
 
     @nn.compact
     def __call__(self, x, segment_ids, positions, rel_embed=None, rel_biases=None):
@@ -48,6 +54,16 @@ class Attention(nn.Module):
 
         def grouped(a):  # [B, T, H, D] -> [B, T, K, G, D]
             return a.reshape(b, t, k, g, d)
+
+        if self.decode:
+            scores, mask, value = self._decode_scores(grouped(q), key, value, segment_ids, positions, rel_biases)
+            scores = scores / jnp.sqrt(jnp.float32(d))
+            scores = jnp.where(mask, scores, NEG_INF)
+            probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+            probs = (probs / jnp.sum(probs, axis=-1, keepdims=True)).astype(value.dtype)
+            out = jnp.einsum("bkgts,bskd->btkgd", probs, value).reshape(b, t, h, d)
+            return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
+                         residual_output=True, name="out")(out)
 
         if cfg.position == "relative":
             u, v = rel_biases  # [H, D] each, shared by all layers
@@ -72,3 +88,54 @@ class Attention(nn.Module):
         out = nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
         return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
                      residual_output=True, name="out")(out)
+
+    def _decode_scores(self, q, key, value, segment_ids, positions, rel_biases):
+        """Appends this call's keys/values to the cache; returns (scores [B,K,G,T,L] f32 before
+        scaling, mask [B,1,1,T,L], cached values [B,L,K,D]).
+
+        The cache holds L slots (L = the length the cache was initialised with), shared slot index
+        for the batch, plus each slot's segment id (0 = empty/padding) and absolute position. Every
+        position encoding is a function of query position minus key position, so scores equal the
+        full forward pass of the same (left-padded) sequence.
+        """
+        cfg = self.config
+        b, t, k, g, d = q.shape
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, (b, t, k, d), key.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, (b, t, k, d), value.dtype)
+        cached_pos = self.variable("cache", "cached_positions", jnp.zeros, (b, t), jnp.int32)
+        cached_seg = self.variable("cache", "cached_segments", jnp.zeros, (b, t), jnp.int32)
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        i = index.value
+        cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key.astype(cached_key.value.dtype), (0, i, 0, 0))
+        cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value.astype(cached_value.value.dtype),
+                                                          (0, i, 0, 0))
+        cached_pos.value = jax.lax.dynamic_update_slice(cached_pos.value, positions.astype(jnp.int32), (0, i))
+        cached_seg.value = jax.lax.dynamic_update_slice(cached_seg.value, segment_ids.astype(jnp.int32), (0, i))
+        index.value = i + t
+        keys, values = cached_key.value, cached_value.value
+        length = keys.shape[1]
+
+        slot_q = i + jnp.arange(t)
+        causal = jnp.arange(length)[None, :] <= slot_q[:, None]  # [T, L]: slots written so far
+        same = segment_ids[:, :, None] == cached_seg.value[:, None, :]  # [B, T, L]
+        mask = (causal[None] & same)[:, None, None]
+        distance = positions[:, :, None] - cached_pos.value[:, None, :]  # [B, T, L]
+
+        if cfg.position == "relative":
+            u, v = rel_biases
+            scores = jnp.einsum("btkgd,bskd->bkgts", q + u.reshape(k, g, d).astype(q.dtype), keys).astype(jnp.float32)
+            # Position scores straight from the distances (no relative_shift): project the sinusoids
+            # of every distance 0..L-1 once, score each query against all of them, then gather.
+            proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
+                              (cfg.d_model, cfg.num_heads, d), jnp.dtype(cfg.param_dtype))
+            rel_embed = pos.sinusoids(jnp.arange(length), cfg.d_model)
+            rel_keys = jnp.einsum("re,ehd->rhd", rel_embed.astype(q.dtype), proj.astype(q.dtype)).reshape(length, k, g, d)
+            by_distance = jnp.einsum("btkgd,rkgd->bkgtr", q + v.reshape(k, g, d).astype(q.dtype), rel_keys)
+            index_ = jnp.clip(distance, 0, length - 1)[:, None, None]  # masked entries: any valid index
+            scores = scores + jnp.take_along_axis(by_distance.astype(jnp.float32), index_, axis=-1)
+        else:
+            scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32)
+            if cfg.position == "alibi":
+                slopes = jnp.asarray(pos.alibi_slopes(cfg.num_heads)).reshape(k, g)
+                scores = scores - slopes[None, :, :, None, None] * distance[:, None, None].astype(jnp.float32)
+        return scores, mask, values

@@ -17,12 +17,13 @@ class Block(nn.Module):
     """Pre-norm residual layer. Returns (output, None) so it can be the body of `nn.scan`."""
 
     config: ModelConfig
+    decode: bool = False  # KV-cache decoding (gopher_jax/decode.py); training leaves it False
 
     @nn.compact
     def __call__(self, x, segment_ids, positions, rel_embed, rel_biases):
         cfg = self.config
         x = nn.with_logical_constraint(x, RESIDUAL)
-        attention = Attention(cfg, name="attention")
+        attention = Attention(cfg, decode=self.decode, name="attention")
         mlp = Mlp(cfg, name="mlp")
         if cfg.block == "parallel":
             normed = Norm(cfg, name="norm")(x)

@@ -21,12 +21,16 @@ class Decoder(nn.Module):
 
     `segment_ids` (0 = padding) keep packed documents apart; `positions` (position within each
     document) feed RoPE and learned positions. Both default to one document per row.
+
+    `decode=True` (sampling, gopher_jax/decode.py) appends the tokens' keys/values to a mutable
+    'cache' collection and attends to everything cached so far; then `positions` are absolute
+    positions and `segment_ids` mark padding (0). Use `init_cache` for an empty cache.
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, segment_ids=None, positions=None):
+    def __call__(self, tokens, segment_ids=None, positions=None, decode: bool = False):
         cfg = self.config
         b, t = tokens.shape
         if segment_ids is None:
@@ -49,7 +53,8 @@ class Decoder(nn.Module):
 
         rel_embed = rel_biases = None
         if cfg.position == "relative":
-            rel_embed = pos.sinusoids(pos.relative_distances(t), cfg.d_model)
+            # In decode mode each layer builds its own distance embeddings from its cache length.
+            rel_embed = None if decode else pos.sinusoids(pos.relative_distances(t), cfg.d_model)
             bias_init = nn.with_logical_partitioning(nn.initializers.zeros, (axes.HEADS, axes.KV))
             shape = (cfg.num_heads, cfg.head_dim)
             # Transformer-XL's u and v: learned content and position biases shared by all layers.
@@ -58,18 +63,18 @@ class Decoder(nn.Module):
 
         block = Block
         policy = remat_policy(cfg.remat_policy)
-        if policy is not None:
+        if policy is not None and not decode:  # nothing to rematerialise without a backward pass
             block = nn.remat(Block, policy=policy, prevent_cse=not cfg.scan_layers)
         args = (segment_ids, positions, rel_embed, rel_biases)
         if cfg.scan_layers:
             stack = nn.scan(
-                block, variable_axes={"params": 0}, split_rngs={"params": True},
+                block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
                 in_axes=(nn.broadcast,) * len(args), length=cfg.num_layers,
-                metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, name="layers")
+                metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, decode=decode, name="layers")
             x, _ = stack(x, *args)
         else:
             for i in range(cfg.num_layers):
-                x, _ = block(cfg, name=f"layers_{i}")(x, *args)
+                x, _ = block(cfg, decode=decode, name=f"layers_{i}")(x, *args)
 
         x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:
@@ -88,3 +93,10 @@ def unstack_layers(params: dict, num_layers: int) -> dict:
     for i in range(num_layers):
         params[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], stacked)
     return params
+
+
+def init_cache(config: ModelConfig, batch: int, length: int) -> dict:
+    """Returns an empty KV cache (the 'cache' collection) for `batch` rows of up to `length` tokens."""
+    tokens = jnp.zeros((batch, length), jnp.int32)
+    shapes = jax.eval_shape(lambda: Decoder(config).init(jax.random.key(0), tokens, decode=True))["cache"]
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), nn.meta.unbox(shapes))

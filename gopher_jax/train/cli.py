@@ -13,11 +13,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="run directory: checkpoints, metrics, plots")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --workdir")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar (logs only)")
+    # Multi-process runs (see gopher_jax/distributed.py): unset on TPU VMs, which configure themselves.
+    parser.add_argument("--coordinator", default=None, help="host:port of process 0 (env GOPHER_JAX_COORDINATOR)")
+    parser.add_argument("--num_processes", type=int, default=None, help="env GOPHER_JAX_NUM_PROCESSES")
+    parser.add_argument("--process_id", type=int, default=None, help="env GOPHER_JAX_PROCESS_ID")
 
 
 def run(args: argparse.Namespace) -> int:
     """Parses gin, trains, prints where the outputs are; returns 0."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from gopher_jax.distributed import maybe_initialize
+    maybe_initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax backend use
     # Import every configurable before gin parses (unknown names would be errors).
     import gopher_jax.data.input_pipeline  # noqa: F401
     import gopher_jax.model.config  # noqa: F401

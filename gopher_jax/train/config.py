@@ -31,6 +31,13 @@ class TrainConfig:
     train_task: str = ""  # seqio task/mixture to train on ("" = the embedded default corpus)
     eval_task: str = ""  # seqio task for held-out loss ("" = the embedded held-out split)
     tokenizer: str = ""  # SentencePiece .model path ("" = train/cache one on the embedded corpus)
+    # Loss spikes / non-finite values (gopher_jax/train/spikes.py, docs/reliability.md):
+    spike_policy: str = "none"  # "none" | "skip" (drop the update) | "rewind" (also restore the last checkpoint)
+    spike_threshold: float = 2.0  # a loss above this x the running average of accepted losses is a spike
+    spike_ema_decay: float = 0.99  # running average: ema = decay * ema + (1 - decay) * loss
+    spike_warmup_steps: int = 100  # accepted updates before spikes are judged (non-finite always is)
+    max_skipped_updates: int = 20  # "skip": stop the run once more updates than this were dropped
+    max_rewinds: int = 3  # "rewind": stop the run after this many rewinds
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every", "checkpoint_every"):
@@ -39,6 +46,17 @@ class TrainConfig:
         if self.batch_size % self.microbatches:
             raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
                              f"train.microbatches={self.microbatches}; pick a divisor of the batch size")
+        from gopher_jax.train.spikes import POLICIES
+        if self.spike_policy not in POLICIES:
+            raise ValueError(f"train.spike_policy={self.spike_policy!r} is not one of {POLICIES}")
+        if not self.spike_threshold > 1.0:
+            raise ValueError(f"train.spike_threshold={self.spike_threshold} must exceed 1 (e.g. 2.0): "
+                             f"it multiplies the running-average loss")
+        if not 0.0 <= self.spike_ema_decay < 1.0:
+            raise ValueError(f"train.spike_ema_decay={self.spike_ema_decay} must be in [0, 1), e.g. 0.99")
+        for name in ("spike_warmup_steps", "max_skipped_updates", "max_rewinds"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
 
 
 @gin.configurable("optimizer")

@@ -1,8 +1,14 @@
-"""The training loop: data -> sharded steps -> metrics, held-out loss, checkpoints, resume."""
+"""The training loop: data -> sharded steps -> metrics, held-out loss, checkpoints, resume.
+
+Reliability (docs/reliability.md): configs are validated before compiling; resume takes the
+newest checkpoint that restores; SIGTERM checkpoints and exits with signals.EXIT_PREEMPTED; the
+spike policy drops bad updates and can rewind, stopping with spikes.EXIT_DIVERGED past its limit.
+"""
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import gin
@@ -14,21 +20,21 @@ from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.rules import sharding_rules
 from gopher_jax.train.checkpoints import Checkpointer
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
+from gopher_jax.train.faults import Faults
 from gopher_jax.train.metrics_log import MetricsLog
 from gopher_jax.train.sharded import build_trainer
+from gopher_jax.train.signals import EXIT_PREEMPTED, Preempted, StopRequest
+from gopher_jax.train.spikes import TrainingDiverged
 from gopher_jax.train.state import make_init_fn
+from gopher_jax.train.validate import validate
 
 
-def _tokenizer_path(train_config: TrainConfig, model_config: ModelConfig) -> str:
-    """Returns the SentencePiece model to use, training the embedded one if none is configured."""
+def _tokenizer_path(train_config: TrainConfig, model_config: ModelConfig) -> tuple[str, int]:
+    """Returns (SentencePiece model path, its piece count), training the embedded one if none is configured."""
     from gopher_jax.data import tokenizer
 
     path = train_config.tokenizer or tokenizer.ensure_embedded_tokenizer(model_config.vocab_size)
-    size = tokenizer.load(path).get_piece_size()
-    if size > model_config.vocab_size:
-        raise ValueError(f"tokenizer {path} has {size} pieces but ModelConfig.vocab_size={model_config.vocab_size}; "
-                         f"set ModelConfig.vocab_size={size} (or larger) or use a smaller tokenizer")
-    return path
+    return path, tokenizer.load(path).get_piece_size()
 
 
 def _flops_per_token(model_config: ModelConfig, seq_len: int) -> float:
@@ -51,40 +57,48 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
     """Trains the gin-configured model in `workdir`; returns the final summary dict.
 
     Writes metrics.jsonl, tensorboard/, checkpoints/, config.gin, loss_curve.png and summary.json.
+    Raises signals.Preempted after checkpointing on SIGTERM and spikes.TrainingDiverged past the
+    spike policy's limit (both SystemExit: the process exits with their documented codes).
     """
     from gopher_jax.data.input_pipeline import (bytes_per_token, embedded_or_configured_tasks, make_batches,
                                                 nats_to_bits_per_byte)
 
     model_cfg, train_cfg, opt_cfg = ModelConfig(), TrainConfig(), OptimizerConfig()
-    mesh_cfg, rules = MeshConfig(), sharding_rules()
+    mesh_cfg, rules, faults = MeshConfig(), sharding_rules(), Faults()
     lead = jax.process_index() == 0
+    nproc = jax.process_count()
     os.makedirs(workdir, exist_ok=True)
     ckpt = Checkpointer(workdir, keep=train_cfg.keep_checkpoints)
     latest = ckpt.latest_step()
     if latest is not None and not resume:
         raise FileExistsError(f"{workdir} already holds checkpoints up to step {latest}; pass --resume to "
                               f"continue that run, or choose a new --workdir (nothing was overwritten)")
+    vocab_path, pieces = _tokenizer_path(train_cfg, model_cfg)
+    # Every config mismatch at once, before compiling anything (a bad gin override costs seconds).
+    validate(model_cfg, train_cfg, mesh_cfg, rules, num_devices=jax.device_count(), num_processes=nproc,
+             tokenizer_pieces=pieces)
     if lead:
         with open(os.path.join(workdir, "config.gin"), "w") as f:
             f.write(gin.config_str())
 
-    vocab_path = _tokenizer_path(train_cfg, model_cfg)
     train_task, eval_task = embedded_or_configured_tasks(vocab_path, train_cfg.train_task or None,
                                                          train_cfg.eval_task or None)
     mesh = build_mesh(mesh_cfg)
-    nproc = jax.process_count()
-    if train_cfg.batch_size % (nproc * train_cfg.microbatches):
-        raise ValueError(f"train.batch_size={train_cfg.batch_size} must divide evenly over {nproc} processes "
-                         f"x {train_cfg.microbatches} microbatches")
     trainer = build_trainer(model_cfg, opt_cfg, train_cfg, mesh, rules)
     local_batch = train_cfg.batch_size // nproc
     data = make_batches(train_task, batch_size=local_batch, seq_len=train_cfg.seq_len, seed=train_cfg.seed,
                         shuffle=True, repeat=True, shard_index=jax.process_index(), num_shards=nproc)
-    if latest is not None:
-        abstract = jax.eval_shape(make_init_fn(model_cfg, trainer.tx, train_cfg.seq_len), jax.random.key(0))
-        state, data_state = ckpt.restore(latest, abstract, trainer.state_shardings)
+    abstract = jax.eval_shape(make_init_fn(model_cfg, trainer.tx, train_cfg.seq_len), jax.random.key(0))
+    # Host-side counters that must survive a resume travel with the data-iterator state.
+    reliability = {"rewinds": 0}
+    found = None
+    if resume:
+        found = ckpt.restore_newest_good(abstract, trainer.state_shardings)
+    if found is not None:
+        restored_step, state, data_state = found
         data.set_state(data_state)
-        print(f"resumed from step {latest} ({ckpt.directory})")
+        reliability.update(data_state.get("reliability", {}))
+        print(f"resumed from step {restored_step} ({ckpt.directory})", flush=True)
     else:
         state = trainer.init()
 
@@ -99,6 +113,21 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
     log = MetricsLog(workdir, enabled=lead)
     start_step = int(jax.device_get(state.step))
     tokens_per_step = train_cfg.batch_size * train_cfg.seq_len
+    policy = train_cfg.spike_policy
+    seen_skipped = _skipped(state)
+    last_saved = start_step if found is not None else None
+
+    def data_state():
+        return {**data.get_state(), "reliability": dict(reliability)}
+
+    def stop_diverged(step: int, why: str):
+        message = (f"training stopped at step {step}: {why}. The newest checkpoint in {ckpt.directory} predates "
+                   f"the problem (no checkpoint was written after it). Try a lower optimizer.peak_learning_rate or "
+                   f"optimizer.clip_norm, inspect the data, or raise the limit, then run again with --resume.")
+        log.write({"step": step, "event": "diverged", "reason": why})
+        ckpt.close()
+        print(message, file=sys.stderr, flush=True)
+        raise TrainingDiverged(message)
 
     bar = None
     if progress and lead:
@@ -108,9 +137,13 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
     metrics = {}
     step = start_step
     last_eval = None
-    with trainer.context():
+    with StopRequest() as stop, trainer.context():
         while step < train_cfg.steps:
-            batch = trainer.put_batch(next(data))
+            batch_index = data.get_state()["batches_consumed"]
+            host_batch = next(data)
+            if faults.active:
+                host_batch = faults.apply(batch_index, host_batch)
+            batch = trainer.put_batch(host_batch)
             t0 = time.perf_counter()
             state, metrics = trainer.train_step(state, batch)
             step += 1
@@ -142,8 +175,61 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
                 last_eval = evaluate(trainer, state, eval_batches)
                 log.write({"step": step, "eval_loss": last_eval,
                            "eval_bits_per_byte": nats_to_bits_per_byte(last_eval, eval_bpt)})
-            if step % train_cfg.checkpoint_every == 0 or is_last:
-                ckpt.save(step, state, data.get_state(), force=is_last)
+            is_ckpt = step % train_cfg.checkpoint_every == 0 or is_last
+            # The guard's counters are read only where the host looks anyway (log, checkpoint, stop), so
+            # the device queue is not drained every step; a checkpoint never follows an unseen bad step.
+            if policy != "none" and (step % train_cfg.log_every == 0 or is_ckpt or stop.requested):
+                skipped = _skipped(state)
+                if skipped > seen_skipped and policy == "skip":
+                    log.write({"step": step, "event": "skipped_updates", "skipped_updates": skipped})
+                    print(f"step {step}: {skipped - seen_skipped} update(s) dropped (non-finite or spiking loss), "
+                          f"{skipped} in total (limit train.max_skipped_updates={train_cfg.max_skipped_updates})",
+                          file=sys.stderr, flush=True)
+                    if skipped > train_cfg.max_skipped_updates:
+                        stop_diverged(step, f"{skipped} updates were dropped for non-finite or spiking loss, more "
+                                            f"than train.max_skipped_updates={train_cfg.max_skipped_updates}")
+                elif skipped > seen_skipped:  # rewind
+                    reliability["rewinds"] += 1
+                    if reliability["rewinds"] > train_cfg.max_rewinds:
+                        stop_diverged(step, f"a non-finite or spiking loss needed rewind number "
+                                            f"{reliability['rewinds']}, more than train.max_rewinds="
+                                            f"{train_cfg.max_rewinds}")
+                    ckpt.wait()
+                    found = ckpt.restore_newest_good(abstract, trainer.state_shardings)
+                    if found is not None:
+                        to_step, state, old_data = found
+                        first_skipped = old_data["batches_consumed"]
+                    else:
+                        to_step, state, first_skipped = 0, trainer.init(), 0
+                    # The iterator stays where it is: batches since that checkpoint, the bad ones among
+                    # them, are not replayed (PaLM §5.1 restarts ~100 steps back and skips ~200-500 batches).
+                    now = data.get_state()["batches_consumed"]
+                    log.write({"step": step, "event": "rewind", "to_step": to_step, "rewinds": reliability["rewinds"],
+                               "skipped_batches": [first_skipped, now]})
+                    print(f"step {step}: non-finite or spiking loss; rewound to step {to_step} and skipped batches "
+                          f"{first_skipped}..{now - 1} (rewind {reliability['rewinds']} of at most "
+                          f"{train_cfg.max_rewinds})", file=sys.stderr, flush=True)
+                    step, skipped = to_step, _skipped(state)
+                    if bar is not None:
+                        bar.n = step
+                        bar.refresh()
+                    seen_skipped = skipped
+                    continue
+                seen_skipped = skipped
+            if is_ckpt:
+                ckpt.save(step, state, data_state(), force=is_last)
+                last_saved = step
+            if stop.requested and not is_last:
+                if last_saved != step:
+                    ckpt.save(step, state, data_state(), force=True)
+                ckpt.close()  # waits: the checkpoint is on disk before we exit
+                log.write({"step": step, "event": "preempted", "signal": stop.signal_name})
+                if bar is not None:
+                    bar.close()
+                print(f"preempted ({stop.signal_name}) at step {step}: checkpoint {ckpt.step_dir(step)} is on disk; "
+                      f"exiting with code {EXIT_PREEMPTED}; continue with --resume", file=sys.stderr,
+                      flush=True)
+                raise Preempted(step, ckpt.directory)
     if bar is not None:
         bar.close()
     ckpt.close()
@@ -151,6 +237,8 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
     summary = {"step": step, "final_loss": float(metrics["loss"]) if metrics else None,
                "eval_loss": last_eval, "peak_flops": peak, "flops_per_token": flops_tok,
                "checkpoint_dir": ckpt.directory, "compile_s": compile_s}
+    if policy != "none":
+        summary.update(skipped_updates=_skipped(state), rewinds=reliability["rewinds"])
     if lead:
         summary["loss_curve"] = log.plot(os.path.join(workdir, "loss_curve.png"))
         recs = [r for r in log.records() if r.get("tokens_per_s")]
@@ -160,3 +248,11 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
+
+
+def _skipped(state) -> int:
+    """Returns the spike guard's dropped-update count (0 without a guard)."""
+    from gopher_jax.train.spikes import SpikeGuardState
+    if isinstance(state.opt_state, SpikeGuardState):
+        return int(jax.device_get(state.opt_state.skipped))
+    return 0

@@ -12,6 +12,7 @@ from gopher_jax.model.config import ModelConfig
 from gopher_jax.parallel.rules import batch_sharding
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
 from gopher_jax.train.optimizer import learning_rate_schedule, make_optimizer
+from gopher_jax.train.spikes import maybe_guard
 from gopher_jax.train.state import TrainState, abstract_params, init_state
 from gopher_jax.train.step import make_eval_step, make_train_step
 
@@ -57,7 +58,7 @@ def build_trainer(model_config: ModelConfig, opt_config: OptimizerConfig, train_
                   mesh: jax.sharding.Mesh, rules) -> ShardedTrainer:
     """Returns a ShardedTrainer; nothing is initialised until `init()` is called."""
     boxed = abstract_params(model_config, train_config.seq_len)
-    tx = make_optimizer(opt_config, train_config.steps, boxed)
+    tx = maybe_guard(make_optimizer(opt_config, train_config.steps, boxed), train_config)
     schedule = learning_rate_schedule(opt_config, train_config.steps)
     shardings = {}
 

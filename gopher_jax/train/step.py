@@ -10,6 +10,7 @@ from gopher_jax.model import axes
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.model.decoder import Decoder
 from gopher_jax.train.loss import cross_entropy
+from gopher_jax.train.spikes import SpikeGuardState, guard_metrics
 from gopher_jax.train.state import TrainState
 
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
@@ -70,14 +71,18 @@ def make_train_step(model_config: ModelConfig, tx: optax.GradientTransformation,
 
         grad_norm = optax.tree.norm(grads)
         target = state.master if state.master is not None else state.params
-        updates, opt_state = tx.update(grads, state.opt_state, target)
+        if isinstance(state.opt_state, SpikeGuardState):  # drops non-finite / spiking updates in-step
+            updates, opt_state = tx.update(grads, state.opt_state, target, loss=loss, grad_norm=grad_norm)
+        else:
+            updates, opt_state = tx.update(grads, state.opt_state, target)
         new_target = optax.apply_updates(target, updates)
         if state.master is not None:  # bf16 params are a rounded view of the fp32 master copy
             params = jax.tree.map(lambda m, p: m.astype(p.dtype), new_target, state.params)
             master = new_target
         else:
             params, master = new_target, None
-        metrics = {"loss": loss - z, "z_loss": z, "grad_norm": grad_norm, "tokens": total_weight}
+        metrics = {"loss": loss - z, "z_loss": z, "grad_norm": grad_norm, "tokens": total_weight,
+                   **guard_metrics(opt_state)}
         if schedule is not None:
             metrics["learning_rate"] = jnp.asarray(schedule(state.step), jnp.float32)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state, master=master), metrics

@@ -1,0 +1,129 @@
+"""Analytic bytes per device of a train step: state by its real shardings, activations by remat policy.
+
+State (params, fp32 master, Adam moments) is measured exactly: the trainer's abstract state
+(`jax.eval_shape`) and its `state_shardings` on an `AbstractMesh` of the topology's size, summed
+shard by shard. Gradients and activations are modelled (nothing is allocated):
+  * gradients: the step's fp32 gradients, sharded like the params (GSPMD reduce-scatters), plus the
+    param-dtype gradients they are cast from, plus an fp32 accumulator when microbatches > 1;
+  * activations: what the backward pass keeps per layer under the remat policy, for the
+    microbatches in flight (1 without pipelining; min(microbatches, stages) per stage for 1F1B,
+    MT-NLG §3), plus one layer's full working set while it is recomputed, plus fp32 logits.
+MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
+4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+from jax.sharding import AbstractMesh
+
+from gopher_jax.model import axes
+from gopher_jax.model.config import ModelConfig
+from gopher_jax.parallel.mesh import MESH_AXES
+from gopher_jax.parallel.rules import logical_to_spec
+from gopher_jax.train.config import OptimizerConfig, TrainConfig
+
+MTNLG_BYTES_PER_PARAM = 20  # MT-NLG (Smith et al. 2022) §2: mixed-precision Adam
+
+
+def _axes_size(logical: str, rules, sizes: dict[str, int]) -> int:
+    entry = logical_to_spec((logical,), rules)[0]
+    names = entry if isinstance(entry, tuple) else (entry,) if entry else ()
+    return math.prod(sizes[n] for n in names)
+
+
+def state_bytes(model: ModelConfig, opt: OptimizerConfig, train: TrainConfig, rules, sizes) -> dict:
+    """Returns per-device bytes of params, master, optimizer state, and local/global param counts."""
+    from gopher_jax.train.optimizer import make_optimizer
+    from gopher_jax.train.state import abstract_params, make_init_fn, state_shardings
+
+    mesh = AbstractMesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES)
+    boxed = abstract_params(model, train.seq_len)
+    tx = make_optimizer(opt, train.steps, boxed)
+    abstract = jax.eval_shape(make_init_fn(model, tx, train.seq_len), jax.random.key(0))
+    sh = state_shardings(abstract, boxed, tx, mesh, rules)
+
+    def local_bytes(tree, shardings):
+        leaves = jax.tree.leaves(tree)
+        shs = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, jax.sharding.NamedSharding))
+        return sum(math.prod(s.shard_shape(a.shape)) * a.dtype.itemsize for a, s in zip(leaves, shs))
+
+    params = local_bytes(abstract.params, sh.params)
+    p_item = jax.tree.leaves(abstract.params)[0].dtype.itemsize
+    return {
+        "params": params,
+        "master": local_bytes(abstract.master, sh.master) if abstract.master is not None else 0,
+        "optimizer": local_bytes(abstract.opt_state, sh.opt_state),
+        "local_params": params // p_item,
+        "global_params": sum(a.size for a in jax.tree.leaves(abstract.params)),
+        "param_itemsize": p_item,
+    }
+
+
+def _per_token_elements(model: ModelConfig, seq_len: int, t: int) -> dict[str, float]:
+    """Elements one layer holds per token for backward, by tensor kind (t = tensor-parallel degree)."""
+    h, a, s = model.d_model, model.num_heads, seq_len
+    hk, kvk, f = a * model.head_dim, model.kv_heads * model.head_dim, model.ffw_dim
+    scores = a * s / t * (2 if model.position == "relative" else 1)  # content (+ position) logits
+    return {
+        "layer_input": h,
+        "norm_outputs": 2 * h,
+        "qkv": (hk + 2 * kvk) / t,
+        "scores": scores,
+        "probs": a * s / t,
+        "context": hk / t,
+        "attn_out": h,
+        "mlp_hidden": (2 if model.mlp == "swiglu" else 1) * f / t,
+        "mlp_activation": f / t,
+        "mlp_out": h,
+    }
+
+
+# what each remat policy keeps per layer (ModelConfig.remat_policy; gopher_jax/model/remat.py)
+_KEPT = {
+    "none": None,  # everything
+    "full": ("layer_input",),
+    "dots": ("layer_input", "qkv", "scores", "context", "attn_out", "mlp_hidden", "mlp_out"),
+    "dots_no_batch": ("layer_input", "qkv", "attn_out", "mlp_hidden", "mlp_out"),
+    "save_attn_mlp_out": ("layer_input", "attn_out", "mlp_out"),
+}
+
+
+def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes) -> dict:
+    """Returns per-device activation bytes: kept per layer, one recomputed layer, logits, and in-flight count."""
+    batch_shards = _axes_size(axes.BATCH, rules, sizes)
+    t = _axes_size(axes.HEADS, rules, sizes)
+    t_vocab = _axes_size(axes.VOCAB, rules, sizes)
+    stages = sizes["pipeline"]
+    mb_rows = train.batch_size / train.microbatches
+    local_rows = math.ceil(mb_rows / batch_shards)  # a batch the mesh does not divide pads up
+    tokens = local_rows * train.seq_len
+    item = 2 if model.dtype == "bfloat16" else 4
+    per_tok = _per_token_elements(model, train.seq_len, t)
+    kept = _KEPT[model.remat_policy]
+    kept_elems = sum(per_tok.values()) if kept is None else sum(per_tok[k] for k in kept)
+    layers_here = math.ceil(model.num_layers / stages)
+    in_flight = min(train.microbatches, stages)  # 1F1B: bounded by the stages, not by the microbatches
+    kept_b = kept_elems * item * tokens * layers_here * in_flight
+    working = 0 if kept is None else sum(per_tok.values()) * item * tokens  # the layer being recomputed
+    logits = 2 * 4 * tokens * model.padded_vocab_size / t_vocab  # fp32 logits and their gradient
+    return {"kept": int(kept_b), "recompute_working_set": int(working), "logits": int(logits),
+            "local_sequences_per_microbatch": local_rows, "microbatches_in_flight": in_flight,
+            "batch_shards": batch_shards, "tensor_parallel": t}
+
+
+def bytes_per_device(model: ModelConfig, opt: OptimizerConfig, train: TrainConfig, rules, sizes) -> dict:
+    """Returns {"total": bytes, "breakdown": {...}, "state_bytes_per_param": float, ...} for one device."""
+    st = state_bytes(model, opt, train, rules, sizes)
+    local = st["local_params"]
+    grads = local * 4 + local * st["param_itemsize"] * (st["param_itemsize"] != 4)
+    if train.microbatches > 1:
+        grads += local * 4  # the scan's fp32 accumulator next to one microbatch's gradients
+    act = activation_bytes(model, train, rules, sizes)
+    breakdown = {"params": st["params"], "master": st["master"], "optimizer": st["optimizer"], "gradients": grads,
+                 "activations": act["kept"] + act["recompute_working_set"], "logits": act["logits"]}
+    state = st["params"] + st["master"] + st["optimizer"] + grads
+    return {"total": int(sum(breakdown.values())), "breakdown": {k: int(v) for k, v in breakdown.items()},
+            "state_bytes_per_param": state / max(local, 1), "mtnlg_bytes_per_param": MTNLG_BYTES_PER_PARAM,
+            "local_params": local, "global_params": st["global_params"], "activation_detail": act}

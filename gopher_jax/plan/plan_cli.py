@@ -1,0 +1,63 @@
+"""`gopher-jax plan`: analytic memory per device and step time of a gin config on a TPU topology."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from gopher_jax import gin_utils
+
+GIB = 2**30
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `gopher-jax plan`."""
+    gin_utils.add_gin_arguments(parser)
+    parser.add_argument("--topology", required=True, help="e.g. v3:32x32, v4:2x2x1, or 4xv3:32x32 (4 slices)")
+    parser.add_argument("--mfu", type=float, default=0.4, help="model-FLOPs utilisation assumed for step time")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4) -> dict:
+    """Returns the plan dict: bytes_per_device (+ breakdown), hbm_bytes_per_device, FLOPs, bubble, step time."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # abstract shapes only; never touch an accelerator
+    from gopher_jax.plan import configs, memory, throughput
+    from gopher_jax.plan.topology import mesh_axis_sizes, parse_topology
+
+    topo = parse_topology(topology)
+    model, opt, train, mesh_cfg, rules = configs.load(gin_files, gin_params)
+    sizes = mesh_axis_sizes(mesh_cfg, topo)
+    mem = memory.bytes_per_device(model, opt, train, rules, sizes)
+    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu)
+    hbm = topo.chip.hbm_bytes_per_device
+    return {"topology": topology, "num_devices": topo.num_devices, "num_chips": topo.num_chips, "mesh": sizes,
+            "remat_policy": model.remat_policy, "microbatches": train.microbatches,
+            "bytes_per_device": mem["total"], "bytes_breakdown": mem["breakdown"], "hbm_bytes_per_device": hbm,
+            "fits": mem["total"] <= hbm, "state_bytes_per_param": mem["state_bytes_per_param"],
+            "mtnlg_bytes_per_param": mem["mtnlg_bytes_per_param"], "global_params": mem["global_params"],
+            "local_params": mem["local_params"], "activation_detail": mem["activation_detail"], **step}
+
+
+def format_plan(p: dict) -> str:
+    """Returns the human-readable table of a plan dict."""
+    lines = [f"topology {p['topology']}: {p['num_chips']} chips, {p['num_devices']} devices; mesh {p['mesh']}",
+             f"params {p['global_params'] / 1e9:.2f}B, {p['local_params'] / 1e6:.1f}M per device; "
+             f"remat={p['remat_policy']}, microbatches={p['microbatches']}",
+             "memory per device:"]
+    lines += [f"  {k:<12} {v / GIB:9.2f} GiB" for k, v in p["bytes_breakdown"].items()]
+    lines += [f"  {'total':<12} {p['bytes_per_device'] / GIB:9.2f} GiB of {p['hbm_bytes_per_device'] / GIB:.0f} GiB "
+              f"HBM -> {'fits' if p['fits'] else 'DOES NOT FIT'}",
+              f"state bytes/param {p['state_bytes_per_param']:.1f} (MT-NLG mixed-precision Adam: "
+              f"{p['mtnlg_bytes_per_param']})",
+              f"FLOPs/step {p['model_flops_per_step']:.3e} model, {p['hardware_flops_per_step']:.3e} with remat; "
+              f"{p['flops_per_device']:.3e} per device",
+              f"pipeline bubble {p['pipeline_bubble']:.1%}; predicted {p['predicted_step_s']:.2f} s/step, "
+              f"{p['predicted_tokens_per_s']:,.0f} tokens/s at MFU {p['mfu']:.0%}"]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Prints the plan; returns 0, or 1 if it does not fit in HBM."""
+    plan = make_plan(args.gin_file, args.gin_param, args.topology, args.mfu)
+    print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
+    return 0 if plan["fits"] else 1
