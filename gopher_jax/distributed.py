@@ -3,8 +3,9 @@
 Three cases, tried in order:
   1. explicit coordinator (flags, or GOPHER_JAX_COORDINATOR / GOPHER_JAX_NUM_PROCESSES /
      GOPHER_JAX_PROCESS_ID): any cluster, and the two-process CPU test;
-  2. a multi-host Cloud TPU VM slice (TPU_WORKER_HOSTNAMES lists more than one host) or a
-     multi-slice job (MEGASCALE_COORDINATOR_ADDRESS): jax detects everything itself;
+  2. a Cloud TPU VM slice started by launch_tpu.sh (GOPHER_JAX_DISTRIBUTED=auto), a multi-host
+     slice (TPU_WORKER_HOSTNAMES lists more than one host) or a multi-slice job
+     (MEGASCALE_COORDINATOR_ADDRESS): jax reads coordinator and worker id from the TPU metadata;
   3. otherwise a single process: nothing to do (a laptop, one TPU VM host, the tests).
 Must run before anything touches a jax backend (jax.devices(), jit, arrays).
 """
@@ -17,6 +18,7 @@ import jax
 ENV_COORDINATOR = "GOPHER_JAX_COORDINATOR"  # host:port of process 0
 ENV_NUM_PROCESSES = "GOPHER_JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "GOPHER_JAX_PROCESS_ID"
+ENV_MODE = "GOPHER_JAX_DISTRIBUTED"  # "auto": jax.distributed.initialize() with cluster auto-detection
 
 _done: str | None = None
 
@@ -33,7 +35,8 @@ def _env_int(name: str) -> int | None:
 
 def _on_multihost_tpu() -> bool:
     hosts = [h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
-    return len(hosts) > 1 or bool(os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"))
+    return (os.environ.get(ENV_MODE) == "auto" or len(hosts) > 1
+            or bool(os.environ.get("MEGASCALE_COORDINATOR_ADDRESS")))
 
 
 def maybe_initialize(coordinator: str | None = None, num_processes: int | None = None,

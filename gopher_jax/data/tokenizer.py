@@ -37,8 +37,13 @@ def read_texts(paths: Sequence[str], text_key: str = "text") -> Iterator[str]:
     for path in paths:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"tokenizer input {path!r} does not exist")
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid UTF-8 ({e}); clean the corpus first with "
+                                     f"`gopher-jax data process`, which counts and drops such lines") from None
                 if not line.strip():
                     continue
                 if path.endswith(".jsonl"):
@@ -51,7 +56,7 @@ def read_texts(paths: Sequence[str], text_key: str = "text") -> Iterator[str]:
                             f"({e}); pass --text_key to name the field that holds the text") from e
                     yield text
                 else:
-                    yield line.rstrip("\n")
+                    yield line.rstrip("\r\n")
 
 
 def _sentences(texts: Iterable[str]) -> Iterator[str]:

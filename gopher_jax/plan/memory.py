@@ -5,6 +5,8 @@ State (params, fp32 master, Adam moments) is measured exactly: the trainer's abs
 shard by shard. Gradients and activations are modelled (nothing is allocated):
   * gradients: the step's fp32 gradients, sharded like the params (GSPMD reduce-scatters), plus the
     param-dtype gradients they are cast from, plus an fp32 accumulator when microbatches > 1;
+  * FSDP-gathered weights: inside the layer scan one layer's weights are all-gathered over `fsdp`
+    (split only by `tensor`), with their gradients before the reduce-scatter (bf16 + fp32);
   * activations: what the backward pass keeps per layer under the remat policy, for the
     microbatches in flight (1 without pipelining; min(microbatches, stages) per stage for 1F1B,
     MT-NLG §3), plus one layer's full working set while it is recomputed, plus fp32 logits.
@@ -121,7 +123,13 @@ def bytes_per_device(model: ModelConfig, opt: OptimizerConfig, train: TrainConfi
     if train.microbatches > 1:
         grads += local * 4  # the scan's fp32 accumulator next to one microbatch's gradients
     act = activation_bytes(model, train, rules, sizes)
+    gathered = 0
+    if _axes_size(axes.EMBED, rules, sizes) > 1:
+        layer_params = (st["global_params"] - model.padded_vocab_size * model.d_model) / model.num_layers
+        per_device = layer_params / act["tensor_parallel"]
+        gathered = per_device * (2 * st["param_itemsize"] + 4 * (st["param_itemsize"] != 4))
     breakdown = {"params": st["params"], "master": st["master"], "optimizer": st["optimizer"], "gradients": grads,
+                 "gathered_layer": gathered,
                  "activations": act["kept"] + act["recompute_working_set"], "logits": act["logits"]}
     state = st["params"] + st["master"] + st["optimizer"] + grads
     return {"total": int(sum(breakdown.values())), "breakdown": {k: int(v) for k, v in breakdown.items()},

@@ -44,8 +44,8 @@ def format_plan(p: dict) -> str:
              f"params {p['global_params'] / 1e9:.2f}B, {p['local_params'] / 1e6:.1f}M per device; "
              f"remat={p['remat_policy']}, microbatches={p['microbatches']}",
              "memory per device:"]
-    lines += [f"  {k:<12} {v / GIB:9.2f} GiB" for k, v in p["bytes_breakdown"].items()]
-    lines += [f"  {'total':<12} {p['bytes_per_device'] / GIB:9.2f} GiB of {p['hbm_bytes_per_device'] / GIB:.0f} GiB "
+    lines += [f"  {k:<14} {v / GIB:9.2f} GiB" for k, v in p["bytes_breakdown"].items()]
+    lines += [f"  {'total':<14} {p['bytes_per_device'] / GIB:9.2f} GiB of {p['hbm_bytes_per_device'] / GIB:.0f} GiB "
               f"HBM -> {'fits' if p['fits'] else 'DOES NOT FIT'}",
               f"state bytes/param {p['state_bytes_per_param']:.1f} (MT-NLG mixed-precision Adam: "
               f"{p['mtnlg_bytes_per_param']})",

@@ -24,8 +24,10 @@ class Checkpointer:
     """Saves/restores {state, data} under `workdir/checkpoints/<step>`."""
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self.corrupt_directory = os.path.join(os.path.abspath(workdir), "checkpoints_corrupt")
+        # Local paths are made absolute (orbax requires it); URLs such as gs:// pass through.
+        root = workdir if "://" in workdir else os.path.abspath(workdir)
+        self.directory = os.path.join(root, "checkpoints")
+        self.corrupt_directory = os.path.join(root, "checkpoints_corrupt")
         self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                      enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=self._options, item_names=("state", "data"))

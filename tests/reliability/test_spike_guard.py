@@ -55,7 +55,7 @@ def test_spikes_are_not_judged_during_warmup_but_nan_is():
 
 def test_policy_none_leaves_the_optimizer_alone_and_config_checks():
     tx = optax.sgd(1.0)
-    assert maybe_guard(tx, TrainConfig()) is tx
+    assert maybe_guard(tx, TrainConfig(spike_policy="none")) is tx
     guarded = maybe_guard(tx, TrainConfig(spike_policy="skip"))
     assert isinstance(guarded.init({"w": jnp.zeros(2)}), SpikeGuardState)
     with pytest.raises(ValueError, match="train.spike_policy='sometimes'"):

@@ -1,7 +1,8 @@
 """Reading jsonl and plain-text shards into `Doc`s; malformed input becomes a counted drop.
 
-Bad input never raises: an undecodable or non-JSON line, a record without a string `text`, or an
-empty text becomes a `Doc` dropped as "bad_input:<what>", so the stats still add up.
+Bad input never raises: an undecodable or non-JSON line, a record without a string `text`, an
+empty text, or a line longer than MAX_LINE_BYTES becomes a `Doc` dropped as "bad_input:<what>",
+so the stats still add up.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.bz2")
 # A WikiText top-level heading " = Title = " starts a new article (sub-headings use "= =").
 _WIKITEXT_HEADING = re.compile(r"^ = [^=].* = $", re.MULTILINE)
+# A jsonl line longer than this is dropped as "bad_input:giant_line" without holding it in memory
+# (a missing newline can turn a whole shard into one line). Gopher's longest kept documents are
+# 100,000 words, well under 16 MiB.
+MAX_LINE_BYTES = 16 << 20
+_CHUNK = 1 << 20
 
 
 def _open(path: str):
@@ -95,11 +101,32 @@ def _doc_id(source: str, path: str, index: int) -> str:
     return f"{source}/{parent}/{os.path.basename(path)}:{index:09d}"
 
 
+def _lines(f, limit: int) -> Iterator[tuple[bytes | None, int]]:
+    """Yields (line, length in bytes); line is None when longer than `limit` (skipped in chunks)."""
+    while True:
+        raw = f.readline(limit + 1)
+        if not raw:
+            return
+        if len(raw) <= limit or raw.endswith(b"\n"):
+            yield raw, len(raw)
+            continue
+        n = len(raw)
+        while not raw.endswith(b"\n"):  # skip the rest of the giant line without keeping it
+            raw = f.readline(_CHUNK)
+            if not raw:
+                break
+            n += len(raw)
+        yield None, n
+
+
 def _read_jsonl(source: str, path: str) -> Iterator[Doc]:
     with _open(path) as f:
-        for i, raw in enumerate(f):
+        for i, (raw, size) in enumerate(_lines(f, MAX_LINE_BYTES)):
             doc_id = _doc_id(source, path, i)
-            bad = Doc(id=doc_id, source=source, text="", chars_in=len(raw))
+            bad = Doc(id=doc_id, source=source, text="", chars_in=size)
+            if raw is None:
+                yield bad.dropped("bad_input:giant_line")
+                continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:

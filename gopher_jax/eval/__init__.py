@@ -1,0 +1,1 @@
+"""Evaluation: bits-per-byte, zero/few-shot tasks (lm-eval conventions), the lm-eval adapter."""

@@ -1,0 +1,75 @@
+"""`gopher-jax eval`: score a checkpoint on a zero/few-shot task or on held-out text.
+
+  gopher-jax eval --workdir RUN --task lambada --data ../shared/data/eval/lambada_openai.jsonl --limit 500 --json
+  gopher-jax eval --workdir RUN --task text --data ../shared/data/corpus/wikitext2/valid.txt --stride 128
+  gopher-jax eval --workdir RUN --task seqio --seqio_task NAME [--split validation]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `gopher-jax eval`."""
+    from gopher_jax.eval.tasks import TASKS
+
+    parser.add_argument("--workdir", required=True, help="training run directory (config.gin + checkpoints/)")
+    parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
+    parser.add_argument("--task", required=True, choices=sorted(TASKS) + ["text", "seqio"],
+                        help="a zero/few-shot task, 'text' (bits-per-byte of a file) or 'seqio'")
+    parser.add_argument("--data", default="", help="task file (default: the task's file in ../shared/data/eval)")
+    parser.add_argument("--shots", type=int, default=0, help="few-shot examples per prompt")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N documents (0 = all)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed of the few-shot example draw")
+    parser.add_argument("--batch_size", type=int, default=16, help="sequences per forward pass")
+    parser.add_argument("--stride", type=int, default=0,
+                        help="text/seqio: new tokens per sliding window (default: the model's window)")
+    parser.add_argument("--text_key", default="text", help="text/.jsonl: the field holding the document")
+    parser.add_argument("--seqio_task", default="", help="seqio task or mixture name for --task seqio")
+    parser.add_argument("--split", default=None, help="seqio split (default: validation if present)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluates and prints the metrics; returns 0 (2 on a bad flag or missing file)."""
+    from gopher_jax.eval import checkpoint_loader, perplexity
+    from gopher_jax.eval.scorer import Scorer
+    from gopher_jax.eval.tasks import evaluate_task
+    from gopher_jax.eval.text_lm import TextLM
+
+    try:
+        loaded = checkpoint_loader.load(args.workdir, args.step)
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"gopher-jax eval: {e}", file=sys.stderr)
+        return 2
+    scorer = Scorer.for_model(loaded.config, loaded.params, batch_size=args.batch_size)
+    lm = TextLM(scorer, loaded.tokenizer)
+    start = time.perf_counter()
+    try:
+        if args.task == "text":
+            if not args.data:
+                raise FileNotFoundError("--task text needs --data FILE (.txt or .jsonl)")
+            metrics = perplexity.evaluate_text(lm, args.data, args.stride or None, args.text_key, args.limit)
+        elif args.task == "seqio":
+            if not args.seqio_task:
+                raise FileNotFoundError("--task seqio needs --seqio_task NAME (a registered seqio task)")
+            docs = perplexity.seqio_documents(args.seqio_task, args.split, args.limit)
+            metrics = perplexity.evaluate_documents(scorer, docs, lm.prefix_id, args.stride or None)
+        else:
+            metrics = evaluate_task(args.task, lm, args.data, args.shots, args.limit, args.seed)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gopher-jax eval: {e}", file=sys.stderr)
+        return 2
+    wall = time.perf_counter() - start
+    out = {"task": args.task, "step": loaded.step, "shots": args.shots, **metrics,
+           "wall_s": round(wall, 2), "tokens_scored": scorer.tokens_scored,
+           "tokens_per_s": round(scorer.tokens_scored / scorer.seconds, 1) if scorer.seconds else 0.0}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for k, v in out.items():
+            print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
+    return 0

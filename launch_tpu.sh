@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# Launch the same `gopher-jax ...` command on every worker of a Cloud TPU VM slice (or of several
+# slices over DCN), with the code copied from this checkout and installed on each worker.
+#
+#   ./launch_tpu.sh --name=gopher --zone=us-central2-b --accelerator=v4-16 [--create] [--delete] \
+#       [--num_slices=2] [--project=P] [--version=tpu-ubuntu2204-base] [--env=K=V]... [--dry-run] \
+#       -- gopher-jax train --gin_file=gin_configs/parallel/chinchilla_70b_v4.gin --workdir=gs://BUCKET/run
+#
+# Steps: [create] -> copy code (tpu-vm scp) -> pip install -e .[tpu] -> run on --worker=all (one
+# gcloud ssh per slice, in parallel; output streamed here and saved in --logdir) -> collect each
+# worker's log -> [delete]. The workdir must be shared by all hosts (a gs:// bucket): every host
+# writes its part of each orbax checkpoint there. On TPU VMs jax.distributed configures itself
+# (gopher_jax/distributed.py, GOPHER_JAX_DISTRIBUTED=auto); multi-slice runs also get MEGASCALE_*.
+# --dry-run prints every command instead of running it. --delete without a command only deletes.
+set -euo pipefail
+
+NAME="" ZONE="" ACCELERATOR="" PROJECT="" VERSION="tpu-ubuntu2204-base"
+NUM_SLICES=1 CREATE=0 DELETE=0 DRY_RUN=0 LOGDIR="tpu_logs"
+ENVS=()
+CMD=()
+REMOTE_DIR="gopher_jax"            # under each worker's home
+MEGASCALE_PORT=8080
+
+die() { echo "launch_tpu.sh: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --name=*) NAME="${1#*=}" ;;
+    --zone=*) ZONE="${1#*=}" ;;
+    --accelerator=*) ACCELERATOR="${1#*=}" ;;
+    --project=*) PROJECT="${1#*=}" ;;
+    --version=*) VERSION="${1#*=}" ;;
+    --num_slices=*) NUM_SLICES="${1#*=}" ;;
+    --logdir=*) LOGDIR="${1#*=}" ;;
+    --env=*) ENVS+=("${1#*=}") ;;
+    --create) CREATE=1 ;;
+    --delete) DELETE=1 ;;
+    --dry-run) DRY_RUN=1 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --) shift; CMD=("$@"); break ;;
+    *) die "unknown argument '$1' (flags use --flag=value; put the command after --)" ;;
+  esac
+  shift
+done
+
+[[ -n "$NAME" ]] || die "--name=NAME is required (the TPU VM or queued-resource name)"
+[[ -n "$ZONE" ]] || die "--zone=ZONE is required, e.g. --zone=us-central2-b"
+[[ "$NUM_SLICES" =~ ^[1-9][0-9]*$ ]] || die "--num_slices=$NUM_SLICES must be a positive integer"
+if [[ $CREATE -eq 1 && -z "$ACCELERATOR" ]]; then
+  die "--create needs --accelerator=TYPE, e.g. --accelerator=v4-16 or v3-2048"
+fi
+if [[ ${#CMD[@]} -eq 0 && $DELETE -eq 0 && $CREATE -eq 0 ]]; then
+  die "nothing to do: give a command after --, or --create / --delete"
+fi
+for kv in "${ENVS[@]+"${ENVS[@]}"}"; do
+  [[ "$kv" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "--env=$kv must look like --env=NAME=value"
+done
+
+COMMON=(--zone="$ZONE")
+[[ -n "$PROJECT" ]] && COMMON+=(--project="$PROJECT")
+
+# Runs a command, or prints it (shell-quoted) under --dry-run.
+run() {
+  if [[ $DRY_RUN -eq 1 ]]; then
+    printf '%q ' "$@"; echo
+  else
+    "$@"
+  fi
+}
+
+# Node names: one VM for a single slice; queued resources name theirs PREFIX-0 .. PREFIX-(N-1).
+NODES=()
+if [[ $NUM_SLICES -eq 1 ]]; then
+  NODES=("$NAME")
+else
+  for ((i = 0; i < NUM_SLICES; i++)); do NODES+=("$NAME-$i"); done
+fi
+
+if [[ $CREATE -eq 1 ]]; then
+  if [[ $NUM_SLICES -eq 1 ]]; then
+    run gcloud compute tpus tpu-vm create "$NAME" "${COMMON[@]}" --accelerator-type="$ACCELERATOR" \
+      --version="$VERSION"
+  else
+    run gcloud compute tpus queued-resources create "$NAME" "${COMMON[@]}" --accelerator-type="$ACCELERATOR" \
+      --runtime-version="$VERSION" --node-count="$NUM_SLICES" --node-prefix="$NAME"
+    if [[ $DRY_RUN -eq 0 ]]; then
+      # Queued resources are granted asynchronously; wait until every slice is up.
+      until [[ "$(gcloud compute tpus queued-resources describe "$NAME" "${COMMON[@]}" \
+                  --format='value(state.state)')" == "ACTIVE" ]]; do
+        echo "waiting for queued resource $NAME to become ACTIVE ..." >&2
+        sleep 30
+      done
+    fi
+  fi
+fi
+
+if [[ ${#CMD[@]} -gt 0 ]]; then
+  # Copy this checkout (without .git and local runs) to every worker, then install it there.
+  REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  TARBALL="${TMPDIR:-/tmp}/gopher_jax-$NAME.tgz"
+  run tar -czf "$TARBALL" -C "$REPO" --exclude=.git --exclude="$LOGDIR" --exclude='*.egg-info' .
+  for node in "${NODES[@]}"; do
+    run gcloud compute tpus tpu-vm scp "$TARBALL" "$node:~/gopher_jax.tgz" "${COMMON[@]}" --worker=all
+    run gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="mkdir -p ~/$REMOTE_DIR && \
+tar -xzf ~/gopher_jax.tgz -C ~/$REMOTE_DIR && python3 -m pip install -q -e ~/$REMOTE_DIR'[tpu]'"
+  done
+
+  COORDINATOR=""
+  if [[ $NUM_SLICES -gt 1 ]]; then
+    if [[ $DRY_RUN -eq 1 ]]; then
+      COORDINATOR="<ip-of-${NODES[0]}-worker-0>"
+      run gcloud compute tpus tpu-vm describe "${NODES[0]}" "${COMMON[@]}" --format='value(networkEndpoints[0].ipAddress)'
+    else
+      COORDINATOR="$(gcloud compute tpus tpu-vm describe "${NODES[0]}" "${COMMON[@]}" \
+                     --format='value(networkEndpoints[0].ipAddress)')"
+    fi
+  fi
+
+  [[ $DRY_RUN -eq 1 ]] || mkdir -p "$LOGDIR"
+  QUOTED_CMD="$(printf '%q ' "${CMD[@]}")"
+  PIDS=()
+  for i in "${!NODES[@]}"; do
+    node="${NODES[$i]}"
+    # pipefail: the worker's exit status is gopher-jax's, not tee's. GOPHER_JAX_DISTRIBUTED=auto:
+    # every worker calls jax.distributed.initialize(), which reads the slice from the TPU metadata.
+    exports="set -o pipefail; export GOPHER_JAX_DISTRIBUTED=auto; "
+    for kv in "${ENVS[@]+"${ENVS[@]}"}"; do exports+="export $(printf '%q' "$kv"); "; done
+    if [[ $NUM_SLICES -gt 1 ]]; then
+      exports+="export MEGASCALE_COORDINATOR_ADDRESS=$COORDINATOR:$MEGASCALE_PORT MEGASCALE_NUM_SLICES=$NUM_SLICES "
+      exports+="MEGASCALE_SLICE_ID=$i MEGASCALE_PORT=$MEGASCALE_PORT; "
+    fi
+    remote="${exports}cd ~/$REMOTE_DIR && mkdir -p logs && ${QUOTED_CMD}2>&1 | tee logs/train-\$(hostname).log"
+    if [[ $DRY_RUN -eq 1 ]]; then
+      run gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="$remote"
+    else
+      # One ssh per slice, all in parallel; workers' output interleaves here and lands in LOGDIR.
+      gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="$remote" \
+        2>&1 | tee "$LOGDIR/$node.log" &
+      PIDS+=($!)
+    fi
+  done
+  STATUS=0
+  for pid in "${PIDS[@]+"${PIDS[@]}"}"; do wait "$pid" || STATUS=1; done
+  for node in "${NODES[@]}"; do
+    run gcloud compute tpus tpu-vm scp "$node:~/$REMOTE_DIR/logs/*" "$LOGDIR/" "${COMMON[@]}" --worker=all || STATUS=1
+  done
+  [[ $STATUS -eq 0 ]] || echo "launch_tpu.sh: a worker failed; see $LOGDIR/" >&2
+fi
+
+if [[ $DELETE -eq 1 ]]; then
+  if [[ $NUM_SLICES -eq 1 ]]; then
+    run gcloud compute tpus tpu-vm delete "$NAME" "${COMMON[@]}" --quiet
+  else
+    run gcloud compute tpus queued-resources delete "$NAME" "${COMMON[@]}" --force --quiet
+  fi
+fi
+exit "${STATUS:-0}"

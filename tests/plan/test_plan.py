@@ -1,0 +1,73 @@
+"""`gopher-jax plan`: MT-NLG's memory facts, the pipeline bubble, topologies, the recipes' plans."""
+import json
+
+import pytest
+
+from gopher_jax.cli import main
+from gopher_jax.model.config import ModelConfig
+from gopher_jax.parallel.rules import DEFAULT_RULES
+from gopher_jax.plan import memory, throughput
+from gopher_jax.plan.plan_cli import make_plan
+from gopher_jax.plan.topology import parse_topology
+from gopher_jax.train.config import OptimizerConfig, TrainConfig
+
+SIZES = {"data": 1, "fsdp": 4, "tensor": 2, "pipeline": 1}
+MIXED = ModelConfig(num_layers=2, d_model=64, num_heads=4, head_dim=16, vocab_size=256, max_len=64,
+                    param_dtype="bfloat16", dtype="bfloat16", remat_policy="full")
+
+
+def test_mixed_precision_adam_is_mtnlg_20_bytes_per_param():
+    train = TrainConfig(batch_size=8, seq_len=64, microbatches=1)
+    mem = memory.bytes_per_device(MIXED, OptimizerConfig(), train, DEFAULT_RULES, SIZES)
+    # bf16 weights 2 + bf16 grads 2 + fp32 grads 4 + fp32 master 4 + Adam moments 8 (+ Adam's step count)
+    assert mem["state_bytes_per_param"] == pytest.approx(20, rel=1e-3)
+
+
+def test_full_remat_keeps_mtnlg_layer_boundaries():
+    train = TrainConfig(batch_size=16, seq_len=64, microbatches=2)
+    act = memory.activation_bytes(MIXED, train, DEFAULT_RULES, SIZES)
+    rows = 16 // 2 // 4  # per microbatch, batch split over fsdp=4
+    assert act["kept"] == rows * MIXED.num_layers * 64 * MIXED.d_model * 2  # batch x layers x seq x hidden x 2
+
+
+def test_pipeline_bubble_matches_mtnlg():
+    assert throughput.pipeline_efficiency(4 * 35, 35) == pytest.approx(0.81, abs=0.01)
+    assert throughput.pipeline_efficiency(8 * 35, 35) == pytest.approx(0.90, abs=0.01)
+    assert throughput.pipeline_efficiency(7, 1) == 1.0
+
+
+def test_topologies():
+    t = parse_topology("4xv3:32x32")
+    assert (t.num_slices, t.num_chips, t.num_devices, t.chip.hbm_bytes_per_device) == (4, 4096, 8192, 16 * 2**30)
+    assert parse_topology("v4:2x2x1").num_devices == 4  # megacore: one device per chip
+    for bad in ("v9:2x2", "v3", "v3:2xq"):
+        with pytest.raises(ValueError, match="topology"):
+            parse_topology(bad)
+
+
+@pytest.mark.parametrize("recipe,topology", [("gopher_280b_v3.gin", "4xv3:32x32"),
+                                             ("chinchilla_70b_v4.gin", "v4:8x8x16")])
+def test_recipes_fit(recipe, topology):
+    plan = make_plan([f"gin_configs/parallel/{recipe}"], [], topology)
+    assert plan["fits"] and plan["bytes_per_device"] == sum(plan["bytes_breakdown"].values())
+    assert plan["mesh"]["pipeline"] == 1 and plan["pipeline_bubble"] == 0
+    assert plan["predicted_step_s"] > 0
+
+
+def test_cli_json(capsys):
+    rc = main(["plan", "--gin_file=gin_configs/parallel/chinchilla_70b_v4.gin", "--topology=v4:8x8x16", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["bytes_per_device"] < out["hbm_bytes_per_device"] == 32 * 2**30
+    assert set(out["bytes_breakdown"]) == {"params", "master", "optimizer", "gradients", "gathered_layer", "activations", "logits"}
+    assert 69e9 < out["global_params"] < 71e9
+
+
+def test_mesh_that_does_not_fit_the_topology_is_named():
+    with pytest.raises(ValueError, match="dcn_data=4"):
+        make_plan(["gin_configs/parallel/gopher_280b_v3.gin"], [], "v3:32x32")
+
+
+def test_cli_table(capsys):
+    rc = main(["plan", "--gin_file=gin_configs/parallel/gopher_280b_v3.gin", "--topology=4xv3:32x32"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "of 16 GiB HBM -> fits" in out and "MT-NLG mixed-precision Adam: 20" in out
