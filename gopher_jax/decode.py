@@ -152,7 +152,13 @@ def generate(config: ModelConfig, params, tokenizer, prompts: Sequence[str], sam
         return any(s in text for s in stop)
 
     outs = sample_tokens(config, params, ids, sampling, eos_id=eos, should_stop=should_stop if stop else None)
-    return [cut_at_stop(tokenizer.decode(o), stop) for o in outs]
+    # Decode prompt + completion and drop the prompt's text: SentencePiece drops the leading space
+    # of a sequence's first piece, which would glue the completion to the prompt's last word.
+    texts = []
+    for p, o in zip(ids, outs):
+        prompt_text = tokenizer.decode(p)
+        texts.append(cut_at_stop(tokenizer.decode(p + o)[len(prompt_text):], stop))
+    return texts
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
