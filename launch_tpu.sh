@@ -3,7 +3,7 @@
 # slices over DCN), with the code copied from this checkout and installed on each worker.
 #
 #   ./launch_tpu.sh --name=gopher --zone=us-central2-b --accelerator=v4-16 [--create] [--delete] \
-#       [--num_slices=2] [--project=P] [--version=tpu-ubuntu2204-base] [--env=K=V]... [--dry-run] \
+#       [--num_slices=2] [--project=P] [--version=tpu-ubuntu2204-base] [--env=K=V]... [--dry-run] [--requeue] \
 #       -- gopher-jax train --gin_file=gin_configs/parallel/chinchilla_70b_v4.gin --workdir=gs://BUCKET/run
 #
 # Steps: [create] -> copy code (tpu-vm scp) -> pip install -e .[tpu] -> run on --worker=all (one
@@ -12,10 +12,12 @@
 # writes its part of each orbax checkpoint there. On TPU VMs jax.distributed configures itself
 # (gopher_jax/distributed.py, GOPHER_JAX_DISTRIBUTED=auto); multi-slice runs also get MEGASCALE_*.
 # --dry-run prints every command instead of running it. --delete without a command only deletes.
+# --requeue: rerun the command (with --resume) on every worker while it exits 75 (preempted).
 set -euo pipefail
 
 NAME="" ZONE="" ACCELERATOR="" PROJECT="" VERSION="tpu-ubuntu2204-base"
-NUM_SLICES=1 CREATE=0 DELETE=0 DRY_RUN=0 LOGDIR="tpu_logs"
+NUM_SLICES=1 CREATE=0 DELETE=0 DRY_RUN=0 REQUEUE=0 LOGDIR="tpu_logs"
+EXIT_PREEMPTED=75                  # gopher_jax/train/signals.py: checkpoint written, rerun with --resume
 ENVS=()
 CMD=()
 REMOTE_DIR="gopher_jax"            # under each worker's home
@@ -36,7 +38,8 @@ while [[ $# -gt 0 ]]; do
     --create) CREATE=1 ;;
     --delete) DELETE=1 ;;
     --dry-run) DRY_RUN=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --requeue) REQUEUE=1 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     --) shift; CMD=("$@"); break ;;
     *) die "unknown argument '$1' (flags use --flag=value; put the command after --)" ;;
   esac
@@ -117,6 +120,9 @@ tar -xzf ~/gopher_jax.tgz -C ~/$REMOTE_DIR && python3 -m pip install -q -e ~/$RE
   fi
 
   [[ $DRY_RUN -eq 1 ]] || mkdir -p "$LOGDIR"
+  if [[ $REQUEUE -eq 1 && " ${CMD[*]} " != *" --resume "* ]]; then
+    CMD+=(--resume)  # requeued runs continue from the newest checkpoint (a fresh workdir starts at 0)
+  fi
   QUOTED_CMD="$(printf '%q ' "${CMD[@]}")"
   PIDS=()
   for i in "${!NODES[@]}"; do
@@ -130,6 +136,11 @@ tar -xzf ~/gopher_jax.tgz -C ~/$REMOTE_DIR && python3 -m pip install -q -e ~/$RE
       exports+="MEGASCALE_SLICE_ID=$i MEGASCALE_PORT=$MEGASCALE_PORT; "
     fi
     remote="${exports}cd ~/$REMOTE_DIR && mkdir -p logs && ${QUOTED_CMD}2>&1 | tee logs/train-\$(hostname).log"
+    if [[ $REQUEUE -eq 1 ]]; then
+      # SIGTERM (preemption) makes the trainer checkpoint and exit 75: run it again until another code.
+      remote="${exports}cd ~/$REMOTE_DIR && mkdir -p logs && while true; do ${QUOTED_CMD}2>&1 | tee -a logs/train-\$(hostname).log; \
+code=\$?; [ \$code -eq $EXIT_PREEMPTED ] || exit \$code; echo 'preempted (exit $EXIT_PREEMPTED): resuming'; done"
+    fi
     if [[ $DRY_RUN -eq 1 ]]; then
       run gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="$remote"
     else

