@@ -14,3 +14,15 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def pytest_sessionstart(session):
     n = jax.device_count()
     assert n == 8, f"tests need 8 CPU devices, got {n}: was jax imported before tests/conftest.py?"
+
+
+import gin  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_gin():
+    """Each test starts with no gin bindings: one test's gin files must not leak into the next."""
+    gin.clear_config()
+    yield
+    gin.clear_config()
