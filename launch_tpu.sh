@@ -101,7 +101,15 @@ if [[ ${#CMD[@]} -gt 0 ]]; then
   # Copy this checkout (without .git and local runs) to every worker, then install it there.
   REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
   TARBALL="${TMPDIR:-/tmp}/gopher_jax-$NAME.tgz"
-  run tar -czf "$TARBALL" -C "$REPO" --exclude=.git --exclude="$LOGDIR" --exclude='*.egg-info' .
+  if git -C "$REPO" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    # Tracked and untracked-but-not-ignored files: never a local .venv, runs/ or caches.
+    FILELIST="${TMPDIR:-/tmp}/gopher_jax-$NAME.files"
+    git -C "$REPO" ls-files --cached --others --exclude-standard > "$FILELIST"
+    run tar -czf "$TARBALL" -C "$REPO" --ignore-failed-read --exclude="$LOGDIR" -T "$FILELIST"
+  else
+    run tar -czf "$TARBALL" -C "$REPO" --exclude=.git --exclude=.venv --exclude=venv --exclude=runs \
+      --exclude="$LOGDIR" --exclude='*.egg-info' --exclude=__pycache__ .
+  fi
   for node in "${NODES[@]}"; do
     run gcloud compute tpus tpu-vm scp "$TARBALL" "$node:~/gopher_jax.tgz" "${COMMON[@]}" --worker=all
     run gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="mkdir -p ~/$REMOTE_DIR && \

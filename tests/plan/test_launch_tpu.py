@@ -56,8 +56,11 @@ def test_two_worker_slice_create_run_delete(tmp_path):
         [*tpu, "delete", "gj", ZONE, "--quiet"],
     ]
     # The copied code is this checkout: the script, the package, the recipes.
-    names = subprocess.run(["tar", "-tzf", tarball], capture_output=True, text=True, check=True).stdout.split()
-    assert {"./launch_tpu.sh", "./gopher_jax/distributed.py", "./gin_configs/parallel/gopher_280b_v3.gin"} <= set(names)
+    names = {n.removeprefix("./") for n in
+             subprocess.run(["tar", "-tzf", tarball], capture_output=True, text=True, check=True).stdout.split()}
+    assert {"launch_tpu.sh", "gopher_jax/distributed.py", "gin_configs/parallel/gopher_280b_v3.gin"} <= names
+    # Never a local virtualenv, run directory or build litter (CI's clone has .venv inside it).
+    assert not any(n.startswith((".venv/", "runs/", ".git/")) or "__pycache__" in n for n in names)
     assert (tmp_path / "tpu_logs" / "gj.log").exists()
 
 
