@@ -36,15 +36,13 @@ def topology_devices(topology: Topology):
 def compile_train_step(model, opt, train, mesh_config, rules, topology: Topology) -> dict:
     """Returns {"memory": memory_analysis fields, "flops_per_device", "compile_s", "num_devices"}."""
     from gopher_jax.train.sharded import build_trainer
-    from gopher_jax.train.state import make_init_fn
     from gopher_jax.train.step import BATCH_KEYS
 
     devices = topology_devices(topology)
     mesh = build_mesh(mesh_config, devices)
     trainer = build_trainer(model, opt, train, mesh, rules)
-    abstract = jax.eval_shape(make_init_fn(model, trainer.tx, train.seq_len), jax.random.key(0))
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         abstract, trainer.state_shardings)
+                         trainer.abstract_state, trainer.state_shardings)
     dtypes = {"loss_weights": jax.numpy.float32}
     batch = {k: jax.ShapeDtypeStruct((train.batch_size, train.seq_len), dtypes.get(k, jax.numpy.int32),
                                      sharding=trainer.batch_sharding) for k in BATCH_KEYS}

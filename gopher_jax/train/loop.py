@@ -25,7 +25,6 @@ from gopher_jax.train.metrics_log import MetricsLog
 from gopher_jax.train.sharded import build_trainer
 from gopher_jax.train.signals import EXIT_PREEMPTED, Preempted, StopRequest
 from gopher_jax.train.spikes import TrainingDiverged
-from gopher_jax.train.state import make_init_fn
 from gopher_jax.train.validate import validate
 
 
@@ -88,7 +87,7 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
     local_batch = train_cfg.batch_size // nproc
     data = make_batches(train_task, batch_size=local_batch, seq_len=train_cfg.seq_len, seed=train_cfg.seed,
                         shuffle=True, repeat=True, shard_index=jax.process_index(), num_shards=nproc)
-    abstract = jax.eval_shape(make_init_fn(model_cfg, trainer.tx, train_cfg.seq_len), jax.random.key(0))
+    abstract = trainer.abstract_state
     # Host-side counters that must survive a resume travel with the data-iterator state.
     reliability = {"rewinds": 0}
     found = None

@@ -13,7 +13,7 @@ from gopher_jax.parallel.rules import batch_sharding
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
 from gopher_jax.train.optimizer import learning_rate_schedule, make_optimizer
 from gopher_jax.train.spikes import maybe_guard
-from gopher_jax.train.state import TrainState, abstract_params, init_state
+from gopher_jax.train.state import TrainState, abstract_params, make_init_fn, state_shardings
 from gopher_jax.train.step import make_eval_step, make_train_step
 
 
@@ -23,6 +23,7 @@ class ShardedTrainer:
 
     mesh: jax.sharding.Mesh
     rules: tuple
+    abstract_state: TrainState  # ShapeDtypeStructs of the state (for restore and AOT lowering)
     state_shardings: TrainState
     batch_sharding: jax.sharding.NamedSharding
     train_step: Callable  # (state, batch) -> (state, metrics); donates state
@@ -60,17 +61,14 @@ def build_trainer(model_config: ModelConfig, opt_config: OptimizerConfig, train_
     boxed = abstract_params(model_config, train_config.seq_len)
     tx = maybe_guard(make_optimizer(opt_config, train_config.steps, boxed), train_config)
     schedule = learning_rate_schedule(opt_config, train_config.steps)
-    shardings = {}
+    init_fn = make_init_fn(model_config, tx, train_config.seq_len)
+    abstract = jax.eval_shape(init_fn, jax.random.key(0))
+    state_sh = state_shardings(abstract, boxed, tx, mesh, rules)
 
     def init():
-        state, sh = init_state(model_config, tx, train_config.seq_len, mesh, rules, train_config.seed)
-        shardings["state"] = sh
-        return state
+        # Straight into the shardings: the full model never exists on one device.
+        return jax.jit(init_fn, out_shardings=state_sh)(jax.random.key(train_config.seed))
 
-    # Shardings without allocating: the same computation as init(), abstractly.
-    from gopher_jax.train.state import make_init_fn, state_shardings
-    abstract = jax.eval_shape(make_init_fn(model_config, tx, train_config.seq_len), jax.random.key(0))
-    state_sh = state_shardings(abstract, boxed, tx, mesh, rules)
     b_sh = batch_sharding(mesh, rules)
     batch_sh = {k: b_sh for k in ("inputs", "targets", "loss_weights", "segment_ids", "positions")}
     step = make_train_step(model_config, tx, microbatches=train_config.microbatches,
@@ -78,5 +76,6 @@ def build_trainer(model_config: ModelConfig, opt_config: OptimizerConfig, train_
     train_step = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                          donate_argnums=(0,))
     eval_step = jax.jit(make_eval_step(model_config), in_shardings=(state_sh.params, batch_sh))
-    return ShardedTrainer(mesh=mesh, rules=tuple(rules), state_shardings=state_sh, batch_sharding=b_sh,
+    return ShardedTrainer(mesh=mesh, rules=tuple(rules), abstract_state=abstract, state_shardings=state_sh,
+                          batch_sharding=b_sh,
                           train_step=train_step, eval_step=eval_step, init=init, tx=tx)

@@ -56,16 +56,3 @@ def state_shardings(abstract_state: TrainState, boxed_params, tx, mesh, rules) -
         is_leaf=lambda x: isinstance(x, NamedSharding))
     return TrainState(step=replicated, params=p_sh, opt_state=opt_sh,
                       master=None if abstract_state.master is None else p_sh)
-
-
-def init_state(model_config: ModelConfig, tx, seq_len: int, mesh, rules, seed: int):
-    """Returns (state, shardings): the TrainState initialised directly into its shardings."""
-    boxed = abstract_params(model_config, seq_len)
-    init = make_init_fn(model_config, tx, seq_len)
-    rng = jax.random.key(seed)
-    abstract = jax.eval_shape(init, rng)
-    shardings = state_shardings(abstract, boxed, tx, mesh, rules)
-    # No rules context here: out_shardings place every leaf, and flax's boxed initialisers would
-    # otherwise constrain DenseGeneral's flattened kernels with their unflattened names.
-    state = jax.jit(init, out_shardings=shardings)(rng)
-    return state, shardings
