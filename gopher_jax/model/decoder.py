@@ -9,7 +9,7 @@ from gopher_jax.model import axes
 from gopher_jax.model import positions as pos
 from gopher_jax.model.block import Block
 from gopher_jax.model.config import ModelConfig
-from gopher_jax.model.dense import dense
+from gopher_jax.model.dense import dense, matmul_transposed
 from gopher_jax.model.norms import Norm
 from gopher_jax.model.remat import remat_policy
 
@@ -78,7 +78,7 @@ class Decoder(nn.Module):
 
         x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:
-            logits = embedder.attend(x)
+            logits = matmul_transposed(x.astype(dtype), embedder.embedding.astype(dtype))
         else:
             logits = dense(cfg, cfg.padded_vocab_size, (axes.EMBED, axes.VOCAB), name="logits_dense")(x)
         logits = nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))

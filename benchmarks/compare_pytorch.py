@@ -1,0 +1,105 @@
+"""Our train step against a Hugging Face GPT-2 + torch.compile of the same shape, interleaved.
+
+    python benchmarks/compare_pytorch.py --rounds 3 --json benchmarks/results/compare_pytorch.json \
+        [--torch_python /path/to/venv-with-torch/bin/python]
+
+PyTorch is not a dependency of gopher_jax: install `torch transformers` in any interpreter and pass
+it as --torch_python (default: this one). Each round runs our benchmark (train_throughput.py, the
+gopher_44m model at seq 512, batch 8 unless overridden) and then the torch reference
+(torch_gpt2_reference.py) in fresh processes, one after the other, so both see the same machine
+state; the reported ratio is median(ours tokens/s) / median(torch tokens/s) over the rounds.
+The shapes match: 8 layers, d_model 512, 16 heads x 32, MLP 2048, vocab 32,000 tied, AdamW, fp32.
+Architectures differ as the projects do: ours is Gopher's (RMSNorm, Transformer-XL relative
+attention, no biases); add `--gin_param=ModelConfig.position="learned"` for GPT-2's positions.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_json(cmd: list[str], env: dict) -> dict:
+    """Runs a benchmark process and returns the JSON object it printed last."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    out = proc.stdout
+    return json.loads(out[out.rfind("\n{") + 1:])  # the last top-level object (-1 + 1 = 0 if first)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per process (after one warm-up/compile step)")
+    p.add_argument("--gin_file", action="append", default=[])
+    p.add_argument("--gin_param", action="append", default=[])
+    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch + transformers")
+    p.add_argument("--eager", action="store_true", help="also time torch without torch.compile")
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+    gin_files = args.gin_file or ["gin_configs/models/gopher_44m.gin"]
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    ours_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--seq_len={args.seq_len}",
+                f"--batch_size={args.batch_size}", f"--steps={args.steps}",
+                *[f"--gin_file={f}" for f in gin_files], *[f"--gin_param={g}" for g in args.gin_param]]
+    # Read the shape back from our config so the peer always matches it.
+    shape_probe = [sys.executable, "-c", (
+        "import sys, json; sys.path.insert(0, %r); from gopher_jax import gin_utils; "
+        "from gopher_jax.model.config import ModelConfig; gin_utils.parse_gin(%r, %r); c = ModelConfig(); "
+        "print(json.dumps(dict(layers=c.num_layers, d_model=c.d_model, heads=c.num_heads, d_ff=c.ffw_dim, "
+        "vocab=c.vocab_size, head_dim=c.head_dim)))") % (os.path.dirname(HERE), gin_files, args.gin_param)]
+    shape = run_json(shape_probe, env)
+    if shape["heads"] * shape["head_dim"] != shape["d_model"]:
+        print(f"note: heads x head_dim = {shape['heads'] * shape['head_dim']} != d_model {shape['d_model']}; "
+              f"GPT-2 ties them, so its attention width differs", file=sys.stderr)
+    torch_cmd = [args.torch_python, os.path.join(HERE, "torch_gpt2_reference.py"),
+                 *[f"--{k}={shape[k]}" for k in ("layers", "d_model", "heads", "d_ff", "vocab")],
+                 f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}", f"--steps={args.steps}"]
+
+    rounds = []
+    for r in range(args.rounds):
+        entry = {"ours": run_json(ours_cmd, env)}
+        entry["torch_compile"] = run_json(torch_cmd, env)
+        if args.eager:
+            entry["torch_eager"] = run_json(torch_cmd + ["--eager"], env)
+        rounds.append(entry)
+        print(f"round {r + 1}/{args.rounds}: ours {entry['ours']['tokens_per_s']:.0f} tok/s "
+              f"(MFU {entry['ours']['mfu_6n']:.1%} by 6N), torch.compile "
+              f"{entry['torch_compile']['tokens_per_s']:.0f} tok/s", flush=True)
+
+    def med(impl, key):
+        return statistics.median(e[impl][key] for e in rounds)
+
+    peak = med("ours", "peak_gflops") * 1e9
+    result = {"shape": shape, "seq_len": args.seq_len, "batch_size": args.batch_size, "gin_file": gin_files,
+              "gin_param": args.gin_param, "rounds": rounds, "peak_gflops": peak / 1e9,
+              "ours_tokens_per_s": med("ours", "tokens_per_s"), "ours_mfu": med("ours", "mfu"),
+              "ours_mfu_6n": med("ours", "mfu_6n"), "ours_compile_s": med("ours", "compile_s"),
+              "torch_compile_tokens_per_s": med("torch_compile", "tokens_per_s"),
+              "torch_compile_s": med("torch_compile", "compile_s")}
+    torch_n = rounds[0]["torch_compile"]["params"]
+    result["torch_compile_mfu_6n"] = 6.0 * torch_n * result["torch_compile_tokens_per_s"] / peak
+    result["ratio"] = result["ours_tokens_per_s"] / result["torch_compile_tokens_per_s"]
+    if args.eager:
+        result["torch_eager_tokens_per_s"] = med("torch_eager", "tokens_per_s")
+        result["ratio_vs_eager"] = result["ours_tokens_per_s"] / result["torch_eager_tokens_per_s"]
+    print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=1))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The peer: a Hugging Face GPT-2 of the same shape trained with AdamW under `torch.compile`.
+
+Run by compare_pytorch.py in its own interpreter (only torch and transformers are needed):
+
+    python benchmarks/torch_gpt2_reference.py --layers 8 --d_model 512 --heads 16 --d_ff 2048 \
+        --vocab 32000 --seq_len 512 --batch_size 8 --steps 4 [--eager]
+
+Prints one JSON line: compile_s (first step), step_s (median of the timed steps), tokens_per_s,
+params. fp32, no dropout, tied embeddings, one fixed random batch: the same work as our benchmark.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    for name, default in (("layers", 8), ("d_model", 512), ("heads", 16), ("d_ff", 2048), ("vocab", 32000),
+                          ("seq_len", 512), ("batch_size", 8), ("steps", 4)):
+        p.add_argument(f"--{name}", type=int, default=default)
+    p.add_argument("--eager", action="store_true", help="skip torch.compile")
+    args = p.parse_args()
+
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=args.vocab, n_positions=args.seq_len, n_embd=args.d_model, n_layer=args.layers,
+                     n_head=args.heads, n_inner=args.d_ff, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                     tie_word_embeddings=True)
+    model = GPT2LMHeadModel(cfg)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    tokens = torch.randint(1, args.vocab, (args.batch_size, args.seq_len + 1))
+    inputs, targets = tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        logits = model(input_ids=inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return loss
+
+    if not args.eager:
+        step = torch.compile(step)
+    t = time.perf_counter()
+    step()
+    compile_s = time.perf_counter() - t
+    times = []
+    for _ in range(args.steps):
+        t = time.perf_counter()
+        loss = step()
+        times.append(time.perf_counter() - t)
+    step_s = statistics.median(times)
+    print(json.dumps({"impl": "torch_eager" if args.eager else "torch_compile", "torch": torch.__version__,
+                      "threads": torch.get_num_threads(), "compile_s": compile_s, "step_s": step_s,
+                      "step_s_all": times, "tokens_per_s": args.batch_size * args.seq_len / step_s,
+                      "loss": float(loss), "params": sum(p.numel() for p in model.parameters())}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Training throughput and MFU of the real sharded train step, against this machine's matmul peak.
+
+    python benchmarks/train_throughput.py --gin_file=gin_configs/models/gopher_44m.gin \
+        --seq_len=512 --batch_size=8 --json benchmarks/results/gopher_44m_seq512.json
+
+Measures, in one process: the fp32 and bf16 matmul peak (large jitted matmuls), the compile time of
+the train step (lower + compile), the steady-state step time (median of `--steps` timed steps after a
+warm-up step), tokens/s, model FLOPs per token (Chinchilla App. F with causal attention counted in
+full, as the paper does, and 6·N), MFU against the fp32 peak, the compiled step's memory and the
+process's peak RSS. `--data real` feeds batches from the embedded corpus through the training input
+pipeline instead of a fixed synthetic batch, to show input is not the bottleneck.
+
+The step is the one `gopher-jax train` runs (build_trainer: AdamW, clipping, donated state), on a
+one-device mesh: XLA's CPU backend spreads one device's matmuls over all cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gin_file", action="append", default=[], help="model gin file(s), e.g. gin_configs/models/gopher_44m.gin")
+    p.add_argument("--gin_param", action="append", default=[], help="extra gin bindings (ablations, remat, dtype)")
+    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5, help="timed steps after the warm-up step")
+    p.add_argument("--no_peak", action="store_true", help="skip the matmul-peak measurement (quick A/B runs)")
+    p.add_argument("--data", choices=("synthetic", "real"), default="synthetic",
+                   help="synthetic: one fixed random batch; real: the embedded corpus via the input pipeline")
+    p.add_argument("--profile_dir", default="", help="write a jax.profiler trace of two steps here (TensorBoard/Perfetto)")
+    p.add_argument("--json", default="", help="write the results here")
+    return p.parse_args(argv)
+
+
+def measure_peaks() -> dict:
+    """Returns the best fp32 and bf16 matmul FLOP/s of this machine (one device, all cores)."""
+    import jax.numpy as jnp
+
+    from gopher_jax.train.mfu import measure_matmul_peak
+    return {"peak_gflops": measure_matmul_peak(jnp.float32, seconds=2.0) / 1e9,
+            "peak_gflops_bf16": measure_matmul_peak(jnp.bfloat16, seconds=2.0) / 1e9}
+
+
+def synthetic_batches(batch_size: int, seq_len: int, vocab: int):
+    """Yields one fixed batch of random tokens, forever (one document per row)."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, vocab, size=(batch_size, seq_len + 1), dtype=np.int32)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+             "loss_weights": np.ones((batch_size, seq_len), np.float32),
+             "segment_ids": np.ones((batch_size, seq_len), np.int32),
+             "positions": np.broadcast_to(np.arange(seq_len, dtype=np.int32), (batch_size, seq_len)).copy()}
+    while True:
+        yield batch
+
+
+def real_batches(batch_size: int, seq_len: int, vocab: int):
+    """Returns the training input pipeline over the embedded corpus (tokenizer capped at `vocab`)."""
+    from gopher_jax.data import tokenizer
+    from gopher_jax.data.input_pipeline import embedded_or_configured_tasks, make_batches
+    path = tokenizer.ensure_embedded_tokenizer(min(vocab, 4096))
+    train_task, _ = embedded_or_configured_tasks(path)
+    return make_batches(train_task, batch_size=batch_size, seq_len=seq_len, seed=0, shuffle=True, repeat=True)
+
+
+def run(args) -> dict:
+    import gin
+    import jax
+
+    from gopher_jax import gin_utils
+    from gopher_jax.model.config import ModelConfig
+    from gopher_jax.model.param_count import count_params
+    from gopher_jax.parallel.mesh import MeshConfig, build_mesh
+    from gopher_jax.parallel.rules import sharding_rules
+    from gopher_jax.scaling import flops
+    from gopher_jax.train.config import OptimizerConfig, TrainConfig
+    from gopher_jax.train.sharded import build_trainer
+
+    gin_utils.parse_gin(args.gin_file, [*args.gin_param, f"train.seq_len={args.seq_len}",
+                                        f"train.batch_size={args.batch_size}"])
+    model_cfg, train_cfg, opt_cfg = ModelConfig(), TrainConfig(), OptimizerConfig()
+    result = {"gin_file": args.gin_file, "gin_param": args.gin_param, "seq_len": args.seq_len,
+              "batch_size": args.batch_size, "data": args.data, "devices": 1,
+              "jax": jax.__version__, "cpu_count": os.cpu_count()}
+    result.update(measure_peaks() if not args.no_peak else {"peak_gflops": float("nan"), "peak_gflops_bf16": float("nan")})
+
+    mesh = build_mesh(MeshConfig(data=1, fsdp=1, tensor=1, pipeline=1), devices=jax.devices()[:1])
+    trainer = build_trainer(model_cfg, opt_cfg, train_cfg, mesh, sharding_rules())
+    make = synthetic_batches if args.data == "synthetic" else real_batches
+    batches = iter(make(args.batch_size, args.seq_len, model_cfg.vocab_size))
+    with trainer.context():
+        state = trainer.init()
+        batch = trainer.put_batch(next(batches))
+        t = time.perf_counter()
+        compiled = trainer.train_step.lower(state, batch).compile()
+        result["compile_s"] = time.perf_counter() - t
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            result["compiled_temp_bytes"] = int(mem.temp_size_in_bytes)
+            result["compiled_argument_bytes"] = int(mem.argument_size_in_bytes)
+        state, metrics = compiled(state, batch)  # warm-up
+        jax.block_until_ready(metrics)
+        times, cpu_times = [], []
+        for _ in range(args.steps):
+            t, c = time.perf_counter(), time.process_time()
+            batch = trainer.put_batch(next(batches))  # host input is part of the step time
+            state, metrics = compiled(state, batch)
+            jax.block_until_ready(metrics)
+            times.append(time.perf_counter() - t)
+            cpu_times.append(time.process_time() - c)
+        if args.profile_dir:
+            jax.profiler.start_trace(args.profile_dir)
+            for _ in range(2):
+                state, metrics = compiled(state, trainer.put_batch(next(batches)))
+                jax.block_until_ready(metrics)
+            jax.profiler.stop_trace()
+    tokens = args.batch_size * args.seq_len
+    step_s = statistics.median(times)
+    n = count_params(model_cfg)["total"]
+    chinchilla = flops.flops_per_token(model_cfg, args.seq_len, method="chinchilla")
+    result.update(
+        step_s=step_s, step_s_all=times, step_cpu_s=statistics.median(cpu_times), tokens_per_s=tokens / step_s, loss=float(metrics["loss"]),
+        params=n, flops_per_token_chinchilla=chinchilla, flops_per_token_6n=6.0 * n,
+        mfu=chinchilla * tokens / step_s / (result["peak_gflops"] * 1e9),
+        mfu_6n=6.0 * n * tokens / step_s / (result["peak_gflops"] * 1e9),
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not args.gin_file:
+        args.gin_file = ["gin_configs/models/gopher_44m.gin"]
+    result = run(args)
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}, indent=1))
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
