@@ -46,6 +46,8 @@ setup(
     version="0.1.0",
     description="Gopher/Chinchilla language models in JAX: models, training, data, eval, scaling laws.",
     packages=find_packages(include=["gopher_jax", "gopher_jax.*", "data_tasks", "data_tasks.*"]),
+    # The fused CPU attention kernel is compiled from source on first use (gopher_jax/kernels).
+    package_data={"gopher_jax.kernels": ["*.cc"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -25,6 +25,22 @@ def attention_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
     return (causal[None] & same)[:, None, None]
 
 
+def _use_cpu_kernel(cfg: ModelConfig) -> bool:
+    """Whether the training path runs the fused CPU kernel (ModelConfig.attention_impl)."""
+    if cfg.attention_impl == "xla":
+        return False
+    from gopher_jax.kernels import cpu_attention
+    if cfg.attention_impl == "cpu_fused":
+        if not cpu_attention.available():
+            raise RuntimeError(f"ModelConfig.attention_impl='cpu_fused' but the CPU attention kernel is unavailable: "
+                               f"{cpu_attention.unavailable_reason()}; use attention_impl='xla' or 'auto'")
+        return True
+    # auto: only where it is known to win. On a multi-device mesh XLA would replicate the custom call.
+    mesh = jax.sharding.get_abstract_mesh()
+    one_device = mesh.empty or mesh.size == 1
+    return jax.default_backend() == "cpu" and one_device and cpu_attention.available()
+
+
 class Attention(nn.Module):
     """Self-attention of one layer. `rel_embed` and `rel_biases` are used by position='relative'.
 
@@ -57,13 +73,15 @@ class Attention(nn.Module):
 
         if self.decode:
             scores, mask, value = self._decode_scores(grouped(q), key, value, segment_ids, positions, rel_biases)
-            scores = scores / jnp.sqrt(jnp.float32(d))
             scores = jnp.where(mask, scores, NEG_INF)
             probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
             probs = (probs / jnp.sum(probs, axis=-1, keepdims=True)).astype(value.dtype)
             out = jnp.einsum("bkgts,bskd->btkgd", probs, value).reshape(b, t, h, d)
             return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
                          residual_output=True, name="out")(out)
+
+        if _use_cpu_kernel(cfg):
+            return self._fused(q, key, value, segment_ids, rel_embed, rel_biases)
 
         if cfg.position == "relative":
             u, v = rel_biases  # [H, D] each, shared by all layers
@@ -77,9 +95,9 @@ class Attention(nn.Module):
             scores = content.astype(jnp.float32) + pos.relative_shift(by_distance.astype(jnp.float32))
         else:
             scores = jnp.einsum("btkgd,bskd->bkgts", grouped(q), key).astype(jnp.float32)
-            if cfg.position == "alibi":
-                scores = scores + pos.alibi_bias(h, t).reshape(k, g, t, t)
         scores = scores / jnp.sqrt(jnp.float32(d))
+        if cfg.position == "alibi":  # added to the scaled scores, as in Press et al.'s code
+            scores = scores + pos.alibi_bias(h, t).reshape(k, g, t, t)
 
         scores = jnp.where(attention_mask(segment_ids), scores, NEG_INF)
         probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
@@ -89,9 +107,33 @@ class Attention(nn.Module):
         return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
                      residual_output=True, name="out")(out)
 
+    def _fused(self, q, key, value, segment_ids, rel_embed, rel_biases):
+        """The training path through the fused CPU kernel (gopher_jax/kernels): no [T, T] tensors in memory."""
+        from gopher_jax.kernels import cpu_attention
+
+        cfg = self.config
+        b, t, h, d = q.shape
+        kwargs = {}
+        if cfg.position == "relative":
+            u, v = rel_biases
+            proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
+                              (rel_embed.shape[-1], h, d), jnp.dtype(cfg.param_dtype))
+            rel_keys = jnp.einsum("re,ehd->rhd", rel_embed.astype(jnp.float32), proj.astype(jnp.float32))
+            # rel_embed runs over distances T-1..0 (relative_shift's order); the kernel indexes by distance.
+            kwargs.update(q_pos=(q + v.astype(q.dtype)).astype(jnp.float32), rel_keys=rel_keys[::-1])
+            q = q + u.astype(q.dtype)
+        elif cfg.position == "alibi":
+            kwargs["alibi_slopes"] = jnp.asarray(pos.alibi_slopes(h))
+        out = cpu_attention.fused_causal_attention(
+            q.astype(jnp.float32), key.astype(jnp.float32), value.astype(jnp.float32), segment_ids.astype(jnp.int32),
+            scale=float(d) ** -0.5, **kwargs).astype(value.dtype)
+        out = nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
+        return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
+                     residual_output=True, name="out")(out)
+
     def _decode_scores(self, q, key, value, segment_ids, positions, rel_biases):
-        """Appends this call's keys/values to the cache; returns (scores [B,K,G,T,L] f32 before
-        scaling, mask [B,1,1,T,L], cached values [B,L,K,D]).
+        """Appends this call's keys/values to the cache; returns (scaled scores [B,K,G,T,L] f32,
+        mask [B,1,1,T,L], cached values [B,L,K,D]).
 
         The cache holds L slots (L = the length the cache was initialised with), shared slot index
         for the batch, plus each slot's segment id (0 = empty/padding) and absolute position. Every
@@ -135,7 +177,8 @@ class Attention(nn.Module):
             scores = scores + jnp.take_along_axis(by_distance.astype(jnp.float32), index_, axis=-1)
         else:
             scores = jnp.einsum("btkgd,bskd->bkgts", q, keys).astype(jnp.float32)
-            if cfg.position == "alibi":
-                slopes = jnp.asarray(pos.alibi_slopes(cfg.num_heads)).reshape(k, g)
-                scores = scores - slopes[None, :, :, None, None] * distance[:, None, None].astype(jnp.float32)
+        scores = scores / jnp.sqrt(jnp.float32(d))
+        if cfg.position == "alibi":  # added to the scaled scores, as in the training path
+            slopes = jnp.asarray(pos.alibi_slopes(cfg.num_heads)).reshape(k, g)
+            scores = scores - slopes[None, :, :, None, None] * distance[:, None, None].astype(jnp.float32)
         return scores, mask, values

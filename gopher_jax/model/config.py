@@ -17,6 +17,7 @@ MLPS = ("gelu", "swiglu")
 BLOCKS = ("sequential", "parallel")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("auto", "xla", "cpu_fused")
 
 
 @gin.configurable
@@ -53,6 +54,10 @@ class ModelConfig:
     # --- compilation and numerics ---
     scan_layers: bool = True  # jax.lax.scan over layers: compile time independent of depth
     remat_policy: str = "none"  # "none" | "full" | "dots" | "dots_no_batch" | "save_attn_mlp_out"
+    # "xla": attention from jnp ops (what TPUs/GPUs compile well); "cpu_fused": the flash-style C++
+    # kernel of gopher_jax/kernels (CPU only; compiled on first use); "auto": cpu_fused on a
+    # one-device CPU mesh when the kernel builds, else xla. Same numerics to fp32 rounding.
+    attention_impl: str = "auto"
     dtype: str = "float32"  # activation / matmul dtype ("bfloat16" for mixed precision)
     param_dtype: str = "float32"  # parameter storage dtype
 
@@ -62,6 +67,7 @@ class ModelConfig:
         _check_choice("mlp", self.mlp, MLPS)
         _check_choice("block", self.block, BLOCKS)
         _check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)
+        _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
         for name in ("num_layers", "d_model", "num_heads", "head_dim", "vocab_size", "max_len",

@@ -1,0 +1,182 @@
+"""Fused CPU attention kernel (gopher_jax/kernels/cpu_attention.cc) == the pure-jnp reference.
+
+Small shapes only (the kernel is built once per machine into ~/.cache/gopher_jax/kernels; a cold
+build takes ~10 s of g++). No timing assertions: see benchmarks/attention_kernel.py for speed.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gopher_jax.kernels import cpu_attention as ca
+
+RTOL = 2e-5  # max |kernel - reference| / max |reference|, per output and per gradient
+
+
+def _inputs(b, t, h, kh, d, *, rel=False, alibi=False, packed=False, seed=0):
+    r = np.random.RandomState(seed)
+    f = lambda *s: jnp.asarray(r.randn(*s), jnp.float32)  # noqa: E731
+    q, k, v = f(b, t, h, d), f(b, t, kh, d), f(b, t, kh, d)
+    seg = np.ones((b, t), np.int32)
+    if packed:  # several documents per row, then padding (segment 0) at the end
+        for i in range(b):
+            cuts = np.sort(r.choice(np.arange(1, t - 3), size=3, replace=False))
+            seg[i] = np.searchsorted(cuts, np.arange(t), side="right") + 1
+            seg[i, t - 3:] = 0
+    kw = dict(scale=float(d) ** -0.5)
+    diff = [q, k, v]
+    if rel:
+        diff += [f(b, t, h, d), f(t, h, d)]
+    if alibi:
+        kw["alibi_slopes"] = jnp.asarray(r.uniform(0.01, 0.5, size=h), jnp.float32)
+    return diff, jnp.asarray(seg), kw
+
+
+def _fn(attn, seg, kw):
+    def out(*a):
+        extra = dict(q_pos=a[3], rel_keys=a[4]) if len(a) == 5 else {}
+        return attn(a[0], a[1], a[2], seg, **kw, **extra)
+    return out
+
+
+def _value_and_grads(attn, diff, seg, kw):
+    out = _fn(attn, seg, kw)
+    w = jnp.asarray(np.random.RandomState(1).randn(*diff[0].shape), jnp.float32)
+
+    def loss(*a):
+        o = out(*a)
+        return jnp.sum(o * w) + 0.1 * jnp.sum(jnp.sin(o)), o
+
+    (_, o), g = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(len(diff))), has_aux=True))(*diff)
+    return o, g
+
+
+def _assert_close(a, b, what):
+    err = float(jnp.max(jnp.abs(a - b)))
+    ref = float(jnp.max(jnp.abs(b))) + 1e-6
+    assert err <= RTOL * ref, f"{what}: max abs diff {err} vs max |ref| {ref}"
+
+
+def _compare(diff, seg, kw):
+    o1, g1 = _value_and_grads(ca.fused_causal_attention, diff, seg, kw)
+    o2, g2 = _value_and_grads(ca.reference_causal_attention, diff, seg, kw)
+    _assert_close(o1, o2, "out")
+    for name, x, y in zip(("dq", "dk", "dv", "dq_pos", "drel_keys"), g1, g2):
+        _assert_close(x, y, name)
+
+
+def test_kernel_is_available():
+    assert ca.available(), ca.unavailable_reason()
+    assert ca.unavailable_reason() == ""
+
+
+CASES = {
+    # name: (b, t, h, kh, d, rel, alibi, packed)
+    "mha": (2, 80, 2, 2, 32, False, False, False),
+    "mha_rel": (2, 70, 2, 2, 32, True, False, False),
+    "gqa_rel_packed": (3, 96, 4, 2, 16, True, False, True),
+    "mqa_alibi": (1, 130, 4, 1, 32, False, True, False),
+    "mqa_rel_alibi_packed": (2, 66, 4, 1, 8, True, True, True),
+    "odd_t37_d40_rel_packed": (3, 37, 2, 2, 40, True, False, True),
+    "gqa_t37_alibi_packed": (2, 37, 4, 2, 24, False, True, True),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_reference(case):
+    b, t, h, kh, d, rel, alibi, packed = CASES[case]
+    diff, seg, kw = _inputs(b, t, h, kh, d, rel=rel, alibi=alibi, packed=packed)
+    _compare(diff, seg, kw)
+
+
+@pytest.mark.parametrize("case", ["gqa_rel_packed", "mqa_rel_alibi_packed"])
+def test_matches_reference_unpartitioned(case, monkeypatch):
+    """Without batch partitioning (the default on one device) the kernel sums d rel_keys over the
+    batch itself, in per-chunk partials when there are few kv heads."""
+    monkeypatch.setenv("GOPHER_JAX_ATTN_PARTITION", "0")
+    b, t, h, kh, d, rel, alibi, packed = CASES[case]
+    diff, seg, kw = _inputs(b, t, h, kh, d, rel=rel, alibi=alibi, packed=packed, seed=5)
+    _compare(diff, seg, kw)
+
+
+def _scan_model(b, t, h, kh, d, layers, seed=3, constrain=None):
+    """A scanned, rematerialised stack of attention layers (like the model) and its inputs."""
+    r = np.random.RandomState(seed)
+    x = jnp.asarray(r.randn(b, t, h, d), jnp.float32)
+    wq, wk, wv, wp = (jnp.asarray(r.randn(layers, d, d) / np.sqrt(d), jnp.float32) for _ in range(4))
+    rel = jnp.asarray(r.randn(layers, t, h, d), jnp.float32)
+    seg = jnp.asarray(np.repeat(np.array([[1] * (t - t // 3) + [2] * (t // 3)]), b, 0), jnp.int32)
+
+    def model(attn, x, wq, wk, wv, wp, rel, seg):
+        @jax.checkpoint
+        def layer(x, p):
+            wq_, wk_, wv_, wp_, rel_ = p
+            if constrain is not None:
+                x = jax.lax.with_sharding_constraint(x, constrain)
+            q = x @ wq_
+            kv = x.reshape(b, t, kh, h // kh, d).mean(3)
+            y = attn(q, kv @ wk_, kv @ wv_, seg, scale=d ** -0.5, q_pos=x @ wp_, rel_keys=rel_)
+            return x + y, None
+
+        y, _ = jax.lax.scan(layer, x, (wq, wk, wv, wp, rel))
+        return jnp.sum(jnp.tanh(y))
+
+    def value_and_grad(attn):
+        return jax.jit(jax.value_and_grad(lambda *a: model(attn, *a), argnums=(0, 1, 2, 3, 4, 5)))
+
+    return value_and_grad, [x, wq, wk, wv, wp, rel, seg]
+
+
+def _assert_same_value_and_grads(got, want):
+    (v1, g1), (v2, g2) = got, want
+    assert abs(float(v1) - float(v2)) <= 1e-4 * abs(float(v2))
+    for i, (a, c) in enumerate(zip(g1, g2)):
+        _assert_close(a, c, f"grad {i}")
+
+
+def test_inside_jit_scan_checkpoint():
+    """Layers are scanned and rematerialised in the model: same result/grads as the reference."""
+    value_and_grad, args = _scan_model(2, 40, 4, 2, 16, layers=3)
+    _assert_same_value_and_grads(value_and_grad(ca.fused_causal_attention)(*args),
+                                 value_and_grad(ca.reference_causal_attention)(*args))
+
+
+def test_falls_back_when_unavailable(monkeypatch):
+    diff, seg, kw = _inputs(1, 20, 2, 1, 16, rel=True)
+    monkeypatch.setattr(ca, "_state", {"ok": False, "reason": "forced by test"})
+    assert not ca.available()
+    assert ca.unavailable_reason() == "forced by test"
+    jaxpr = str(jax.make_jaxpr(_fn(ca.fused_causal_attention, seg, kw))(*diff))
+    assert "ffi" not in jaxpr and "custom_vjp" not in jaxpr
+    assert jaxpr == str(jax.make_jaxpr(_fn(ca.reference_causal_attention, seg, kw))(*diff))
+
+
+def test_kernel_path_is_used():
+    diff, seg, kw = _inputs(1, 20, 2, 1, 16)
+    jaxpr = str(jax.make_jaxpr(_fn(ca.fused_causal_attention, seg, kw))(*diff))
+    assert "custom_vjp" in jaxpr
+    hlo = jax.jit(_fn(ca.fused_causal_attention, seg, kw)).lower(*diff).as_text()
+    assert ca._FWD_TARGET in hlo
+
+
+def test_batch_sharded_over_mesh():
+    """Batch sharded over 'data' of a data x tensor mesh, inside jit + scan + checkpoint: each
+    device runs the kernel on its own batch rows (custom_partitioning: no all-gather of the
+    batch; heads sharded over 'tensor' are gathered), and values/gradients match the reference."""
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    n = jax.device_count()
+    mesh = jax.make_mesh((n // 2, 2), ("data", "tensor"),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    b, t, h, kh, d = n, 24, 4, 2, 16
+    value_and_grad, args = _scan_model(b, t, h, kh, d, layers=2, seed=4,
+                                       constrain=NamedSharding(mesh, P("data", None, "tensor")))
+    batch = NamedSharding(mesh, P("data"))
+    sharded = [jax.device_put(args[0], batch), *args[1:6], jax.device_put(args[6], batch)]
+    compiled = value_and_grad(ca.fused_causal_attention).lower(*sharded).compile()
+    _assert_same_value_and_grads(compiled(*sharded),
+                                 value_and_grad(ca.reference_causal_attention)(*args))
+    local = f"f32[{b // (n // 2)},{t},{h},{d}]"
+    calls = [line for line in compiled.as_text().splitlines()
+             if "custom-call(" in line and ca._FWD_TARGET in line]
+    assert calls and all(local in line.split("custom-call(")[0] for line in calls), calls
