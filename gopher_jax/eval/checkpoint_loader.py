@@ -1,13 +1,14 @@
 """Load (ModelConfig, params, tokenizer) from a training run's workdir, for eval and sampling.
 
 The run's `config.gin` holds every binding it trained with; we parse it, rebuild the abstract
-train state the checkpoint was saved from, and restore it onto one device (default) or a mesh.
+params the checkpoint holds, and restore only those (a partial orbax restore) onto one device or a mesh.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 
+import flax.linen as nn
 import jax
 
 
@@ -20,6 +21,9 @@ class LoadedModel:
     tokenizer: object  # sentencepiece.SentencePieceProcessor
     step: int
     workdir: str
+    mesh: object = None  # jax.sharding.Mesh the params are sharded on (None: one device)
+    rules: tuple | None = None  # the logical-axis rules table they were sharded with
+    param_shardings: object = None  # NamedSharding tree matching params (None on one device)
 
 
 def _parse_run_gin(workdir: str):
@@ -33,26 +37,60 @@ def _parse_run_gin(workdir: str):
     gin_utils.parse_gin([path])
 
 
+def parse_mesh(spec: str | None):
+    """Returns the eval MeshConfig for a `--mesh` value, or None for one device.
+
+    "single" (or "1", "none"): one device, no mesh. "data" (default): every local device
+    data-parallel over the batch. "run": the MeshConfig the run trained with (its config.gin,
+    parsed first). "data=2,fsdp=2,tensor=2": explicit MeshConfig sizes (one may be -1).
+    """
+    from gopher_jax.parallel.mesh import MESH_AXES, MeshConfig
+
+    spec = (spec or "data").strip()
+    if spec in ("single", "1", "none", ""):
+        return None
+    if spec == "data":
+        return MeshConfig(data=-1, fsdp=1, tensor=1, pipeline=1)
+    if spec == "run":
+        return MeshConfig()
+    sizes = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in MESH_AXES or not value.strip().lstrip("-").isdigit():
+            raise ValueError(f"--mesh={spec!r}: expected 'single', 'data', 'run' or sizes such as "
+                             f"'data=2,fsdp=2,tensor=2' over the axes {MESH_AXES}")
+        sizes[name.strip()] = int(value)
+    return MeshConfig(**{"data": 1, "fsdp": 1, "tensor": 1, "pipeline": 1, **sizes})
+
+
 def load(workdir: str, step: int | None = None, mesh=None, rules=None) -> LoadedModel:
     """Returns the LoadedModel of `step` (default: newest) of the run in `workdir`.
 
-    Params land on the first device unless `mesh` (and logical-axis `rules`) are given, in which
-    case they are sharded as in training. Only params are returned; the optimizer state is
-    restored alongside (orbax restores the saved tree) and dropped.
+    Params land on the first device unless `mesh` is given: a jax Mesh, a MeshConfig, or a
+    `--mesh` string (`parse_mesh`, built over the local devices with the train command's
+    `build_mesh`); they are then sharded with `rules` (default: the run's `sharding_rules`
+    from its config.gin) exactly as in training. Only the params subtree is read from the
+    checkpoint (a partial orbax restore): the optimizer state is never materialised.
     """
     from jax.sharding import SingleDeviceSharding
 
     from gopher_jax.data import tokenizer as tok
     from gopher_jax.model.config import ModelConfig
+    from gopher_jax.parallel.mesh import MeshConfig, build_mesh
+    from gopher_jax.parallel.rules import param_shardings, sharding_rules
     from gopher_jax.train.checkpoints import Checkpointer
-    from gopher_jax.train.config import OptimizerConfig, TrainConfig
-    from gopher_jax.train.optimizer import make_optimizer
-    from gopher_jax.train.spikes import maybe_guard
-    from gopher_jax.train.state import abstract_params, make_init_fn, state_shardings
+    from gopher_jax.train.config import TrainConfig
+    from gopher_jax.train.state import abstract_params
 
     workdir = os.path.abspath(workdir)
     _parse_run_gin(workdir)
-    model_cfg, train_cfg, opt_cfg = ModelConfig(), TrainConfig(), OptimizerConfig()
+    model_cfg, train_cfg = ModelConfig(), TrainConfig()
+    if isinstance(mesh, str):
+        mesh = parse_mesh(mesh)
+    if isinstance(mesh, MeshConfig):
+        mesh = build_mesh(mesh, jax.local_devices())
+    if mesh is not None and rules is None:
+        rules = sharding_rules()
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
         raise FileNotFoundError(f"no checkpoints/ in {workdir}: the run saved none yet (train.checkpoint_every "
@@ -67,19 +105,21 @@ def load(workdir: str, step: int | None = None, mesh=None, rules=None) -> Loaded
         raise FileNotFoundError(f"no checkpoint for step {step} in {ckpt_dir}; available steps: {steps}")
 
     boxed = abstract_params(model_cfg, train_cfg.seq_len)
-    tx = maybe_guard(make_optimizer(opt_cfg, train_cfg.steps, boxed), train_cfg)
-    abstract = jax.eval_shape(make_init_fn(model_cfg, tx, train_cfg.seq_len), jax.random.key(0))
+    unboxed = nn.meta.unbox(boxed)
     if mesh is None:
         one = SingleDeviceSharding(jax.devices()[0])
-        shardings = jax.tree.map(lambda _: one, abstract)
+        shardings = jax.tree.map(lambda _: one, unboxed)
     else:
-        shardings = state_shardings(abstract, boxed, tx, mesh, rules)
+        shardings = param_shardings(boxed, mesh, rules)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), unboxed, shardings)
     try:
-        state, _ = ckpt.restore(step, abstract, shardings)
+        params = ckpt.restore_params(step, target)
     except Exception as e:  # noqa: BLE001 — re-raised with the run and step named
         raise RuntimeError(f"could not restore step {step} from {ckpt_dir} ({type(e).__name__}: {e}); the "
                            f"checkpoint may be partial or from a different config.gin — try another --step") from e
     finally:
         ckpt.manager.close()
     path = train_cfg.tokenizer or tok.ensure_embedded_tokenizer(model_cfg.vocab_size)
-    return LoadedModel(model_cfg, state.params, tok.load(path), int(step), workdir)
+    return LoadedModel(model_cfg, params, tok.load(path), int(step), workdir, mesh=mesh,
+                       rules=None if mesh is None else tuple(rules),
+                       param_shardings=None if mesh is None else shardings)

@@ -3,6 +3,7 @@
   gopher-jax eval --workdir RUN --task lambada --data ../shared/data/eval/lambada_openai.jsonl --limit 500 --json
   gopher-jax eval --workdir RUN --task text --data ../shared/data/corpus/wikitext2/valid.txt --stride 128
   gopher-jax eval --workdir RUN --task seqio --seqio_task NAME [--split validation]
+  gopher-jax eval --workdir RUN --task piqa --mesh data=2,fsdp=2,tensor=2   # default --mesh data: all local devices
 """
 from __future__ import annotations
 
@@ -30,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text_key", default="text", help="text/.jsonl: the field holding the document")
     parser.add_argument("--seqio_task", default="", help="seqio task or mixture name for --task seqio")
     parser.add_argument("--split", default=None, help="seqio split (default: validation if present)")
+    parser.add_argument("--mesh", default="data",
+                        help="devices to evaluate on: 'data' (default: every local device, data-parallel over "
+                             "the batch, params sharded by the run's sharding rules), 'single' (one device), "
+                             "'run' (the run's MeshConfig) or sizes such as 'data=2,fsdp=2,tensor=2'")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -41,11 +46,11 @@ def run(args: argparse.Namespace) -> int:
     from gopher_jax.eval.text_lm import TextLM
 
     try:
-        loaded = checkpoint_loader.load(args.workdir, args.step)
-    except (FileNotFoundError, RuntimeError) as e:
+        loaded = checkpoint_loader.load(args.workdir, args.step, mesh=args.mesh)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
         print(f"gopher-jax eval: {e}", file=sys.stderr)
         return 2
-    scorer = Scorer.for_model(loaded.config, loaded.params, batch_size=args.batch_size)
+    scorer = Scorer.for_loaded(loaded, batch_size=args.batch_size)
     lm = TextLM(scorer, loaded.tokenizer)
     start = time.perf_counter()
     try:
@@ -64,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"gopher-jax eval: {e}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - start
-    out = {"task": args.task, "step": loaded.step, "shots": args.shots, **metrics,
+    mesh = dict(loaded.mesh.shape) if loaded.mesh is not None else {"single_device": 1}
+    out = {"task": args.task, "step": loaded.step, "shots": args.shots, **metrics, "mesh": mesh,
+           "batch_size": scorer.batch_size,
            "wall_s": round(wall, 2), "tokens_scored": scorer.tokens_scored,
            "tokens_per_s": round(scorer.tokens_scored / scorer.seconds, 1) if scorer.seconds else 0.0}
     if args.json:

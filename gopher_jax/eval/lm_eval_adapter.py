@@ -22,33 +22,36 @@ class GopherJaxLM(LM):
     """lm-eval's LM: loglikelihood, loglikelihood_rolling and generate_until on a gopher_jax model."""
 
     def __init__(self, text_lm: TextLM | None = None, config=None, params=None, workdir: str = "",
-                 step: int | None = None, batch_size: int = 16, max_gen_toks: int = 64, **_):
+                 step: int | None = None, batch_size: int = 16, max_gen_toks: int = 64, mesh: str = "data", **_):
         super().__init__()
         if text_lm is None:
             if not workdir:
                 raise ValueError("GopherJaxLM needs a TextLM or workdir=RUN (a gopher-jax training run)")
-            text_lm, config, params = self._load(workdir, step, int(batch_size))
+            text_lm, config, params = self._load(workdir, step, int(batch_size), mesh)
         self.text_lm, self.config, self.params = text_lm, config, params
         self.max_gen_toks = int(max_gen_toks)
 
     @staticmethod
-    def _load(workdir, step, batch_size):
+    def _load(workdir, step, batch_size, mesh="data"):
         from gopher_jax.eval import checkpoint_loader
         from gopher_jax.eval.scorer import Scorer
 
-        loaded = checkpoint_loader.load(workdir, None if step in (None, "") else int(step))
-        scorer = Scorer.for_model(loaded.config, loaded.params, batch_size=batch_size)
+        loaded = checkpoint_loader.load(workdir, None if step in (None, "") else int(step), mesh=mesh)
+        scorer = Scorer.for_loaded(loaded, batch_size=batch_size)
         return TextLM(scorer, loaded.tokenizer), loaded.config, loaded.params
 
     @classmethod
-    def from_workdir(cls, workdir: str, step: int | None = None, batch_size: int = 16) -> "GopherJaxLM":
-        """Returns the adapter over the checkpoint of a training run."""
-        return cls(workdir=workdir, step=step, batch_size=batch_size)
+    def from_workdir(cls, workdir: str, step: int | None = None, batch_size: int = 16,
+                     mesh: str = "data") -> "GopherJaxLM":
+        """Returns the adapter over the checkpoint of a training run (`mesh`: see `gopher-jax eval --mesh`)."""
+        return cls(workdir=workdir, step=step, batch_size=batch_size, mesh=mesh)
 
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "GopherJaxLM":
-        """lm_eval --model_args 'workdir=RUN,step=200,batch_size=16'."""
+        """lm_eval --model_args 'workdir=RUN,step=200,batch_size=16,mesh=data' (mesh sizes use ';': 'data=2;fsdp=4')."""
         kwargs = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+        if "mesh" in kwargs:
+            kwargs["mesh"] = kwargs["mesh"].replace(";", ",")
         kwargs.update({k: v for k, v in (additional_config or {}).items() if k == "batch_size" and v})
         return cls(**kwargs)
 

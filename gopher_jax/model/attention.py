@@ -37,8 +37,12 @@ def _use_cpu_kernel(cfg: ModelConfig) -> bool:
         return True
     # auto: only where it is known to win. On a multi-device mesh XLA would replicate the custom call.
     mesh = jax.sharding.get_abstract_mesh()
-    one_device = mesh.empty or mesh.size == 1
-    return jax.default_backend() == "cpu" and one_device and cpu_attention.available()
+    if mesh.empty:
+        return jax.default_backend() == "cpu" and cpu_attention.available()
+    # The mesh's own platform: an ahead-of-time compile for a TPU topology runs on a CPU host.
+    device = getattr(mesh, "abstract_device", None)
+    platform = getattr(device, "platform", None) or jax.default_backend()
+    return mesh.size == 1 and platform == "cpu" and cpu_attention.available()
 
 
 class Attention(nn.Module):

@@ -1,1 +1,1 @@
-"""Device meshes, logical-axis rules and (later) pipeline schedules."""
+"""Device meshes, logical-axis rules and pipeline schedules (`gopher_jax.parallel.pipeline`)."""

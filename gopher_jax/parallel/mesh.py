@@ -21,9 +21,15 @@ class MeshConfig:
     data: int = -1  # data parallel: batch split, parameters replicated
     fsdp: int = 1  # fully sharded data parallel (ZeRO-3): batch split, parameters/optimizer sharded
     tensor: int = 1  # Megatron tensor parallel: heads and MLP hidden split
-    pipeline: int = 1  # pipeline stages (1 until pipeline schedules land)
+    pipeline: int = 1  # pipeline stages (schedule: `pipeline.*`, gopher_jax/parallel/pipeline)
     dcn_data: int = 1  # data-parallel degree across slices (multi-slice over the data-center network)
     dcn_fsdp: int = 1  # fsdp degree across slices
+    dcn_pipeline: int = 1  # pipeline stages across slices (Gopher pipelined across pods)
+
+    @property
+    def dcn_shape(self) -> tuple[int, ...]:
+        """Per-axis (data, fsdp, tensor, pipeline) factors across slices; their product is the slice count."""
+        return (self.dcn_data, self.dcn_fsdp, 1, self.dcn_pipeline)
 
     def ici_shape(self, num_devices: int) -> tuple[int, ...]:
         """Returns the per-slice (data, fsdp, tensor, pipeline) sizes for num_devices per slice."""
@@ -50,7 +56,7 @@ def build_mesh(config: MeshConfig | None = None, devices=None) -> jax.sharding.M
     """Returns a Mesh with axes (data, fsdp, tensor, pipeline) and Auto (GSPMD) axis types."""
     config = config or MeshConfig()
     devices = list(jax.devices() if devices is None else devices)
-    dcn = (config.dcn_data, config.dcn_fsdp, 1, 1)
+    dcn = config.dcn_shape
     num_slices = math.prod(dcn)
     if len(devices) % num_slices:
         raise ValueError(f"{len(devices)} devices do not split into {num_slices} slices (MeshConfig.dcn_*)")
@@ -71,3 +77,7 @@ def build_mesh(config: MeshConfig | None = None, devices=None) -> jax.sharding.M
         except (ValueError, NotImplementedError):  # topology-unaware fallback (e.g. odd CPU counts)
             grid = np.asarray(devices).reshape(ici)
     return jax.sharding.Mesh(grid, MESH_AXES, axis_types=auto)
+
+
+# Registers gin's `pipeline.*` (PipelineConfig) wherever MeshConfig is: parallel recipes bind both.
+from gopher_jax.parallel.pipeline import config as _pipeline_config  # noqa: E402,F401

@@ -7,9 +7,12 @@ shard by shard. Gradients and activations are modelled (nothing is allocated):
     param-dtype gradients they are cast from, plus an fp32 accumulator when microbatches > 1;
   * FSDP-gathered weights: inside the layer scan one layer's weights are all-gathered over `fsdp`
     (split only by `tensor`), with their gradients before the reduce-scatter (bf16 + fp32);
-  * activations: what the backward pass keeps per layer under the remat policy, for the
-    microbatches in flight (1 without pipelining; min(microbatches, stages) per stage for 1F1B,
-    MT-NLG §3), plus one layer's full working set while it is recomputed, plus fp32 logits.
+  * activations: what the backward pass keeps per layer under the remat policy, plus one layer's
+    full working set while it is recomputed, plus fp32 logits. Pipelined (stages > 1,
+    gopher_jax/parallel/pipeline/executor.py): each device stashes only stage inputs between a
+    microbatch's forward and backward (GPipe: all microbatches; 1F1B: min(microbatches, stages),
+    MT-NLG §3; circular: repeats x microbatches) and keeps the remat policy's tensors for one
+    microbatch through one stage while its backward recomputes it.
 MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
 4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
 """
@@ -92,12 +95,25 @@ _KEPT = {
 }
 
 
-def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes) -> dict:
+def stashed_microbatches(schedule: str, microbatches: int, stages: int, repeats: int = 1) -> int:
+    """Stage inputs the busiest device holds at once under a schedule (schedule.Schedule.max_in_flight)."""
+    if stages == 1:
+        return 0
+    if schedule == "1f1b":
+        return min(microbatches, stages)
+    return microbatches * (repeats if schedule == "circular" else 1)
+
+
+def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipeline=None) -> dict:
     """Returns per-device activation bytes: kept per layer, one recomputed layer, logits, and in-flight count."""
     batch_shards = _axes_size(axes.BATCH, rules, sizes)
     t = _axes_size(axes.HEADS, rules, sizes)
     t_vocab = _axes_size(axes.VOCAB, rules, sizes)
     stages = sizes["pipeline"]
+    schedule, repeats, pipe_mb = "1f1b", 1, train.microbatches
+    if pipeline is not None:
+        schedule, repeats = pipeline.schedule, (pipeline.repeats if pipeline.schedule == "circular" else 1)
+        pipe_mb = pipeline.microbatches or train.microbatches
     mb_rows = train.batch_size / train.microbatches
     local_rows = math.ceil(mb_rows / batch_shards)  # a batch the mesh does not divide pads up
     tokens = local_rows * train.seq_len
@@ -105,9 +121,13 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes) -> di
     per_tok = _per_token_elements(model, train.seq_len, t)
     kept = _KEPT[model.remat_policy]
     kept_elems = sum(per_tok.values()) if kept is None else sum(per_tok[k] for k in kept)
-    layers_here = math.ceil(model.num_layers / stages)
-    in_flight = min(train.microbatches, stages)  # 1F1B: bounded by the stages, not by the microbatches
-    kept_b = kept_elems * item * tokens * layers_here * in_flight
+    if stages == 1:
+        in_flight = 1
+        kept_b = kept_elems * item * tokens * model.num_layers
+    else:  # stashed stage inputs + one microbatch's kept tensors through one (virtual) stage
+        in_flight = stashed_microbatches(schedule, pipe_mb, stages, repeats)
+        layers_here = math.ceil(model.num_layers / (stages * repeats))
+        kept_b = kept_elems * item * tokens * layers_here + in_flight * model.d_model * item * tokens
     working = 0 if kept is None else sum(per_tok.values()) * item * tokens  # the layer being recomputed
     logits = 2 * 4 * tokens * model.padded_vocab_size / t_vocab  # fp32 logits and their gradient
     return {"kept": int(kept_b), "recompute_working_set": int(working), "logits": int(logits),
@@ -115,14 +135,15 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes) -> di
             "batch_shards": batch_shards, "tensor_parallel": t}
 
 
-def bytes_per_device(model: ModelConfig, opt: OptimizerConfig, train: TrainConfig, rules, sizes) -> dict:
+def bytes_per_device(model: ModelConfig, opt: OptimizerConfig, train: TrainConfig, rules, sizes,
+                     pipeline=None) -> dict:
     """Returns {"total": bytes, "breakdown": {...}, "state_bytes_per_param": float, ...} for one device."""
     st = state_bytes(model, opt, train, rules, sizes)
     local = st["local_params"]
     grads = local * 4 + local * st["param_itemsize"] * (st["param_itemsize"] != 4)
     if train.microbatches > 1:
         grads += local * 4  # the scan's fp32 accumulator next to one microbatch's gradients
-    act = activation_bytes(model, train, rules, sizes)
+    act = activation_bytes(model, train, rules, sizes, pipeline)
     gathered = 0
     if _axes_size(axes.EMBED, rules, sizes) > 1:
         layer_params = (st["global_params"] - model.padded_vocab_size * model.d_model) / model.num_layers

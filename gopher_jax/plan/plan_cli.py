@@ -27,8 +27,10 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4) -> dict:
     topo = parse_topology(topology)
     model, opt, train, mesh_cfg, rules = configs.load(gin_files, gin_params)
     sizes = mesh_axis_sizes(mesh_cfg, topo)
-    mem = memory.bytes_per_device(model, opt, train, rules, sizes)
-    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu)
+    from gopher_jax.parallel.pipeline import PipelineConfig
+    pipeline = PipelineConfig()  # gin `pipeline.*` (used only when the mesh has pipeline > 1)
+    mem = memory.bytes_per_device(model, opt, train, rules, sizes, pipeline)
+    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu, pipeline)
     hbm = topo.chip.hbm_bytes_per_device
     return {"topology": topology, "num_devices": topo.num_devices, "num_chips": topo.num_chips, "mesh": sizes,
             "remat_policy": model.remat_policy, "microbatches": train.microbatches,

@@ -55,9 +55,10 @@ def mesh_axis_sizes(mesh_config, topology: Topology) -> dict[str, int]:
     """Returns {data, fsdp, tensor, pipeline: size} for a MeshConfig over the whole topology (DCN included)."""
     from gopher_jax.parallel.mesh import MESH_AXES
 
-    if mesh_config.dcn_data * mesh_config.dcn_fsdp != topology.num_slices:
-        raise ValueError(f"MeshConfig.dcn_data={mesh_config.dcn_data} x dcn_fsdp={mesh_config.dcn_fsdp} must equal "
+    dcn = mesh_config.dcn_shape
+    if dcn[0] * dcn[1] * dcn[3] != topology.num_slices:
+        raise ValueError(f"MeshConfig.dcn_data={mesh_config.dcn_data} x dcn_fsdp={mesh_config.dcn_fsdp} x "
+                         f"dcn_pipeline={mesh_config.dcn_pipeline} must equal "
                          f"the {topology.num_slices} slices of topology {topology.num_slices}x{topology.name}")
     ici = mesh_config.ici_shape(topology.devices_per_slice)
-    dcn = (mesh_config.dcn_data, mesh_config.dcn_fsdp, 1, 1)
     return {a: i * d for a, i, d in zip(MESH_AXES, ici, dcn)}

@@ -68,6 +68,21 @@ class Checkpointer:
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
         return restored["state"], restored["data"]
 
+    def restore_params(self, step: int, abstract_params):
+        """Returns only `state.params` of `step`, each leaf placed with its ShapeDtypeStruct's sharding.
+
+        A partial orbax restore: the optimizer state, fp32 master copy and data-iterator state
+        stay on disk (never read, never allocated), so eval of a big model needs params memory
+        only. Same on-disk layout as `save` writes; use a fresh Checkpointer (a manager that
+        already saved binds the `state` item to StandardSave's handler).
+        """
+        restore_args = jax.tree.map(
+            lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+            abstract_params)
+        restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": abstract_params}, restore_args={"params": restore_args}, partial_restore=True)))
+        return restored["state"]["params"]
+
     def interrupted_saves(self) -> list[str]:
         """Returns orbax temp dirs left by saves that never completed (process killed mid-write)."""
         if not os.path.isdir(self.directory):

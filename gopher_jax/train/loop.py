@@ -95,7 +95,7 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
         found = ckpt.restore_newest_good(abstract, trainer.state_shardings)
     if found is not None:
         restored_step, state, data_state = found
-        data.set_state(data_state)
+        data.set_state(_this_hosts_data_state(data_state))
         reliability.update(data_state.get("reliability", {}))
         print(f"resumed from step {restored_step} ({ckpt.directory})", flush=True)
     else:
@@ -247,6 +247,18 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
+
+
+def _this_hosts_data_state(saved: dict) -> dict:
+    """Returns the saved data-iterator state for this host's shard.
+
+    orbax writes the JSON item from process 0 only, so every host restores process 0's state. The
+    hosts step in lockstep (same `batches_consumed`) and differ only in `shard_index`, which each
+    host puts back to its own; a state saved with another host count still fails `set_state`.
+    """
+    if "shard_index" in saved and saved.get("num_shards") == jax.process_count():
+        return {**saved, "shard_index": jax.process_index()}
+    return saved
 
 
 def _skipped(state) -> int:

@@ -56,8 +56,12 @@ class _Context:
 
 
 def build_trainer(model_config: ModelConfig, opt_config: OptimizerConfig, train_config: TrainConfig,
-                  mesh: jax.sharding.Mesh, rules) -> ShardedTrainer:
-    """Returns a ShardedTrainer; nothing is initialised until `init()` is called."""
+                  mesh: jax.sharding.Mesh, rules, pipeline_config=None) -> ShardedTrainer:
+    """Returns a ShardedTrainer; nothing is initialised until `init()` is called.
+
+    With a `pipeline` mesh axis > 1 the train step runs the schedule of `pipeline_config`
+    (default: the gin-configured `PipelineConfig`, gopher_jax/parallel/pipeline).
+    """
     boxed = abstract_params(model_config, train_config.seq_len)
     tx = maybe_guard(make_optimizer(opt_config, train_config.steps, boxed), train_config)
     schedule = learning_rate_schedule(opt_config, train_config.steps)
@@ -71,8 +75,13 @@ def build_trainer(model_config: ModelConfig, opt_config: OptimizerConfig, train_
 
     b_sh = batch_sharding(mesh, rules)
     batch_sh = {k: b_sh for k in ("inputs", "targets", "loss_weights", "segment_ids", "positions")}
+    pipeline = None
+    if mesh.shape.get("pipeline", 1) > 1:
+        from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig
+        pipeline = Pipeline(model_config, pipeline_config or PipelineConfig(), mesh.shape["pipeline"],
+                            train_config.microbatches, opt_config.z_loss)
     step = make_train_step(model_config, tx, microbatches=train_config.microbatches,
-                           z_loss=opt_config.z_loss, schedule=schedule)
+                           z_loss=opt_config.z_loss, schedule=schedule, pipeline=pipeline)
     train_step = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                          donate_argnums=(0,))
     eval_step = jax.jit(make_eval_step(model_config), in_shardings=(state_sh.params, batch_sh))

@@ -37,11 +37,13 @@ def make_loss_fn(model_config: ModelConfig, z_loss: float):
 
 
 def make_train_step(model_config: ModelConfig, tx: optax.GradientTransformation, *, microbatches: int,
-                    z_loss: float = 0.0, schedule=None):
+                    z_loss: float = 0.0, schedule=None, pipeline=None):
     """Returns (state, batch) -> (new state, metrics); metrics are scalar float32 arrays.
 
     Loss and gradients are normalised by the token weight of the whole global batch, so any
     number of microbatches gives the same update (up to float summation order).
+    `pipeline` (gopher_jax.parallel.pipeline.Pipeline, when MeshConfig.pipeline > 1) computes the
+    gradients of `pipeline.microbatches` microbatches per pass; the scan accumulates the passes.
     """
     loss_fn = make_loss_fn(model_config, z_loss)
 
@@ -53,10 +55,13 @@ def make_train_step(model_config: ModelConfig, tx: optax.GradientTransformation,
             return loss_sum / total_weight, z_sum / total_weight
 
         def grads_of(mb):
+            if pipeline is not None:
+                return pipeline(state.params, mb, total_weight)
             (loss, z), grads = jax.value_and_grad(scaled_loss, has_aux=True)(state.params, mb)
             return loss, z, jax.tree.map(lambda g: g.astype(jnp.float32), grads)
 
-        if microbatches == 1:
+        passes = microbatches if pipeline is None else microbatches // pipeline.microbatches
+        if passes == 1:
             loss, z, grads = grads_of(batch)
         else:
             zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
@@ -67,7 +72,7 @@ def make_train_step(model_config: ModelConfig, tx: optax.GradientTransformation,
                 return (loss_acc + loss_i, z_acc + z_i, jax.tree.map(jnp.add, g_acc, g_i)), None
 
             init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
-            (loss, z, grads), _ = jax.lax.scan(body, init, split_microbatches(batch, microbatches))
+            (loss, z, grads), _ = jax.lax.scan(body, init, split_microbatches(batch, passes))
 
         grad_norm = optax.tree.norm(grads)
         target = state.master if state.master is not None else state.params

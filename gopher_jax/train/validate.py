@@ -35,9 +35,10 @@ def _round_up(x: int, m: int) -> int:
 def mesh_sizes(mesh_config, num_devices: int, problems: list[str]) -> dict | None:
     """Returns {axis: size} including DCN factors, or None after appending why the mesh cannot be built."""
     from gopher_jax.parallel.mesh import MESH_AXES
-    slices = mesh_config.dcn_data * mesh_config.dcn_fsdp
+    slices = math.prod(mesh_config.dcn_shape)
     if slices <= 0 or num_devices % slices:
         problems.append(f"MeshConfig.dcn_data={mesh_config.dcn_data} x MeshConfig.dcn_fsdp={mesh_config.dcn_fsdp} "
+                        f"x MeshConfig.dcn_pipeline={mesh_config.dcn_pipeline} "
                         f"= {slices} slices does not divide the {num_devices} devices; use a divisor of "
                         f"{num_devices}, e.g. MeshConfig.dcn_data=1")
         return None
@@ -53,6 +54,7 @@ def mesh_sizes(mesh_config, num_devices: int, problems: list[str]) -> dict | Non
     sizes = dict(zip(MESH_AXES, ici))
     sizes["data"] *= mesh_config.dcn_data
     sizes["fsdp"] *= mesh_config.dcn_fsdp
+    sizes["pipeline"] *= mesh_config.dcn_pipeline
     return sizes
 
 
@@ -112,6 +114,18 @@ def validate(model_config, train_config, mesh_config, rules, *, num_devices: int
             problems.append(f"ModelConfig.num_layers={m.num_layers} does not split into MeshConfig.pipeline="
                             f"{sizes['pipeline']} stages; use MeshConfig.pipeline in {ok} or "
                             f"ModelConfig.num_layers={_round_up(m.num_layers, sizes['pipeline'])}")
+        elif sizes["pipeline"] > 1:  # the schedule (gin `pipeline.*`) vs stages, microbatches and layers
+            from gopher_jax.parallel.pipeline import PipelineConfig
+            from gopher_jax.parallel.pipeline.schedule import check
+            try:
+                pc = PipelineConfig()
+                check(pc.schedule, sizes["pipeline"], pc.microbatches or t.microbatches, pc.repeats,
+                      num_layers=m.num_layers)
+                if t.microbatches % (pc.microbatches or t.microbatches):
+                    raise ValueError(f"train.microbatches={t.microbatches} is not a multiple of "
+                                     f"pipeline.microbatches={pc.microbatches}")
+            except ValueError as e:
+                problems.append(str(e))
 
     if problems:
         raise ConfigError("invalid configuration (nothing was compiled):\n  - " + "\n  - ".join(problems))

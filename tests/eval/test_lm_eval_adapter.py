@@ -104,3 +104,20 @@ def test_rolling_and_generate(loaded):
     assert adapter.loglikelihood_rolling([inst]) == pytest.approx(lm.loglikelihood_rolling([text]))
     gen = adapter.generate_until([Instance("generate_until", {}, ("Hello", {"until": ["\n"]}), 0)])
     assert len(gen) == 1 and "\n" not in gen[0]
+
+
+def test_adapter_from_a_workdir_on_a_mesh(loaded, run_dir):
+    """lm_eval --model_args 'workdir=RUN,mesh=data=2;tensor=4': sharded scoring equals one device."""
+    from lm_eval.api.instance import Instance
+
+    adapter = GopherJaxLM.create_from_arg_string(f"workdir={run_dir},batch_size=4,mesh=data=2;tensor=4")
+    assert dict(adapter.text_lm.scorer.mesh.shape)["tensor"] == 4
+    single = TextLM(Scorer.for_model(loaded.config, loaded.params, batch_size=4), loaded.tokenizer)
+    text = "A gopher is a small burrowing rodent. " * 6
+    inst = Instance("loglikelihood_rolling", {}, (text,), 0)
+    # A sum over ~90 tokens of float32 log-probs whose reduction order differs: relative tolerance.
+    assert adapter.loglikelihood_rolling([inst]) == pytest.approx(single.loglikelihood_rolling([text]), rel=1e-7)
+    pair = Instance("loglikelihood", {}, ("A gopher is", " a rodent"), 0)
+    (ll, greedy), = adapter.loglikelihood([pair])
+    (ll1, greedy1), = single.loglikelihood([pair.args])
+    assert ll == pytest.approx(ll1, abs=1e-5) and greedy == greedy1

@@ -5,6 +5,7 @@ import pytest
 
 from gopher_jax.cli import main
 from gopher_jax.model.config import ModelConfig
+from gopher_jax.parallel.pipeline import PipelineConfig
 from gopher_jax.parallel.rules import DEFAULT_RULES
 from gopher_jax.plan import memory, throughput
 from gopher_jax.plan.plan_cli import make_plan
@@ -34,6 +35,16 @@ def test_pipeline_bubble_matches_mtnlg():
     assert throughput.pipeline_efficiency(4 * 35, 35) == pytest.approx(0.81, abs=0.01)
     assert throughput.pipeline_efficiency(8 * 35, 35) == pytest.approx(0.90, abs=0.01)
     assert throughput.pipeline_efficiency(7, 1) == 1.0
+    assert throughput.pipeline_efficiency(8, 4, repeats=2) == pytest.approx(16 / 19)  # circular
+
+
+def test_pipelined_activations_follow_the_schedule():
+    sizes = dict(SIZES, pipeline=2)
+    train = TrainConfig(batch_size=64, seq_len=64, microbatches=8)
+    stash = {s: memory.activation_bytes(MIXED, train, DEFAULT_RULES, sizes,
+                                        PipelineConfig(schedule=s, repeats=2 if s == "circular" else 1))
+             ["microbatches_in_flight"] for s in ("gpipe", "1f1b", "circular")}
+    assert stash == {"gpipe": 8, "1f1b": 2, "circular": 16}
 
 
 def test_topologies():
@@ -50,7 +61,11 @@ def test_topologies():
 def test_recipes_fit(recipe, topology):
     plan = make_plan([f"gin_configs/parallel/{recipe}"], [], topology)
     assert plan["fits"] and plan["bytes_per_device"] == sum(plan["bytes_breakdown"].values())
-    assert plan["mesh"]["pipeline"] == 1 and plan["pipeline_bubble"] == 0
+    if recipe == "gopher_280b_v3.gin":  # one 1F1B stage per pod, 12 microbatches: bubble 3/15
+        assert plan["mesh"]["pipeline"] == 4 and plan["pipeline_bubble"] == pytest.approx(3 / 15)
+        assert plan["activation_detail"]["microbatches_in_flight"] == 4
+    else:
+        assert plan["mesh"]["pipeline"] == 1 and plan["pipeline_bubble"] == 0
     assert plan["predicted_step_s"] > 0
 
 
@@ -63,7 +78,7 @@ def test_cli_json(capsys):
 
 
 def test_mesh_that_does_not_fit_the_topology_is_named():
-    with pytest.raises(ValueError, match="dcn_data=4"):
+    with pytest.raises(ValueError, match="dcn_pipeline=4"):
         make_plan(["gin_configs/parallel/gopher_280b_v3.gin"], [], "v3:32x32")
 
 

@@ -1,0 +1,63 @@
+"""`PipelineConfig` (gin name `pipeline`): which schedule runs over the `pipeline` mesh axis.
+
+The number of stages is `MeshConfig.pipeline`; with 1 stage nothing here is used and the train step
+is the plain (non-pipelined) one. Example (gin):
+
+    MeshConfig.pipeline = 4
+    pipeline.schedule = '1f1b'          # 'gpipe' | '1f1b' | 'circular'
+    pipeline.repeats = 1                # circular only: virtual stages per device (>= 2)
+    train.microbatches = 16             # the pipeline's microbatches (>= stages for 1f1b/circular)
+    sharding_rules.rules = [..., ('layers', 'pipeline'), ...]   # store each stage's layers on its device
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import gin
+
+from gopher_jax.parallel.pipeline import schedule as sched
+
+
+@gin.configurable("pipeline")
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular"
+    repeats: int = 1  # circular: layer groups per device (virtual stages = stages x repeats)
+    microbatches: int = 0  # microbatches per pipeline pass; 0 = train.microbatches (one pass per step).
+    # train.microbatches = k x pipeline.microbatches accumulates gradients over k pipeline passes.
+
+    def __post_init__(self):
+        if self.schedule not in sched.SCHEDULES:
+            raise ValueError(f"pipeline.schedule={self.schedule!r} is not one of {sched.SCHEDULES}")
+        if self.repeats < 1 or self.microbatches < 0:
+            raise ValueError(f"pipeline.repeats={self.repeats} must be >= 1 and pipeline.microbatches="
+                             f"{self.microbatches} >= 0 (0 = train.microbatches)")
+
+
+class Pipeline:
+    """(params, batch [rows, T], total_weight) -> (loss, z, fp32 grads) for one pipeline pass.
+
+    `microbatches` is the microbatch count of one pass; the train step scans over
+    train.microbatches / microbatches passes when they differ (gradient accumulation).
+    """
+
+    def __init__(self, model_config, config: PipelineConfig, stages: int, train_microbatches: int, z_loss: float):
+        from gopher_jax.parallel.pipeline.executor import make_pipeline_grads
+
+        mb = config.microbatches or train_microbatches
+        if train_microbatches % mb:
+            raise ValueError(f"train.microbatches={train_microbatches} is not a multiple of pipeline.microbatches="
+                             f"{mb}; use pipeline.microbatches=0 (all of them in one pass) or a divisor")
+        if not model_config.scan_layers:
+            raise ValueError("pipelining slices the scanned layer stack: set ModelConfig.scan_layers=True "
+                             "(or MeshConfig.pipeline=1)")
+        sched.check(config.schedule, stages, mb, config.repeats, num_layers=model_config.num_layers)
+        self.config = config
+        self.stages = stages
+        self.microbatches = mb
+        self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats)
+        self._grads = make_pipeline_grads(model_config, self.schedule, z_loss)
+
+    def __call__(self, params, batch: dict, total_weight):
+        from gopher_jax.train.step import split_microbatches
+        return self._grads(params, split_microbatches(batch, self.microbatches), total_weight)

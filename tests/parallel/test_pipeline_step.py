@@ -1,0 +1,104 @@
+"""Pipelined gradients (GPipe, 1F1B, circular on 2, 4, 8 stages, and with tensor x data parallelism)
+equal the non-pipelined ones; bad settings are named with their fix."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gopher_jax.model.decoder import Decoder
+from gopher_jax.parallel.mesh import MeshConfig, build_mesh
+from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig
+from gopher_jax.parallel.rules import batch_sharding, param_shardings
+from gopher_jax.train.loss import cross_entropy
+from gopher_jax.train.state import abstract_params
+from tests.parallel.pipeline_helpers import FAST_COMPILE, MODEL, RULES, SEQ, max_rel_diff, the_batch
+
+Z_LOSS = 1e-3
+MICROBATCHES = {2: 4, 4: 8, 8: 8}  # by stages: >= stages, and past the 1F1B warm-up where it can be
+
+# pipeline 2 and 8 with data parallelism over the rest; pipeline 4 with FSDP (params sharded over fsdp too)
+MESHES = {2: dict(data=-1, pipeline=2), 4: dict(data=1, fsdp=2, pipeline=4), 8: dict(data=1, pipeline=8)}
+CASES = {f"{s}_pp{pp}" + ("_fsdp2" if pp == 4 else ""): (MESHES[pp], s)
+         for s in ("gpipe", "1f1b", "circular") for pp in (2, 4, 8)}
+CASES["1f1b_pp2_tensor2_data2"] = (dict(data=2, tensor=2, pipeline=2), "1f1b")
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """(params, batch, loss, z, grads) of the plain Decoder on one device."""
+    batch = {k: jnp.asarray(v) for k, v in the_batch().items()}
+    params = jax.jit(lambda: nn.meta.unbox(Decoder(MODEL).init(jax.random.key(0), batch["inputs"])["params"]))()
+    total = jnp.sum(batch["loss_weights"])
+
+    def loss_fn(p):
+        logits = Decoder(MODEL).apply({"params": p}, batch["inputs"], batch["segment_ids"], batch["positions"])
+        loss_sum, z_sum = cross_entropy(logits, batch["targets"], batch["loss_weights"], Z_LOSS)
+        return loss_sum / total, z_sum / total
+
+    grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True)).lower(params).compile(FAST_COMPILE)
+    (loss, z), grads = grad_fn(params)
+    return jax.device_get((params, the_batch(), loss, z, grads))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_pipelined_gradients_equal_unpipelined(name, reference):
+    mesh_kw, schedule = CASES[name]
+    params, batch, ref_loss, ref_z, ref_grads = reference
+    mesh = build_mesh(MeshConfig(**mesh_kw))
+    repeats = 2 if schedule == "circular" else 1
+    pipe = Pipeline(MODEL, PipelineConfig(schedule=schedule, repeats=repeats), mesh.shape["pipeline"],
+                    MICROBATCHES[mesh.shape["pipeline"]], Z_LOSS)
+    p_sh = param_shardings(abstract_params(MODEL, SEQ), mesh, RULES)
+    b_sh = batch_sharding(mesh, RULES)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+        fn = jax.jit(lambda p, b: pipe(p, b, jnp.sum(b["loss_weights"])), in_shardings=(p_sh, b_sh))
+        compiled = fn.lower(params, batch).compile(FAST_COMPILE)
+        loss, z, grads = jax.device_get(compiled(params, batch))
+    diff = max_rel_diff(grads, ref_grads)
+    print(f"{name}: loss {float(loss):.7f} vs {float(ref_loss):.7f} (rel {abs(loss / ref_loss - 1):.1e}), "
+          f"gradients max |diff| / max|grad| {diff:.1e}")
+    assert float(loss) == pytest.approx(float(ref_loss), rel=1e-5)
+    assert float(z) == pytest.approx(float(ref_z), rel=1e-4)
+    assert jax.tree.structure(grads) == jax.tree.structure(ref_grads)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref_grads)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(schedule="1f1b", stages=4, microbatches=2), r"microbatches=2 < MeshConfig.pipeline=4"),
+    (dict(schedule="gpipe", stages=3, microbatches=4), r"num_layers=16 does not split into MeshConfig.pipeline=3"),
+    (dict(schedule="circular", stages=4, microbatches=4, repeats=3), r"pipeline.repeats=3 = 12 equal stages"),
+    (dict(schedule="circular", stages=2, microbatches=4, repeats=1), r"needs pipeline.repeats >= 2"),
+    (dict(schedule="gpipe", stages=2, microbatches=3, pipeline_microbatches=2), r"not a multiple of pipeline"),
+])
+def test_bad_pipeline_settings_name_the_value_and_the_fix(kwargs, match):
+    kwargs = dict(kwargs)
+    stages, mb = kwargs.pop("stages"), kwargs.pop("microbatches")
+    cfg = PipelineConfig(schedule=kwargs["schedule"], repeats=kwargs.get("repeats", 1),
+                         microbatches=kwargs.get("pipeline_microbatches", 0))
+    with pytest.raises(ValueError, match=match):
+        Pipeline(MODEL, cfg, stages, mb, 0.0)
+    with pytest.raises(ValueError, match="not one of"):
+        PipelineConfig(schedule="interleaved")
+
+
+def test_validate_reports_pipeline_problems_before_compiling():
+    import gin
+
+    from gopher_jax.train.config import TrainConfig
+    from gopher_jax.train.validate import ConfigError, validate
+
+    gin.bind_parameter("pipeline.schedule", "1f1b")
+    train = TrainConfig(batch_size=32, seq_len=SEQ, microbatches=2)
+    with pytest.raises(ConfigError, match=r"microbatches=2 < MeshConfig.pipeline=4"):
+        validate(MODEL, train, MeshConfig(data=2, pipeline=4), RULES, num_devices=8)
+    sizes = validate(MODEL, TrainConfig(batch_size=32, seq_len=SEQ, microbatches=4),
+                     MeshConfig(data=1, tensor=2, dcn_pipeline=4), RULES, num_devices=8)
+    assert sizes["pipeline"] == 4
+
+
+def test_pipeline_across_slices_builds_the_pipeline_axis_over_dcn():
+    mesh = build_mesh(MeshConfig(data=1, tensor=2, dcn_pipeline=4))  # CPU: 4 "slices" of 2 devices
+    assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 2, "pipeline": 4}
+    ids = np.vectorize(lambda d: d.id)(mesh.devices)
+    assert ids[0, 0, :, 0].tolist() == [0, 1] and ids[0, 0, 0, :].tolist() == [0, 2, 4, 6]  # a slice per stage
