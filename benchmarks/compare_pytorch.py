@@ -22,6 +22,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
 
 def run_json(cmd: list[str], env: dict) -> dict:
@@ -31,6 +32,17 @@ def run_json(cmd: list[str], env: dict) -> dict:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = proc.stdout
     return json.loads(out[out.rfind("\n{") + 1:])  # the last top-level object (-1 + 1 = 0 if first)
+
+
+def model_shape(gin_files: list[str], gin_params: list[str]) -> dict:
+    """Returns the sizes the GPT-2 peer needs from our gin config (parsed here: gin only, no jax)."""
+    from gopher_jax import gin_utils
+    from gopher_jax.model.config import ModelConfig
+
+    gin_utils.parse_gin(gin_files, gin_params)
+    c = ModelConfig()
+    return dict(layers=c.num_layers, d_model=c.d_model, heads=c.num_heads, d_ff=c.ffw_dim, vocab=c.vocab_size,
+                head_dim=c.head_dim)
 
 
 def main(argv=None) -> int:
@@ -52,13 +64,7 @@ def main(argv=None) -> int:
     ours_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--seq_len={args.seq_len}",
                 f"--batch_size={args.batch_size}", f"--steps={args.steps}",
                 *[f"--gin_file={f}" for f in gin_files], *[f"--gin_param={g}" for g in args.gin_param]]
-    # Read the shape back from our config so the peer always matches it.
-    shape_probe = [sys.executable, "-c", (
-        "import sys, json; sys.path.insert(0, %r); from gopher_jax import gin_utils; "
-        "from gopher_jax.model.config import ModelConfig; gin_utils.parse_gin(%r, %r); c = ModelConfig(); "
-        "print(json.dumps(dict(layers=c.num_layers, d_model=c.d_model, heads=c.num_heads, d_ff=c.ffw_dim, "
-        "vocab=c.vocab_size, head_dim=c.head_dim)))") % (os.path.dirname(HERE), gin_files, args.gin_param)]
-    shape = run_json(shape_probe, env)
+    shape = model_shape(gin_files, args.gin_param)  # the peer always matches our config
     if shape["heads"] * shape["head_dim"] != shape["d_model"]:
         print(f"note: heads x head_dim = {shape['heads'] * shape['head_dim']} != d_model {shape['d_model']}; "
               f"GPT-2 ties them, so its attention width differs", file=sys.stderr)
@@ -95,9 +101,8 @@ def main(argv=None) -> int:
         result["ratio_vs_eager"] = result["ours_tokens_per_s"] / result["torch_eager_tokens_per_s"]
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=1))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from gopher_jax.atomic_write import atomic_write
+        atomic_write(args.json, lambda f: json.dump(result, f, indent=2))
     return 0
 
 

@@ -87,7 +87,6 @@ def causal_flops_per_token(cfg, seq_len: int) -> float:
 
 
 def run(args) -> dict:
-    import gin
     import jax
 
     from gopher_jax import gin_utils
@@ -160,9 +159,8 @@ def main(argv=None) -> int:
     result = run(args)
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}, indent=1))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        from gopher_jax.atomic_write import atomic_write
+        atomic_write(args.json, lambda f: json.dump(result, f, indent=2))
     return 0
 
 

@@ -25,6 +25,17 @@ def attention_mask(segment_ids: jnp.ndarray) -> jnp.ndarray:
     return (causal[None] & same)[:, None, None]
 
 
+def _weighted_values(scores, mask, value):
+    """Returns softmax(scores where mask) @ value, [B, T, K, G, D]: float32 softmax, value's dtype out.
+
+    scores [B, K, G, T, S] (scaled), mask broadcastable to them, value [B, S, K, D].
+    """
+    scores = jnp.where(mask, scores, NEG_INF)
+    probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    probs = (probs / jnp.sum(probs, axis=-1, keepdims=True)).astype(value.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, value)
+
+
 def _use_cpu_kernel(cfg: ModelConfig) -> bool:
     """Whether the training path runs the fused CPU kernel (ModelConfig.attention_impl)."""
     if cfg.attention_impl == "xla":
@@ -77,12 +88,7 @@ class Attention(nn.Module):
 
         if self.decode:
             scores, mask, value = self._decode_scores(grouped(q), key, value, segment_ids, positions, rel_biases)
-            scores = jnp.where(mask, scores, NEG_INF)
-            probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-            probs = (probs / jnp.sum(probs, axis=-1, keepdims=True)).astype(value.dtype)
-            out = jnp.einsum("bkgts,bskd->btkgd", probs, value).reshape(b, t, h, d)
-            return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
-                         residual_output=True, name="out")(out)
+            return self._output(_weighted_values(scores, mask, value).reshape(b, t, h, d))
 
         if _use_cpu_kernel(cfg):
             return self._fused(q, key, value, segment_ids, rel_embed, rel_biases)
@@ -91,9 +97,7 @@ class Attention(nn.Module):
             u, v = rel_biases  # [H, D] each, shared by all layers
             content = jnp.einsum("btkgd,bskd->bkgts", grouped(q + u.astype(q.dtype)), key)
             # Project the sinusoids of distances T-1..0 per layer (Transformer-XL's W_{k,R}).
-            proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
-                              (rel_embed.shape[-1], h, d), jnp.dtype(cfg.param_dtype))
-            rel_keys = jnp.einsum("re,ehd->rhd", rel_embed.astype(q.dtype), proj.astype(q.dtype))
+            rel_keys = self._relative_keys(rel_embed, q.dtype)
             by_distance = jnp.einsum("btkgd,rkgd->bkgtr", grouped(q + v.astype(q.dtype)),
                                      rel_keys.reshape(t, k, g, d))
             scores = content.astype(jnp.float32) + pos.relative_shift(by_distance.astype(jnp.float32))
@@ -103,11 +107,19 @@ class Attention(nn.Module):
         if cfg.position == "alibi":  # added to the scaled scores, as in Press et al.'s code
             scores = scores + pos.alibi_bias(h, t).reshape(k, g, t, t)
 
-        scores = jnp.where(attention_mask(segment_ids), scores, NEG_INF)
-        probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
-        probs = (probs / jnp.sum(probs, axis=-1, keepdims=True)).astype(value.dtype)
-        out = jnp.einsum("bkgts,bskd->btkgd", probs, value).reshape(b, t, h, d)
-        out = nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
+        out = _weighted_values(scores, attention_mask(segment_ids), value).reshape(b, t, h, d)
+        return self._output(nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)))
+
+    def _relative_keys(self, rel_embed, dtype):
+        """Returns this layer's Transformer-XL position keys [R, H, D]: sinusoids [R, d_model] @ W_{k,R}."""
+        cfg = self.config
+        proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
+                          (cfg.d_model, cfg.num_heads, cfg.head_dim), jnp.dtype(cfg.param_dtype))
+        return jnp.einsum("re,ehd->rhd", rel_embed.astype(dtype), proj.astype(dtype))
+
+    def _output(self, out):
+        """The output projection [B, T, H, D] -> [B, T, d_model], shared by every attention path."""
+        cfg = self.config
         return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
                      residual_output=True, name="out")(out)
 
@@ -120,9 +132,7 @@ class Attention(nn.Module):
         kwargs = {}
         if cfg.position == "relative":
             u, v = rel_biases
-            proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
-                              (rel_embed.shape[-1], h, d), jnp.dtype(cfg.param_dtype))
-            rel_keys = jnp.einsum("re,ehd->rhd", rel_embed.astype(jnp.float32), proj.astype(jnp.float32))
+            rel_keys = self._relative_keys(rel_embed, jnp.float32)
             # rel_embed runs over distances T-1..0 (relative_shift's order); the kernel indexes by distance.
             kwargs.update(q_pos=(q + v.astype(q.dtype)).astype(jnp.float32), rel_keys=rel_keys[::-1])
             q = q + u.astype(q.dtype)
@@ -131,9 +141,7 @@ class Attention(nn.Module):
         out = cpu_attention.fused_causal_attention(
             q.astype(jnp.float32), key.astype(jnp.float32), value.astype(jnp.float32), segment_ids.astype(jnp.int32),
             scale=float(d) ** -0.5, **kwargs).astype(value.dtype)
-        out = nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV))
-        return dense(cfg, cfg.d_model, (axes.HEADS, axes.KV, axes.EMBED), axis=(-2, -1),
-                     residual_output=True, name="out")(out)
+        return self._output(nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)))
 
     def _decode_scores(self, q, key, value, segment_ids, positions, rel_biases):
         """Appends this call's keys/values to the cache; returns (scaled scores [B,K,G,T,L] f32,
@@ -172,10 +180,8 @@ class Attention(nn.Module):
             scores = jnp.einsum("btkgd,bskd->bkgts", q + u.reshape(k, g, d).astype(q.dtype), keys).astype(jnp.float32)
             # Position scores straight from the distances (no relative_shift): project the sinusoids
             # of every distance 0..L-1 once, score each query against all of them, then gather.
-            proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
-                              (cfg.d_model, cfg.num_heads, d), jnp.dtype(cfg.param_dtype))
             rel_embed = pos.sinusoids(jnp.arange(length), cfg.d_model)
-            rel_keys = jnp.einsum("re,ehd->rhd", rel_embed.astype(q.dtype), proj.astype(q.dtype)).reshape(length, k, g, d)
+            rel_keys = self._relative_keys(rel_embed, q.dtype).reshape(length, k, g, d)
             by_distance = jnp.einsum("btkgd,rkgd->bkgtr", q + v.reshape(k, g, d).astype(q.dtype), rel_keys)
             index_ = jnp.clip(distance, 0, length - 1)[:, None, None]  # masked entries: any valid index
             scores = scores + jnp.take_along_axis(by_distance.astype(jnp.float32), index_, axis=-1)
