@@ -56,13 +56,19 @@ def main(argv=None) -> int:
     p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch + transformers")
     p.add_argument("--eager", action="store_true", help="also time torch without torch.compile")
     p.add_argument("--json", default="")
+    p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
+                   help="our side only: auto runs it under glibc.malloc.hugetlb=1 when the host supports it, "
+                        "as `gopher-jax` runs itself (gopher_jax/host_memory.py); off: without. The torch side "
+                        "always runs in the environment given (on the Zen 5 dev VM the tunable slowed it "
+                        "from ~610 to ~550 tokens/s, so the peer keeps its faster setting)")
     args = p.parse_args(argv)
     gin_files = args.gin_file or ["gin_configs/models/gopher_44m.gin"]
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.setdefault("JAX_PLATFORMS", "cpu")
+    from gopher_jax import host_memory
     ours_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--seq_len={args.seq_len}",
-                f"--batch_size={args.batch_size}", f"--steps={args.steps}",
+                f"--batch_size={args.batch_size}", f"--steps={args.steps}", f"--host_hugepages={args.host_hugepages}",
                 *[f"--gin_file={f}" for f in gin_files], *[f"--gin_param={g}" for g in args.gin_param]]
     shape = model_shape(gin_files, args.gin_param)  # the peer always matches our config
     if shape["heads"] * shape["head_dim"] != shape["d_model"]:
@@ -95,6 +101,13 @@ def main(argv=None) -> int:
               "torch_compile_s": med("torch_compile", "compile_s")}
     torch_n = rounds[0]["torch_compile"]["params"]
     result["torch_compile_mfu_6n"] = 6.0 * torch_n * result["torch_compile_tokens_per_s"] / peak
+    # Each side against its own BLAS: on some CPUs (e.g. MKL on AMD) torch's matmul peak is far
+    # below XLA's, and then the tokens/s ratio says more about the BLAS than about the step.
+    result["torch_peak_gflops"] = med("torch_compile", "peak_gflops")
+    result["torch_compile_mfu_6n_own_peak"] = (6.0 * torch_n * result["torch_compile_tokens_per_s"]
+                                               / (result["torch_peak_gflops"] * 1e9))
+    result["host_hugepages"] = rounds[0]["ours"].get("host_hugepages")
+    result["torch_host_hugepages"] = host_memory.active(env)
     result["ratio"] = result["ours_tokens_per_s"] / result["torch_compile_tokens_per_s"]
     if args.eager:
         result["torch_eager_tokens_per_s"] = med("torch_eager", "tokens_per_s")

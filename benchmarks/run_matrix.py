@@ -15,14 +15,17 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROWS = [  # (name, model gin, seq_len, batch, extra gin params)
-    ("tiny", "gin_configs/models/tiny.gin", 512, 8, ["ModelConfig.max_len=512"]),
-    ("tiny", "gin_configs/models/tiny.gin", 2048, 2, ["ModelConfig.max_len=2048"]),
-    ("gopher_44m", "gin_configs/models/gopher_44m.gin", 512, 8, []),
-    ("gopher_44m", "gin_configs/models/gopher_44m.gin", 2048, 2, []),
-    ("gopher_44m xla attention", "gin_configs/models/gopher_44m.gin", 512, 8, ["ModelConfig.attention_impl='xla'"]),
-    ("gopher_117m", "gin_configs/models/gopher_117m.gin", 512, 8, []),
-    ("gopher_117m", "gin_configs/models/gopher_117m.gin", 2048, 2, []),
+ROWS = [  # (name, model gin, seq_len, batch, extra gin params, extra flags)
+    ("tiny", "gin_configs/models/tiny.gin", 512, 8, ["ModelConfig.max_len=512"], []),
+    ("tiny", "gin_configs/models/tiny.gin", 2048, 2, ["ModelConfig.max_len=2048"], []),
+    ("gopher_44m", "gin_configs/models/gopher_44m.gin", 512, 8, [], []),
+    ("gopher_44m", "gin_configs/models/gopher_44m.gin", 2048, 2, [], []),
+    # the optimisations one at a time, off
+    ("gopher_44m xla attention", "gin_configs/models/gopher_44m.gin", 512, 8, ["ModelConfig.attention_impl='xla'"], []),
+    ("gopher_44m rolled scan", "gin_configs/models/gopher_44m.gin", 512, 8, ["ModelConfig.scan_unroll=1"], []),
+    ("gopher_44m no huge pages", "gin_configs/models/gopher_44m.gin", 512, 8, [], ["--host_hugepages=off"]),
+    ("gopher_117m", "gin_configs/models/gopher_117m.gin", 512, 8, [], []),
+    ("gopher_117m", "gin_configs/models/gopher_117m.gin", 2048, 2, [], []),
 ]
 
 
@@ -37,14 +40,14 @@ def main(argv=None) -> int:
     env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
     lines = ["| model | seq | batch | compile s | step s | tokens/s | MFU (causal App. F) | MFU (6N) | peak GFLOP/s |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, gin_file, seq, batch, params in ROWS:
+    for name, gin_file, seq, batch, params, flags in ROWS:
         if args.only and args.only not in name:
             continue
         slug = f"{name.replace(' ', '_')}_seq{seq}"
         out = os.path.join(args.out, f"{slug}.json")
         cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--gin_file={gin_file}",
                f"--seq_len={seq}", f"--batch_size={batch}", f"--steps={args.steps}", f"--json={out}",
-               *[f"--gin_param={g}" for g in params]]
+               *[f"--gin_param={g}" for g in params], *flags]
         if not args.table_only:
             print("+", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)

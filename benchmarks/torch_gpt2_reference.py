@@ -6,7 +6,8 @@ Run by compare_pytorch.py in its own interpreter (only torch and transformers ar
         --vocab 32000 --seq_len 512 --batch_size 8 --steps 4 [--eager]
 
 Prints one JSON line: compile_s (first step), step_s (median of the timed steps), tokens_per_s,
-params. fp32, no dropout, tied embeddings, one fixed random batch: the same work as our benchmark.
+params, and peak_gflops: torch's own best fp32 matmul rate on this machine (2048^2 for 2 s, as
+train_throughput.py measures XLA's), so each side's MFU can be read against its own BLAS. fp32, no dropout, tied embeddings, one fixed random batch: the same work as our benchmark.
 """
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ import argparse
 import json
 import statistics
 import time
+
+
+def matmul_peak_gflops(torch, seconds: float = 2.0, n: int = 2048) -> float:
+    """Returns the best fp32 n x n matmul rate torch reaches here, GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2.0 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def main() -> None:
@@ -60,7 +73,8 @@ def main() -> None:
     print(json.dumps({"impl": "torch_eager" if args.eager else "torch_compile", "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "compile_s": compile_s, "step_s": step_s,
                       "step_s_all": times, "tokens_per_s": args.batch_size * args.seq_len / step_s,
-                      "loss": float(loss), "params": sum(p.numel() for p in model.parameters())}))
+                      "loss": float(loss), "params": sum(p.numel() for p in model.parameters()),
+                      "peak_gflops": matmul_peak_gflops(torch)}))
 
 
 if __name__ == "__main__":

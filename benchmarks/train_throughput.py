@@ -39,6 +39,9 @@ def parse_args(argv=None):
                    help="synthetic: one fixed random batch; real: the embedded corpus via the input pipeline")
     p.add_argument("--profile_dir", default="", help="write a jax.profiler trace of two steps here (TensorBoard/Perfetto)")
     p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
+                   help="auto: restart under glibc.malloc.hugetlb=1 as `gopher-jax` does "
+                        "(gopher_jax/host_memory.py); off: measure without it")
     return p.parse_args(argv)
 
 
@@ -89,7 +92,7 @@ def causal_flops_per_token(cfg, seq_len: int) -> float:
 def run(args) -> dict:
     import jax
 
-    from gopher_jax import gin_utils
+    from gopher_jax import gin_utils, host_memory
     from gopher_jax.model.config import ModelConfig
     from gopher_jax.model.param_count import count_params
     from gopher_jax.parallel.mesh import MeshConfig, build_mesh
@@ -103,7 +106,8 @@ def run(args) -> dict:
     model_cfg, train_cfg, opt_cfg = ModelConfig(), TrainConfig(), OptimizerConfig()
     result = {"gin_file": args.gin_file, "gin_param": args.gin_param, "seq_len": args.seq_len,
               "batch_size": args.batch_size, "data": args.data, "devices": 1,
-              "jax": jax.__version__, "cpu_count": os.cpu_count()}
+              "jax": jax.__version__, "cpu_count": os.cpu_count(),
+              "host_hugepages": host_memory.active(), "thp_mode": host_memory.thp_mode()}
     result.update(measure_peaks() if not args.no_peak else {"peak_gflops": float("nan"), "peak_gflops_bf16": float("nan")})
 
     mesh = build_mesh(MeshConfig(data=1, fsdp=1, tensor=1, pipeline=1), devices=jax.devices()[:1])
@@ -154,6 +158,9 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if argv is None and args.host_hugepages == "auto":
+        from gopher_jax.host_memory import reexec_with_hugepages
+        reexec_with_hugepages([os.path.abspath(__file__), *sys.argv[1:]])
     if not args.gin_file:
         args.gin_file = ["gin_configs/models/gopher_44m.gin"]
     result = run(args)

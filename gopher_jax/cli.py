@@ -45,9 +45,17 @@ def _match(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `gopher-jax` console script; returns the process exit code."""
+    """Entry point of the `gopher-jax` console script; returns the process exit code.
+
+    Run as the console script (argv None), a command first restarts itself with transparent huge
+    pages for XLA's buffers when the host supports them (gopher_jax/host_memory.py).
+    """
+    from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     command, rest = _match(argv)
+    if command is not None and from_console:
+        from gopher_jax.host_memory import reexec_with_hugepages
+        reexec_with_hugepages(["-m", "gopher_jax.cli", *argv])
     if command is None:
         if argv and argv[0] not in ("-h", "--help"):
             print(f"gopher-jax: unknown command {' '.join(argv[:2])!r}\n", file=sys.stderr)

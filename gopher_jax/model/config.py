@@ -53,6 +53,10 @@ class ModelConfig:
 
     # --- compilation and numerics ---
     scan_layers: bool = True  # jax.lax.scan over layers: compile time independent of depth
+    # Layers per scan iteration (lax.scan's unroll; >= num_layers unrolls fully). The parameter
+    # layout stays stacked either way; unrolling trades compile time for skipping the loop's
+    # stacked-residual buffers (zero-filled, then written a layer at a time).
+    scan_unroll: int = 1
     remat_policy: str = "none"  # "none" | "full" | "dots" | "dots_no_batch" | "save_attn_mlp_out"
     # "xla": attention from jnp ops (what TPUs/GPUs compile well); "cpu_fused": the flash-style C++
     # kernel of gopher_jax/kernels (CPU only; compiled on first use); "auto": cpu_fused on a
@@ -71,7 +75,7 @@ class ModelConfig:
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
         for name in ("num_layers", "d_model", "num_heads", "head_dim", "vocab_size", "max_len",
-                     "vocab_pad_multiple"):
+                     "vocab_pad_multiple", "scan_unroll"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ModelConfig.{name}={getattr(self, name)} must be positive")
         kv = self.kv_heads

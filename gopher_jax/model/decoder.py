@@ -69,7 +69,7 @@ class Decoder(nn.Module):
         if cfg.scan_layers:
             stack = nn.scan(
                 block, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True},
-                in_axes=(nn.broadcast,) * len(args), length=cfg.num_layers,
+                in_axes=(nn.broadcast,) * len(args), length=cfg.num_layers, unroll=cfg.scan_unroll,
                 metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, decode=decode, name="layers")
             x, _ = stack(x, *args)
         else:

@@ -42,6 +42,19 @@ def test_scan_equals_unrolled(position, mlp):
                                forward(unrolled, unstack_layers(params, 3), tokens), atol=1e-5)
 
 
+@pytest.mark.parametrize("unroll", [2, 3])  # 2 leaves a remainder of 1 layer; 3 unrolls fully
+def test_scan_unroll_gives_the_same_gradients(unroll):
+    rolled = small_config(num_layers=3)
+    params = init_params(rolled)  # one stacked layout for every unroll factor
+    tokens = random_tokens((2, 12))
+
+    def grads(cfg):
+        return jax.jit(jax.grad(lambda p: jnp.mean(forward(cfg, p, tokens) ** 2)))(params)
+
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 grads(rolled), grads(rolled.replace(scan_unroll=unroll)))
+
+
 def test_remat_policies_give_the_same_gradients():
     base = small_config(num_layers=2, d_model=32, num_heads=2)
     params = init_params(base)

@@ -34,6 +34,7 @@ from gopher_jax.model import axes
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.parallel.pipeline import stage as parts
 from gopher_jax.parallel.pipeline.schedule import BWD, FWD, Schedule
+from gopher_jax.train.loss import cross_entropy
 
 AXIS = "pipeline"
 # lax.switch branch indices (one forward and one backward branch serve first and middle stages:
@@ -142,21 +143,6 @@ def merge_layers(layers):
     return jax.tree.map(one, layers)
 
 
-def cross_entropy(logits, targets, weights, z_loss: float = 0.0):
-    """`gopher_jax.train.loss.cross_entropy` with the target logit picked by a one-hot product.
-
-    Inside a partially manual shard_map, XLA's SPMD partitioner (jax 0.10.2 / CPU) aborts on the
-    backward of `take_along_axis` over a vocab axis sharded by `tensor` ("Check failed:
-    partition_group_list..."); the one-hot contraction partitions cleanly and is numerically equal.
-    """
-    logits = logits.astype(jnp.float32)
-    log_z = jax.nn.logsumexp(logits, axis=-1)
-    target_logit = jnp.sum(logits * jax.nn.one_hot(targets, logits.shape[-1], dtype=logits.dtype), axis=-1)
-    z_term = z_loss * jnp.square(log_z)
-    weights = weights.astype(jnp.float32)
-    return jnp.sum((log_z - target_logit + z_term) * weights), jnp.sum(z_term * weights)
-
-
 def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
     """Returns (params, microbatched batch [MB, rows, T], total_weight) -> (loss, z, fp32 grads).
 
@@ -190,7 +176,7 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
 
         def last_fn(p_r, outer_, x, mb):
             logits = parts.head(cfg, outer_, run_stage(p_r, outer_, x, mb))
-            loss_sum, z_sum = cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss)
+            loss_sum, z_sum = cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss, one_hot_pick=True)
             return loss_sum / total_weight, z_sum / total_weight
 
         zeros_act = jnp.zeros(buf_shape, dtype)
