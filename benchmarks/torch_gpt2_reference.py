@@ -7,7 +7,8 @@ Run by compare_pytorch.py in its own interpreter (only torch and transformers ar
 
 Prints one JSON line: compile_s (first step), step_s (median of the timed steps), tokens_per_s,
 params, and peak_gflops: torch's own best fp32 matmul rate on this machine (2048^2 for 2 s, as
-train_throughput.py measures XLA's), so each side's MFU can be read against its own BLAS. fp32, no dropout, tied embeddings, one fixed random batch: the same work as our benchmark.
+train_throughput.py measures XLA's), so each side's MFU can be read against its own BLAS.
+fp32, no dropout, tied embeddings, one fixed random batch: the same work as our benchmark.
 """
 from __future__ import annotations
 
