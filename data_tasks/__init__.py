@@ -1,6 +1,34 @@
 """seqio Task/Mixture registrations (registration only; the logic lives in gopher_jax.data).
 
-Importing this package registers nothing that needs a runtime value: the embedded tasks need a
-vocabulary path, so call `data_tasks.embedded.register_embedded_tasks(vocab_path)`.
+The layering is one-way: these modules import gopher_jax.data, never the reverse. Commands
+(`gopher-jax train`, `eval`, the benchmarks) call `register_for_training` before they read data;
+gin files import the registration modules they configure (`import data_tasks.massivetext`).
 """
-from data_tasks import embedded  # noqa: F401
+from __future__ import annotations
+
+import gin
+
+from data_tasks import embedded, massivetext  # noqa: F401  (their gin configurables must be known)
+
+
+def _bound(name: str) -> bool:
+    try:
+        gin.query_parameter(name)
+        return True
+    except ValueError:
+        return False
+
+
+def register_for_training(vocab_path: str, train_task: str = "", verbose: bool = True) -> str:
+    """Registers what a run trains on and returns the seqio name to train on.
+
+    train_task "" (the default) is the embedded mixture, unless gin binds
+    `register_massivetext_tasks.manifest` (gin_configs/data/massivetext.gin), which registers the
+    MassiveText mixture. A name of an already registered task or mixture is returned unchanged.
+    """
+    if _bound("register_massivetext_tasks.manifest"):
+        name = massivetext.register_massivetext_tasks(vocab_path, verbose=verbose)
+        return train_task or name
+    if train_task:
+        return train_task
+    return embedded.register_embedded_mixture(vocab_path, verbose=verbose)

@@ -1,48 +1,23 @@
-"""seqio tasks for the embedded default corpus (gensim's Lee news + English Wikipedia excerpt).
+"""seqio tasks for the embedded default corpus: a small MassiveText-shaped mixture.
 
-Registration only: the corpus is gopher_jax.data.embedded_corpus, the preprocessors come from seqio
-and gopher_jax.data.input_pipeline. The vocabulary path is known only at runtime (the tokenizer is
-trained on first use), so nothing is registered at import; call `register_embedded_tasks`.
+Registration only: the corpus and its processing are gopher_jax.data.embedded_corpus and
+embedded_mixture; the tasks and mixture are registered exactly like real MassiveText
+(data_tasks.massivetext) from the processed output's manifest, at Gopher Table 2's weights.
 """
 from __future__ import annotations
 
-import functools
+from data_tasks import massivetext
+from gopher_jax.data import embedded_mixture
 
-import seqio
-
-from gopher_jax.data import embedded_corpus
-from gopher_jax.data import input_pipeline
-
-TRAIN_TASK = "embedded_train"
-EVAL_TASK = "embedded_validation"
+MIXTURE = "embedded"
 
 
-def register_embedded_tasks(vocab_path: str, cache_dir: str | None = None) -> tuple[str, str]:
-    """Registers the train and held-out tasks with a SentencePiece vocabulary at `vocab_path`.
+def register_embedded_mixture(vocab_path: str, cache_dir: str | None = None, verbose: bool = True) -> str:
+    """Registers `embedded_<component>` tasks and the `embedded` mixture; returns the mixture name.
 
-    Returns (train_task_name, eval_task_name). Idempotent: calling again with the same vocabulary is
-    a no-op; with a different one, the tasks are re-registered with the new vocabulary.
+    The first call builds the processed corpus (filters, dedup, splits; ~10 s, cached).
     """
-    for name, split in ((TRAIN_TASK, embedded_corpus.TRAIN), (EVAL_TASK, embedded_corpus.HELD_OUT)):
-        if name in seqio.TaskRegistry.names():
-            existing = seqio.TaskRegistry.get(name)
-            if existing.output_features["targets"].vocabulary.sentencepiece_model_file == vocab_path:
-                continue
-            seqio.TaskRegistry.remove(name)
-        seqio.TaskRegistry.add(
-            name,
-            source=seqio.FunctionDataSource(
-                functools.partial(embedded_corpus.tf_dataset, cache_dir=cache_dir), splits=(split,)),
-            preprocessors=[
-                functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
-                seqio.preprocessors.tokenize,
-                seqio.preprocessors.append_eos,
-                input_pipeline.split_targets_to_length,
-            ],
-            output_features={"targets": seqio.Feature(
-                seqio.SentencePieceVocabulary(vocab_path), add_eos=True, dtype="int32")},
-            # Documents are already shuffled at the source; this buffer mixes their 256-token chunks
-            # (a long article is ~100 chunks). 10k (the whole split) would delay the first batch ~10 s.
-            shuffle_buffer_size=1_000,
-        )
-    return TRAIN_TASK, EVAL_TASK
+    root = embedded_mixture.ensure_processed(cache_dir)
+    return massivetext.register_massivetext_tasks(
+        vocab_path, manifest=root, weights=massivetext.GOPHER_MASSIVETEXT_SAMPLING, mixture_name=MIXTURE,
+        verbose=verbose)

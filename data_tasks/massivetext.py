@@ -1,10 +1,15 @@
 """seqio tasks for the six MassiveText components and their Gopher mixture; public TFDS stand-ins.
 
-Registration only (logic: gopher_jax.data.mixture, gopher_jax.data.input_pipeline). MassiveText
-itself is not public: point each component at shards you produced with `gopher-jax data
-process` (TFRecord, feature "text") via gin, e.g. in gin_configs/data/massivetext.gin:
+Registration only (logic: gopher_jax.data). MassiveText itself is not public: process your text
+with `gopher-jax data process --input massiveweb=... --input books=... --output OUT` (local or
+gs://) and name OUT in gin, e.g. gin_configs/data/massivetext.gin:
 
-    register_massivetext_tasks.paths = {"massiveweb": "gs://bucket/massiveweb/part-*.tfrecord", ...}
+    register_massivetext_tasks.manifest = "gs://bucket/massivetext_processed"
+
+OUT/manifest.json lists each component's train and validation shards, so that one binding is all
+a run needs. Each component becomes the task `<mixture>_<component>` with "train" and
+"validation" splits, and the mixture `<mixture>` (also registered as `<mixture>_validation`,
+read with split="validation") samples them at the given weights, tracked (MT-NLG).
 
 The public stand-ins (c4, wikipedia, pg19 for books) read TFDS datasets, which users with the
 data (a GCS TFDS bucket or a local TFDS build) can point `tfds_data_dir` at. Nothing here
@@ -13,13 +18,16 @@ downloads anything at import or registration time.
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+import math
+import sys
+from typing import Mapping, Sequence
 
 import gin
 import seqio
 import tensorflow as tf
 
 from gopher_jax.data import input_pipeline, mixture
+from gopher_jax.data.manifest import CorpusManifest, read_manifest
 
 # Gopher (Rae et al. 2021) Table 2, "sampling proportion" of each MassiveText subset in training.
 GOPHER_MASSIVETEXT_SAMPLING = {
@@ -63,28 +71,108 @@ def _add_mixture(name: str, tasks_and_rates: list[tuple[str, float]]) -> None:
     seqio.MixtureRegistry.add(name, tasks_and_rates, sample_fn=mixture.tracked_sample_fn)
 
 
-@gin.configurable
-def register_massivetext_tasks(vocab_path: str, paths: Mapping[str, str] = gin.REQUIRED,
-                               weights: Mapping[str, float] = GOPHER_MASSIVETEXT_SAMPLING,
-                               mixture_name: str = "massivetext") -> str:
-    """Registers `massivetext_<component>` tasks over TFRecord shards and their mixture.
+def _check_weights(weights: Mapping[str, float], binding: str) -> None:
+    if not isinstance(weights, Mapping) or not weights:
+        raise ValueError(f"{binding}={weights!r} must be a non-empty dict of component -> weight, e.g. "
+                         "%GOPHER_MASSIVETEXT_SAMPLING")
+    bad = {k: w for k, w in weights.items()
+           if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0}
+    if bad:
+        raise ValueError(f"{binding} has negative or non-numeric weights {bad}; weights must be >= 0 "
+                         f"(0 leaves a component out)")
 
-    paths: component -> file pattern (TFRecord of tf.train.Example with a "text" feature, as
-    written by `gopher-jax data process`). Components without a path are left out of the
-    mixture (their weight is redistributed by renormalisation). Returns the mixture name.
-    """
-    unknown = sorted(set(paths) - set(COMPONENTS))
-    if unknown:
-        raise ValueError(f"register_massivetext_tasks.paths has unknown components {unknown}; "
-                         f"expected some of {COMPONENTS}")
+
+def _manifests(manifest: str | Sequence[str]) -> list[CorpusManifest]:
+    paths = [manifest] if isinstance(manifest, str) else list(manifest)
     if not paths:
-        raise ValueError("register_massivetext_tasks.paths is empty: give at least one component's shards")
-    for comp, pattern in paths.items():
+        raise ValueError("register_massivetext_tasks.manifest is empty: name the `gopher-jax data process` "
+                         "output directory (or several)")
+    return [read_manifest(p) for p in paths]
+
+
+@gin.configurable
+def register_massivetext_tasks(vocab_path: str, manifest: str | Sequence[str] = gin.REQUIRED,
+                               weights: Mapping[str, float] = GOPHER_MASSIVETEXT_SAMPLING,
+                               mixture_name: str = "massivetext", verbose: bool = True) -> str:
+    """Registers one task per processed component and their weighted mixture; returns the mixture name.
+
+    manifest: a `gopher-jax data process` output directory (or a list of them) holding manifest.json.
+    weights: component -> sampling weight (default Gopher Table 2). Components the manifests do not
+    have are left out and the rest renormalised; the table of given and realised weights is printed.
+    Raises ValueError (naming the binding and the fix) for negative or all-zero weights, unknown
+    components, a component with no training documents or shards that match no file.
+    """
+    binding = "register_massivetext_tasks.weights"
+    _check_weights(weights, binding)
+    components: dict[str, tuple[CorpusManifest, str]] = {}
+    for m in _manifests(manifest):
+        for name in m.components:
+            if name in components:
+                raise ValueError(f"component {name!r} is in two manifests ({components[name][0].root} and "
+                                 f"{m.root}); register_massivetext_tasks.manifest must name each component once")
+            components[name] = (m, name)
+    known = set(COMPONENTS) | set(components)
+    unknown = sorted(set(weights) - known)
+    if unknown:
+        raise ValueError(f"{binding} names unknown components {unknown}: they are neither MassiveText components "
+                         f"{list(COMPONENTS)} nor in the manifest(s) ({sorted(components)}); fix the name or "
+                         "process that component with `gopher-jax data process`")
+    used, left_out = [], []
+    for name in weights:
+        if weights[name] == 0:
+            continue
+        if name not in components:
+            left_out.append(name)
+            continue
+        m, _ = components[name]
+        train = m.components[name].splits.get("train")
+        if train is None or not train.documents:
+            raise ValueError(f"component {name!r} has no training documents in {m.root}/manifest.json (every "
+                             f"document was filtered out, or it went entirely to validation); set its weight to 0 "
+                             f"in {binding} or reprocess it")
+        used.append(name)
+    if not used:
+        raise ValueError(f"{binding}={dict(weights)} leaves no component with data: the manifest(s) have "
+                         f"{sorted(components)}; give at least one of them a positive weight")
+    for name in used:
+        m, _ = components[name]
+        splits = {}
+        for split in ("train", "validation"):
+            entry = m.components[name].splits.get(split)
+            if entry is None or not entry.documents:
+                continue
+            pattern = m.pattern(name, split, "tfrecord")
+            if not tf.io.gfile.glob(pattern):
+                raise ValueError(f"component {name!r} split {split!r}: {pattern} matches no file, though "
+                                 f"{m.root}/manifest.json lists {entry.documents} documents; the shards were "
+                                 f"moved or deleted: rerun `gopher-jax data process --output {m.root}`")
+            splits[split] = pattern
         source = seqio.TFExampleDataSource(
-            {"train": pattern}, feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
-        _add_task(f"massivetext_{comp}", source, "text", vocab_path)
-    _add_mixture(mixture_name, [(f"massivetext_{c}", weights[c]) for c in COMPONENTS if c in paths])
+            splits, feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+        _add_task(f"{mixture_name}_{name}", source, "text", vocab_path)
+    rates = mixture.normalize_weights({n: weights[n] for n in used})
+    tasks_and_rates = [(f"{mixture_name}_{n}", rates[n]) for n in used]
+    _add_mixture(mixture_name, tasks_and_rates)
+    _add_mixture(f"{mixture_name}_validation", tasks_and_rates)
+    if verbose:
+        print(_weights_table(mixture_name, weights, rates, components, left_out), file=sys.stderr, flush=True)
     return mixture_name
+
+
+def _weights_table(mixture_name, weights, rates, components, left_out) -> str:
+    lines = [f"mixture {mixture_name!r}: {len(rates)} components"
+             + (f"; left out (no data): {', '.join(left_out)}, weights renormalised" if left_out else ""),
+             f"  {'component':<12}{'given':>8}{'realised':>10}{'train docs':>12}{'train MB':>10}{'valid docs':>12}"]
+    for name in weights:
+        if name in rates:
+            m, _ = components[name]
+            splits = m.components[name].splits
+            valid = splits.get("validation")
+            lines.append(f"  {name:<12}{weights[name]:>8.3f}{rates[name]:>10.4f}{splits['train'].documents:>12,}"
+                         f"{splits['train'].bytes / 1e6:>10.2f}{(valid.documents if valid else 0):>12,}")
+        else:
+            lines.append(f"  {name:<12}{weights[name]:>8.3f}{0.0:>10.4f}{'-':>12}{'-':>10}{'-':>12}")
+    return "\n".join(lines)
 
 
 @gin.configurable

@@ -1,17 +1,18 @@
-"""The training input: a seqio task or mixture -> packed, sharded, resumable numpy batches.
+"""A seqio task or mixture -> packed, sharded numpy batches through tf.data (seqio's own packing).
 
-    it = make_batches("embedded_train", batch_size=8, seq_len=256, seed=0, shuffle=True, repeat=True)
+`gopher-jax train` reads packed stores instead (gopher_jax/data/training_data.py: constant-time
+resume on any host count); this streaming reader serves benchmarks, statistics and users who want
+seqio's tf.data path as is.
+
+    it = make_batches("embedded", batch_size=8, seq_len=256, seed=0, shuffle=True, repeat=True)
     batch = next(it)          # {"inputs", "targets", "loss_weights", "segment_ids", "positions"}
     state = it.get_state()    # JSON-serialisable; store it next to the checkpoint
     it = make_batches(..., state=state)   # or it.set_state(state): yields exactly the next batches
 
 Resuming is by replay: the restored iterator rebuilds the same deterministic tf.data pipeline (same
-seed, shard and shapes) and `skip`s the batches already consumed. Chosen over tf.data iterator
-checkpointing because the state is a few integers in JSON (orbax stores it with the train state; it
-survives TensorFlow upgrades and is readable by people), while an iterator checkpoint is an opaque
-TF-version-specific blob holding whole shuffle buffers. The cost is replay time at restore, which is
-proportional to batches consumed on this host (a fraction of a second per thousand batches on the
-embedded corpus); a corpus where that matters should be cached with seqio (`use_cached`) first.
+seed, shard and shapes) and `skip`s the batches already consumed, so restoring costs time in
+proportion to the batches consumed and needs the same host count; the training loop's packed stores
+avoid both (docs/decisions/0004-packed-mixture-input.md).
 """
 from __future__ import annotations
 
@@ -152,8 +153,8 @@ def make_batches(task_name: str, *, batch_size: int, seq_len: int, seed: int, sh
         provider = seqio.get_mixture_or_task(task_name)
     except ValueError as e:
         raise ValueError(
-            f"seqio task or mixture {task_name!r} is not registered ({e}); import data_tasks and, for "
-            "the embedded corpus, call data_tasks.embedded.register_embedded_tasks(vocab_path)") from e
+            f"seqio task or mixture {task_name!r} is not registered ({e}); register it first, e.g. "
+            "data_tasks.register_for_training(vocab_path) for the embedded mixture") from e
     it = BatchIterator(task_name=task_name, split=split or _default_split(provider),
                        batch_size=batch_size, seq_len=seq_len, seed=seed, shuffle=shuffle,
                        repeat=repeat, shard_index=shard_index, num_shards=num_shards,
@@ -161,19 +162,6 @@ def make_batches(task_name: str, *, batch_size: int, seq_len: int, seed: int, sh
     if state is not None:
         it.set_state(state)
     return it
-
-
-@gin.configurable
-def embedded_or_configured_tasks(vocab_path: str, train_task: str | None = None,
-                                 eval_task: str | None = None) -> tuple[str, str]:
-    """Returns (train_task, eval_task): gin-bound names if set (e.g. a MassiveText mixture), else the
-    embedded-corpus tasks, registered with the vocabulary at `vocab_path`."""
-    if train_task and eval_task:
-        return train_task, eval_task
-    from data_tasks import embedded  # registration lives in data_tasks/
-
-    default_train, default_eval = embedded.register_embedded_tasks(vocab_path)
-    return train_task or default_train, eval_task or default_eval
 
 
 def _task_token_arrays(task_name: str, split: str | None) -> Iterable[tuple[np.ndarray, bytes]]:

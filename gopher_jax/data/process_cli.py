@@ -6,6 +6,8 @@ Example:
       --eval ../shared/data/eval --gin_file gin_configs/data/gopher.gin --runner inprocess
 Runners: "inprocess" (this process, with progress bars), or a Beam runner: direct, dataflow,
 flink, spark, portable (arguments after `--` go to Beam, e.g. -- --project=P --region=R).
+Output: OUT/<component>/{train,validation}/part-SSSSS-of-NNNNN.{jsonl,tfrecord}, OUT/stats.json
+and OUT/manifest.json (gopher_jax.data.manifest), merged across runs into the same OUT.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import os
 import sys
 
 from gopher_jax import gin_utils
+from gopher_jax.data.manifest import MANIFEST_NAME
 
 RUNNERS = ("inprocess", "direct", "dataflow", "flink", "spark", "portable")
 
@@ -23,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the command's flags (and gin's) to parser."""
     parser.add_argument("--input", action="append", required=True,
                         help="jsonl/txt file, directory or quoted glob, optionally NAME=PATH (repeatable)")
-    parser.add_argument("--output", required=True, help="output directory for jsonl (and TFRecord) shards")
+    parser.add_argument("--output", required=True,
+                        help="output directory: OUTPUT/<component>/{train,validation}/ shards and "
+                             "OUTPUT/manifest.json (merged with one already there)")
     parser.add_argument("--stats", default=None, help="stats json path (default OUTPUT/stats.json)")
     parser.add_argument("--stages", default=None,
                         help="comma-separated stages to run, in pipeline order (default: all): "
@@ -35,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", choices=RUNNERS, default="inprocess")
     parser.add_argument("--num_shards", type=int, default=None, help="override PipelineConfig.num_shards")
     parser.add_argument("--no_tfrecord", action="store_true", help="write jsonl shards only")
+    parser.add_argument("--validation_fraction", type=float, default=None,
+                        help="override PipelineConfig.validation_fraction (share of each component's "
+                             "documents held out, chosen by document-id hash; 0 = no validation split)")
     parser.add_argument("beam_args", nargs=argparse.REMAINDER, help="after `--`: Beam pipeline options")
     gin_utils.add_gin_arguments(parser)
 
@@ -51,6 +59,8 @@ def build_config(args: argparse.Namespace):
         pipeline = dataclasses.replace(pipeline, num_shards=args.num_shards)
     if args.no_tfrecord:
         pipeline = dataclasses.replace(pipeline, write_tfrecord=False)
+    if args.validation_fraction is not None:
+        pipeline = dataclasses.replace(pipeline, validation_fraction=args.validation_fraction)
     decontam = config.decontam
     if args.eval:
         decontam = dataclasses.replace(decontam, eval_paths=tuple(args.eval))
@@ -80,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
     """Runs the pipeline, prints the stats summary; returns 0, or 2 on a bad argument."""
     try:
         config = build_config(args)
+        # Inputs, component names and the output's manifest, checked before any processing.
+        from gopher_jax.data.corpus.reader import expand_inputs
+        from gopher_jax.data.corpus.writer import check_output
+        check_output(expand_inputs(args.input), args.output, config.pipeline.validation_fraction)
     except (ValueError, FileNotFoundError) as e:
         print(f"gopher-jax data process: {e}", file=sys.stderr)
         return 2
@@ -97,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"gopher-jax data process: {e}", file=sys.stderr)
         return 2
     if stats is None:
-        print(f"pipeline submitted; stats will be written to {stats_path}")
+        print(f"pipeline submitted; stats will be written to {stats_path}, "
+              f"the manifest to {os.path.join(args.output, MANIFEST_NAME)}")
         return 0
     print(stats.summary())
-    print(f"output: {args.output}   stats: {stats_path}")
+    print(f"output: {args.output}   stats: {stats_path}   manifest: {os.path.join(args.output, MANIFEST_NAME)}")
     return 0

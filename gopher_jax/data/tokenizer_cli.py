@@ -40,9 +40,9 @@ def run(args: argparse.Namespace) -> int:
         texts = tokenizer.read_texts(args.input, text_key=args.text_key)
         source = ", ".join(args.input)
     else:
-        from gopher_jax.data import embedded_corpus
-        texts = embedded_corpus.documents(embedded_corpus.TRAIN)
-        source = "embedded corpus (train split)"
+        from gopher_jax.data import embedded_mixture
+        texts = embedded_mixture.documents("train")
+        source = "embedded mixture (train split)"
     start = time.perf_counter()
     try:
         path = tokenizer.train_tokenizer(

@@ -5,6 +5,7 @@ import gin
 import pytest
 
 from gopher_jax import cli
+from gopher_jax.data import manifest
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +27,37 @@ def test_process_command_end_to_end(tmp_path, capsys):
     s = json.load(open(stats))
     assert s["read"] == 500 and s["kept"] + sum(s["dropped"].values()) == 500
     assert s["dropped"]["quality:min_words"] > 52  # raised from the paper's 50 by --gin_param
-    lines = [line for p in sorted(out.glob("part-*.jsonl")) for line in open(p)]
+    lines = [line for p in sorted(out.glob("c4_sample_500/*/part-*.jsonl")) for line in open(p)]
     assert len(lines) == s["records_written"] and {"text", "url", "timestamp"} <= set(json.loads(lines[0]))
+    assert f"manifest: {out / 'manifest.json'}" in printed.out
+    m = manifest.read_manifest(str(out))
+    splits = m.components["c4_sample_500"].splits
+    assert m.validation_fraction == 0.01 and splits["train"].tfrecord is None  # default fraction; --no_tfrecord
+    assert splits["train"].documents + splits["validation"].documents == s["records_written"]
+    assert m.components["c4_sample_500"].stages == ("quality", "repetition", "exact_dedup")
+
+
+def test_validation_fraction_flag_and_merge_errors(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["data", "process", "--output", str(out), "--stages", "exact_dedup", "--no_tfrecord"]
+    assert cli.main(args + ["--input", "web=../shared/data/corpus/c4_sample_500.jsonl",
+                            "--validation_fraction", "0.5"]) == 0
+    assert manifest.read_manifest(str(out)).validation_fraction == 0.5
+    web = manifest.read_manifest(str(out)).components["web"].splits
+    assert 200 < web["validation"].documents < 300  # 500 documents, half held out (binomial sd 11)
+    # Every bad value is refused before any processing, naming the setting and the fix.
+    assert cli.main(args + ["--input", "books=../shared/data/corpus/gutenberg"]) == 2
+    err = capsys.readouterr().err
+    assert "validation_fraction=0.5, this run uses validation_fraction=0.01" in err and "--validation_fraction" in err
+    assert not (out / "books").exists()
+    assert cli.main(args + ["--input", "books=../shared/data/corpus/gutenberg", "--validation_fraction", "1.5"]) == 2
+    assert "corpus.PipelineConfig.validation_fraction=1.5: expected a number in [0, 1]" in capsys.readouterr().err
+    assert cli.main(args + ["--input", "my books=../shared/data/corpus/gutenberg", "--validation_fraction", "0.5"]) == 2
+    assert "component name(s) ['my books'] cannot name output directories" in capsys.readouterr().err
+    # The same fraction merges: the manifest now lists both components.
+    assert cli.main(args + ["--input", "books=../shared/data/corpus/gutenberg",
+                            "--gin_param", "corpus.PipelineConfig.validation_fraction=0.5"]) == 0
+    assert set(manifest.read_manifest(str(out)).components) == {"books", "web"}
 
 
 def test_gin_file_and_errors(tmp_path, capsys):
@@ -56,4 +86,4 @@ def test_recipe_gin_files_parse():
         gin_utils.parse_gin([f"gin_configs/data/{name}.gin"])
         cfg = ProcessConfig.from_gin()
         assert (cfg.stages[0], cfg.stages[-1], cfg.decontam.mode) == (first, last, mode)
-    assert (cfg.dedup.bands, cfg.dedup.rows) == (26, 10)
+    assert (cfg.dedup.bands, cfg.dedup.rows) == (32, 8)  # dedup_high_recall.gin

@@ -1,6 +1,5 @@
 """Reading shards: malformed input is counted, never fatal; stats account for every document."""
 import json
-import os
 
 import pytest
 
@@ -8,6 +7,7 @@ from gopher_jax.data.corpus import config as C
 from gopher_jax.data.corpus.local_pipeline import run_local
 from gopher_jax.data.corpus.reader import expand_inputs, read_documents, split_text
 from gopher_jax.data.corpus.stats import Stats
+from gopher_jax.data.corpus.writer import read_output_records
 
 
 def write_bad_shard(path):
@@ -41,8 +41,7 @@ def test_pipeline_stats_add_up_and_fields_are_kept(tmp_path):
     assert stats.kept + sum(stats.dropped.values()) == stats.read
     assert stats.dropped["bad_input:missing_text"] == 2
     assert Stats.from_json(json.load(open(tmp_path / "s.json"))) == stats
-    out = [json.loads(line) for name in sorted(os.listdir(tmp_path / "out"))
-           for line in open(tmp_path / "out" / name)]
+    out = [json.loads(line) for line in read_output_records(str(tmp_path / "out"))]
     assert {"text": "A fine document. " * 60, "url": "http://example.com/1"} in out
     assert "documents read" in stats.summary()
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from gopher_jax import cli
-from gopher_jax.data import embedded_corpus
+from gopher_jax.data import embedded_mixture
 from gopher_jax.data import tokenizer
 
 TEXT = "The Prime Minister said on Tuesday that 1,234 firefighters were fighting the blaze.\n\nNew paragraph."
@@ -14,7 +14,7 @@ TEXT = "The Prime Minister said on Tuesday that 1,234 firefighters were fighting
 
 @pytest.fixture(scope="module")
 def train_texts():
-    return embedded_corpus.documents("train")[:120]  # a slice keeps each training run well under 1 s
+    return embedded_mixture.documents("train")[:120]  # a slice keeps each training run well under 1 s
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,11 @@ def test_bad_options_name_the_value(train_texts, tmp_path):
 
 
 def test_ensure_embedded_tokenizer_trains_once(train_texts, tmp_path):
-    corpus = f"{embedded_corpus.CORPUS_VERSION}.jsonl"  # reuse the extracted corpus: saves ~4 s
-    shutil.copy(os.path.join(embedded_corpus.default_cache_dir(), corpus), tmp_path / corpus)
+    # Reuse the processed corpus (saves ~10 s): the same folder under the new cache dir.
+    from gopher_jax.data import embedded_mixture
+    src = embedded_mixture.ensure_processed()
+    dst = embedded_mixture.processed_dir(str(tmp_path))
+    shutil.copytree(src, dst)
     path = tokenizer.ensure_embedded_tokenizer(600, cache_dir=str(tmp_path))
     mtime = os.path.getmtime(path)
     assert tokenizer.ensure_embedded_tokenizer(600, cache_dir=str(tmp_path)) == path

@@ -1,6 +1,6 @@
-"""Two local processes x 4 CPU devices train like one process x 8 devices (same global batches),
-and two fresh processes resume the pair's checkpoint (written and restored by both hosts) and
-continue exactly like the uninterrupted single-process run."""
+"""Two local processes x 4 CPU devices train like one process x 8 devices (same global batches: the
+input is addressed by global row, gopher_jax/data/mixture_input.py), and a checkpoint resumes on
+another host count, continuing exactly like the uninterrupted single-process run."""
 import json
 import os
 import socket
@@ -62,28 +62,35 @@ def _finish(procs):
     return outs
 
 
-def test_two_processes_match_one_and_resume(tmp_path):
+def _single(workdir, steps, *extra):
+    return subprocess.Popen([sys.executable, "-m", "gopher_jax.cli", "train", f"--workdir={workdir}", *ARGS,
+                             f"--gin_param=train.steps={steps}", *extra], cwd=REPO,
+                            env=_env(8, workdir.parent / "jax_cache_one"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_processes_match_one_and_resume_across_host_counts(tmp_path):
+    """2 processes x 4 devices == 1 process x 8 devices, step for step; a checkpoint written by the pair
+    resumes on one process, and one written by one process resumes on a pair (same global batches)."""
     from gopher_jax.data.tokenizer import ensure_embedded_tokenizer
 
-    ensure_embedded_tokenizer(4096)  # tiny.gin's vocabulary: cached once here, not raced by three processes
-    # The reference runs alongside both pairs (the pair must run concurrently anyway).
-    ref = subprocess.Popen([sys.executable, os.path.join(REPO, "tests/plan/reference_run.py"),
-                            f"--workdir={tmp_path / 'one'}", *ARGS, f"--gin_param=train.steps={TOTAL}"],
-                           cwd=REPO, env=_env(8, tmp_path / "jax_cache_ref"), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True)
-    two = tmp_path / "two"
-    outs = _finish(_pair(two, FIRST))
+    ensure_embedded_tokenizer(4096)  # tiny.gin's vocabulary: cached once here, not raced by the processes
+    one, pair_first, single_first = tmp_path / "one", tmp_path / "pair_then_one", tmp_path / "one_then_pair"
+    ref = _single(one, TOTAL)
+    outs = _finish(_pair(pair_first, FIRST) + [_single(single_first, FIRST)])
     assert "done: step 2" in outs[0] and "done: step 2" in outs[1]
-    # Every host took part in the checkpoint; process 0 alone wrote the logs.
-    assert sorted(os.listdir(two / "checkpoints")) == ["2"]
-    first = _losses(two)
-    assert sorted(first) == [1, 2]
+    # Every host took part in the pair's checkpoint; process 0 alone wrote the logs.
+    assert sorted(os.listdir(pair_first / "checkpoints")) == ["2"]
+    assert sorted(_losses(pair_first)) == [1, 2]
 
-    # Two fresh processes restore the checkpoint (params, optimizer state, each host's data position).
-    outs = _finish(_pair(two, TOTAL, "--resume"))
+    # The pair's checkpoint resumes on one process; the single process's on a fresh pair.
+    outs = _finish([_single(pair_first, TOTAL, "--resume")] + _pair(single_first, TOTAL, "--resume"))
     _finish([ref])
     assert all("resumed from step 2" in out and "done: step 4" in out for out in outs), outs[0][-2000:]
-    one, resumed = _losses(tmp_path / "one"), _losses(two)
-    assert sorted(one) == sorted(resumed) == [1, 2, 3, 4]
-    np.testing.assert_allclose([resumed[s] for s in (1, 2, 3, 4)], [one[s] for s in (1, 2, 3, 4)], rtol=1e-5)
-    assert sorted(os.listdir(two / "checkpoints")) == ["2", "4"]
+    reference = _losses(one)
+    assert sorted(reference) == [1, 2, 3, 4]
+    for run in (pair_first, single_first):
+        got = _losses(run)
+        assert sorted(got) == [1, 2, 3, 4]
+        np.testing.assert_allclose([got[s] for s in (1, 2, 3, 4)], [reference[s] for s in (1, 2, 3, 4)], rtol=1e-5)
+        assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]

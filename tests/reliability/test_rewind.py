@@ -18,10 +18,12 @@ def run(workdir, *params):
     import gopher_jax.model.config  # noqa: F401
     import gopher_jax.parallel.mesh  # noqa: F401
     import gopher_jax.parallel.rules  # noqa: F401
-    from gopher_jax.train.loop import train
+    import data_tasks
+    from gopher_jax.train.loop import resolve_tokenizer, train
     gin_utils.parse_gin(["gin_configs/runs/pretrain.gin", "gin_configs/models/tiny.gin"], COMMON + params)
     try:
-        return train(str(workdir), progress=False)
+        task = data_tasks.register_for_training(resolve_tokenizer()[0], verbose=False)
+        return train(str(workdir), progress=False, train_task=task)
     finally:
         gin.clear_config()  # later tests in this process build configs from their defaults
 

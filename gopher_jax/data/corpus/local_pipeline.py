@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import json
 
 from tqdm import tqdm
 
@@ -13,7 +13,8 @@ from gopher_jax.data.corpus.exact_dedup import exact_dedup
 from gopher_jax.data.corpus.fuzzy_dedup import fuzzy_dedup
 from gopher_jax.data.corpus.reader import expand_inputs, read_documents
 from gopher_jax.data.corpus.stats import Stats, stats_of
-from gopher_jax.data.corpus.writer import write_shards
+from gopher_jax.data.corpus.writer import check_output, corpus_manifest, write_shards
+from gopher_jax.data.manifest import atomic_write_text, write_manifest
 
 
 def process_documents(docs, config: ProcessConfig, progress: bool = False) -> tuple[list, dict]:
@@ -38,15 +39,22 @@ def process_documents(docs, config: ProcessConfig, progress: bool = False) -> tu
 
 def run_local(inputs: list[str], output_dir: str, config: ProcessConfig, stats_path: str | None = None,
               progress: bool = True) -> Stats:
-    """Runs every selected stage in this process; returns the Stats (also saved to stats_path)."""
+    """Runs every selected stage in this process; returns the Stats (also saved to stats_path).
+
+    Writes output_dir/<component>/<split>/ shards and merges this run's components into
+    output_dir/manifest.json (written last, so a manifest never names unwritten shards).
+    """
+    p = config.pipeline
     files = expand_inputs(inputs)
-    docs = (d for source, path in files for d in read_documents(source, path, config.pipeline.text_split))
+    components = check_output(files, output_dir, p.validation_fraction)
+    docs = (d for source, path in files for d in read_documents(source, path, p.text_split))
     out, info = process_documents(docs, config, progress)
-    write_shards(out, output_dir, config.pipeline.num_shards, config.pipeline.write_tfrecord)
+    counts = write_shards(out, output_dir, components, p.num_shards, p.write_tfrecord, p.validation_fraction)
     stats = stats_of(out)
     stats.dedup_pairs.update(info)
     stats.check()
     if stats_path:
-        os.makedirs(os.path.dirname(os.path.abspath(stats_path)), exist_ok=True)
-        stats.save(stats_path)
+        atomic_write_text(stats_path, json.dumps(stats.to_json(), indent=2))
+    write_manifest(corpus_manifest(output_dir, components, counts, p.num_shards, p.write_tfrecord,
+                                   p.validation_fraction, config.stages), output_dir)
     return stats

@@ -1,0 +1,42 @@
+"""A small processed corpus of real web text (../shared/data/corpus/c4_sample_500.jsonl) split into
+MassiveText-named components, processed by `data process`'s in-process pipeline, plus a vocabulary."""
+import json
+import os
+
+from gopher_jax.data import tokenizer
+from gopher_jax.data.corpus import config as C
+from gopher_jax.data.corpus.local_pipeline import run_local
+
+C4 = "../shared/data/corpus/c4_sample_500.jsonl"
+# component -> (first document, count) of the c4 sample
+SLICES = {"massiveweb": (0, 150), "books": (150, 60), "news": (210, 90), "github": (300, 40)}
+
+
+def c4_texts():
+    with open(C4, encoding="utf-8") as f:
+        return [json.loads(line)["text"] for line in f]
+
+
+def write_raw(tmp, slices=SLICES):
+    """Writes one jsonl per component; returns ["name=path", ...] inputs for `data process`."""
+    texts = c4_texts()
+    inputs = []
+    for name, (start, n) in slices.items():
+        path = os.path.join(tmp, "raw", f"{name}.jsonl")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for t in texts[start:start + n]:
+                f.write(json.dumps({"text": t}) + "\n")
+        inputs.append(f"{name}={path}")
+    return inputs
+
+
+def processed_corpus(tmp, slices=SLICES, validation_fraction=0.2):
+    """Returns (processed output dir with manifest.json, SentencePiece model path)."""
+    out = os.path.join(tmp, "processed")
+    cfg = C.ProcessConfig(pipeline=C.PipelineConfig(stages=("exact_dedup",), num_shards=2,
+                                                    validation_fraction=validation_fraction))
+    run_local(write_raw(tmp, slices), out, cfg, progress=False)
+    vocab = tokenizer.train_tokenizer(c4_texts()[:300], os.path.join(tmp, "spm"), vocab_size=512, model_type="bpe",
+                                      normalization="identity", split_digits=True, byte_fallback=True)
+    return out, vocab
