@@ -127,6 +127,9 @@ class MixtureBatches:
 
     def set_state(self, state: Mapping) -> None:
         """Continues from `state` (from get_state, any host count); raises ValueError naming what differs."""
+        if state.get("fresh") and state.get("kind") == STATE_KIND:
+            self._tracker = BlendTracker(self.weights, mode="deficit")
+            return
         if state.get("kind") != STATE_KIND or state.get("version") != STATE_VERSION:
             raise ValueError(f"data-iterator state kind={state.get('kind')!r} version={state.get('version')!r} is "
                              f"not a {STATE_KIND} v{STATE_VERSION} position: the run was saved with another input "
@@ -152,6 +155,12 @@ class MixtureBatches:
                              + ". Resume with the run's original data config (see its config.gin), or start a new run")
         self._tracker = BlendTracker(self.weights, mode="deficit")
         self._tracker.counts.update({n: int(c) for n, c in state["counts"].items() if c})
+
+
+def fresh_state() -> dict:
+    """Returns the position "no row drawn yet", valid for any mixture: the data state of a checkpoint
+    written before any training (e.g. by `gopher-jax import`), which `--resume` starts from the top."""
+    return {"kind": STATE_KIND, "version": STATE_VERSION, "fresh": True, "rows_drawn": 0, "batches_consumed": 0}
 
 
 @dataclasses.dataclass(frozen=True)

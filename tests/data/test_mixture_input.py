@@ -135,3 +135,12 @@ def test_packed_store_of_another_vocabulary_is_refused_when_not_rebuilt(mixture,
 
 def _vocab_of(root):
     return os.path.join(os.path.dirname(root), "spm.model")
+
+
+def test_fresh_state_starts_any_mixture_from_the_top(mixture):
+    from gopher_jax.data.mixture_input import fresh_state
+    new, used = data(mixture), data(mixture)
+    for _ in range(3):
+        next(used.train)
+    used.train.set_state(fresh_state())
+    np.testing.assert_array_equal(next(used.train)["targets"], next(new.train)["targets"])
