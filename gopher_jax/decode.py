@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gopher_jax.data.tokenizer import SEGMENT_START_ID
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.model.decoder import Decoder, init_cache
 
@@ -42,7 +43,8 @@ class SamplingConfig:
 def left_pad(prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (tokens, segment_ids, positions) [B, P] int32 with prompts right-aligned."""
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token (prepend BOS to an empty prompt)")
+        raise ValueError(f"every prompt needs at least one token (start it with SEGMENT_START_ID="
+                         f"{SEGMENT_START_ID}, as `generate` does)")
     width = max(len(p) for p in prompts)
     tokens = np.zeros((len(prompts), width), np.int32)
     segs = np.zeros_like(tokens)
@@ -140,12 +142,11 @@ def generate(config: ModelConfig, params, tokenizer, prompts: Sequence[str], sam
              *, stop: Sequence[str] = ()) -> list[str]:
     """Returns one completion string per prompt, cut before the first stop sequence.
 
-    Prompts start with the document-start token (BOS, or EOS for our BOS-less tokenizer, which is
-    what separates packed training documents); generating EOS ends a row.
+    Prompts start with `tokenizer.SEGMENT_START_ID` (0), the input every packed training document
+    starts from (as the eval scorer's requests do); generating EOS ends a row.
     """
     eos = tokenizer.eos_id() if tokenizer.eos_id() >= 0 else None
-    start = tokenizer.bos_id() if tokenizer.bos_id() >= 0 else eos
-    ids = [([start] if start is not None else []) + list(tokenizer.encode(p)) for p in prompts]
+    ids = [[SEGMENT_START_ID] + list(tokenizer.encode(p)) for p in prompts]
 
     def should_stop(_row, generated):
         text = tokenizer.decode(generated)

@@ -23,6 +23,11 @@ from typing import Iterable, Iterator, Sequence
 from gopher_jax.atomic_write import atomic_write
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+# The input token every document (packed segment) starts from: seqio's DecoderFeatureConverter
+# builds decoder inputs as targets shifted right with `0` shifted in at each segment start (its
+# autoregressive_inputs), so a model trained here has only ever seen id 0 before a document's first
+# token. Eval (eval/text_lm.py, eval/scorer.py) and sampling (decode.py) condition on the same id.
+SEGMENT_START_ID = PAD_ID
 DEFAULT_VOCAB_SIZE = 32_000  # Gopher / Chinchilla
 MODEL_TYPES = ("bpe", "unigram")
 # SentencePiece normalisation rule names: Gopher = "nfkc", Chinchilla = "identity".
@@ -145,21 +150,22 @@ def train_tokenizer(
 
 
 def ensure_embedded_tokenizer(vocab_size: int, cache_dir: str | None = None) -> str:
-    """Returns the path of a SentencePiece model trained on the embedded corpus's train split.
+    """Returns the path of a SentencePiece model trained on the embedded mixture's train split.
 
-    Trained once (~1 s, BPE) and cached in `cache_dir` (default: embedded_corpus.default_cache_dir())
-    under a name keyed by vocab size, options and corpus version; later calls just return the path.
+    Trained once (~2 s, BPE) and cached in `cache_dir` (default: embedded_corpus.default_cache_dir())
+    under a name keyed by vocab size, options and the processed corpus; later calls just return the path.
     """
-    from gopher_jax.data import embedded_corpus
+    from gopher_jax.data import embedded_corpus, embedded_mixture
 
     cache_dir = cache_dir or embedded_corpus.default_cache_dir()
     options = dict(vocab_size=vocab_size, model_type="bpe", normalization="identity",
                    split_digits=True, byte_fallback=True)
-    key = hashlib.sha256(json.dumps([embedded_corpus.CORPUS_VERSION, options], sort_keys=True).encode())
+    corpus = os.path.basename(embedded_mixture.processed_dir(cache_dir))
+    key = hashlib.sha256(json.dumps([embedded_corpus.corpus_key(), corpus, options], sort_keys=True).encode())
     prefix = os.path.join(cache_dir, "tokenizers", f"embedded_bpe{vocab_size}_{key.hexdigest()[:10]}")
     path = prefix + ".model"
     if not os.path.isfile(path):
-        texts = embedded_corpus.documents(embedded_corpus.TRAIN, cache_dir=cache_dir)
+        texts = embedded_mixture.documents("train", cache_dir=cache_dir)
         train_tokenizer(texts, prefix, **options)
     return path
 

@@ -24,6 +24,7 @@ class LoadedModel:
     mesh: object = None  # jax.sharding.Mesh the params are sharded on (None: one device)
     rules: tuple | None = None  # the logical-axis rules table they were sharded with
     param_shardings: object = None  # NamedSharding tree matching params (None on one device)
+    tokenizer_path: str = ""  # the SentencePiece .model file the run trained with
 
 
 def _parse_run_gin(workdir: str):
@@ -122,4 +123,4 @@ def load(workdir: str, step: int | None = None, mesh=None, rules=None) -> Loaded
     path = train_cfg.tokenizer or tok.ensure_embedded_tokenizer(model_cfg.vocab_size)
     return LoadedModel(model_cfg, params, tok.load(path), int(step), workdir, mesh=mesh,
                        rules=None if mesh is None else tuple(rules),
-                       param_shardings=None if mesh is None else shardings)
+                       param_shardings=None if mesh is None else shardings, tokenizer_path=path)

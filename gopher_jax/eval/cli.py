@@ -3,6 +3,7 @@
   gopher-jax eval --workdir RUN --task lambada --data ../shared/data/eval/lambada_openai.jsonl --limit 500 --json
   gopher-jax eval --workdir RUN --task text --data ../shared/data/corpus/wikitext2/valid.txt --stride 128
   gopher-jax eval --workdir RUN --task seqio --seqio_task NAME [--split validation]
+  gopher-jax eval --workdir RUN --task seqio --component books     # a component of the run's mixture (validation)
   gopher-jax eval --workdir RUN --task piqa --mesh data=2,fsdp=2,tensor=2   # default --mesh data: all local devices
 """
 from __future__ import annotations
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text_key", default="text", help="text/.jsonl: the field holding the document")
     parser.add_argument("--seqio_task", default="", help="seqio task or mixture name for --task seqio")
     parser.add_argument("--split", default=None, help="seqio split (default: validation if present)")
+    parser.add_argument("--component", default="",
+                        help="--task seqio: a component of the run's training mixture (e.g. books); scores its "
+                             "validation split")
     parser.add_argument("--mesh", default="data",
                         help="devices to evaluate on: 'data' (default: every local device, data-parallel over "
                              "the batch, params sharded by the run's sharding rules), 'single' (one device), "
@@ -59,9 +63,8 @@ def run(args: argparse.Namespace) -> int:
                 raise FileNotFoundError("--task text needs --data FILE (.txt or .jsonl)")
             metrics = perplexity.evaluate_text(lm, args.data, args.stride or None, args.text_key, args.limit)
         elif args.task == "seqio":
-            if not args.seqio_task:
-                raise FileNotFoundError("--task seqio needs --seqio_task NAME (a registered seqio task)")
-            docs = perplexity.seqio_documents(args.seqio_task, args.split, args.limit)
+            task, split = _seqio_task(loaded, args)
+            docs = perplexity.seqio_documents(task, split, args.limit)
             metrics = perplexity.evaluate_documents(scorer, docs, lm.prefix_id, args.stride or None)
         else:
             metrics = evaluate_task(args.task, lm, args.data, args.shots, args.limit, args.seed)
@@ -80,3 +83,21 @@ def run(args: argparse.Namespace) -> int:
         for k, v in out.items():
             print(f"{k:>16}: {v:.4f}" if isinstance(v, float) else f"{k:>16}: {v}")
     return 0
+
+
+def _seqio_task(loaded, args) -> tuple[str, str | None]:
+    """Registers the run's data (its config.gin is parsed) and returns (task, split) to score."""
+    import data_tasks  # the command, not the library, imports the registrations
+    from gopher_jax.data.training_data import component_names, mixture_tasks
+    from gopher_jax.train.config import TrainConfig
+
+    name = data_tasks.register_for_training(loaded.tokenizer_path, TrainConfig().train_task, verbose=False)
+    if args.component:
+        short = {v: k for k, v in component_names([t for t, _ in mixture_tasks(name)]).items()}
+        if args.component not in short:
+            raise ValueError(f"--component={args.component!r} is not in the run's mixture {name!r}; "
+                             f"it has {sorted(short)}")
+        return short[args.component], args.split or "validation"
+    if not args.seqio_task:
+        raise FileNotFoundError("--task seqio needs --seqio_task NAME (a registered seqio task) or --component NAME")
+    return args.seqio_task, args.split

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gopher_jax.data.tokenizer import SEGMENT_START_ID
+
 Request = tuple[Sequence[int], Sequence[int]]  # (context ids, continuation ids)
 
 
@@ -109,7 +111,8 @@ class Scorer:
             if len(cont) == 0:
                 raise ValueError(f"request {i} has an empty continuation; nothing to score")
             if len(ctx) == 0:
-                raise ValueError(f"request {i} has an empty context; prefix a document-start token (EOS)")
+                raise ValueError(f"request {i} has an empty context; prefix the document-start token "
+                                 f"(tokenizer.SEGMENT_START_ID = {SEGMENT_START_ID}, as training does)")
             full = list(ctx) + list(cont)
             full = full[-(self.window + 1):]
             rows.append((i, full[:-1], full[1:], len(cont)))
@@ -147,9 +150,10 @@ def batch_shard_count(sharding) -> int:
 def rolling_windows(tokens: Sequence[int], prefix: int, window: int, stride: int | None = None) -> list[Request]:
     """Returns requests that score every token of `tokens` exactly once, sliding a window.
 
-    The first window conditions on `prefix` (document start); each later window scores the next
-    `stride` tokens with up to window - stride tokens of preceding context (stride = window gives
-    disjoint windows, lm-eval's loglikelihood_rolling; smaller strides give each token more context).
+    The first window conditions on `prefix` (the document-start token, SEGMENT_START_ID); each
+    later window scores the next `stride` tokens with up to window - stride tokens of preceding
+    context (stride = window gives disjoint windows, lm-eval's loglikelihood_rolling; smaller
+    strides give each token more context).
     """
     stride = stride or window
     if not 0 < stride <= window:

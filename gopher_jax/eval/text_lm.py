@@ -7,20 +7,23 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from gopher_jax.data.tokenizer import SEGMENT_START_ID
 from gopher_jax.eval.scorer import Scorer, rolling_windows
 
 
 class TextLM:
     """Scores text with a Scorer and a SentencePiece tokenizer.
 
-    Every request is prefixed with `prefix_id` (our tokenizer has no BOS; EOS separates packed
-    training documents, so it marks "a document starts here" — GPT-2's EOT plays this role in lm-eval).
+    Every request is prefixed with `prefix_id`, by default `tokenizer.SEGMENT_START_ID` (0): the
+    input token every packed training document starts from (seqio shifts 0 in at each segment
+    start), so scores condition exactly as training did and a document's loss here equals the
+    training loop's eval loss on it. (GPT-2's EOT plays this role in lm-eval.)
     """
 
-    def __init__(self, scorer: Scorer, tokenizer, prefix_id: int | None = None):
+    def __init__(self, scorer: Scorer, tokenizer, prefix_id: int = SEGMENT_START_ID):
         self.scorer = scorer
         self.tokenizer = tokenizer
-        self.prefix_id = tokenizer.eos_id() if prefix_id is None else prefix_id
+        self.prefix_id = prefix_id
 
     def encode(self, text: str) -> list[int]:
         """Returns the token ids of text (no prefix)."""

@@ -36,6 +36,11 @@ def _weighted_values(scores, mask, value):
     return jnp.einsum("bkgts,bskd->btkgd", probs, value)
 
 
+def _project_relative(rel_embed, proj, dtype):
+    """Returns Transformer-XL position keys [R, H, D]: sinusoids [R, d_model] @ W_{k,R} [d_model, H, D]."""
+    return jnp.einsum("re,ehd->rhd", rel_embed.astype(dtype), proj.astype(dtype))
+
+
 def _use_cpu_kernel(cfg: ModelConfig) -> bool:
     """Whether the training path runs the fused CPU kernel (ModelConfig.attention_impl)."""
     if cfg.attention_impl == "xla":
@@ -112,10 +117,30 @@ class Attention(nn.Module):
 
     def _relative_keys(self, rel_embed, dtype):
         """Returns this layer's Transformer-XL position keys [R, H, D]: sinusoids [R, d_model] @ W_{k,R}."""
+        return _project_relative(rel_embed, self._rel_proj(), dtype)
+
+    def _rel_proj(self):
+        """This layer's W_{k,R} [d_model, H, D] (the 'rel_proj' param)."""
         cfg = self.config
-        proj = self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
+        return self.param("rel_proj", kernel_init(cfg, (axes.EMBED, axes.HEADS, axes.KV)),
                           (cfg.d_model, cfg.num_heads, cfg.head_dim), jnp.dtype(cfg.param_dtype))
-        return jnp.einsum("re,ehd->rhd", rel_embed.astype(dtype), proj.astype(dtype))
+
+    def _cached_relative_keys(self, length: int, first_call, dtype):
+        """Returns this layer's position keys [L, H, D] of distances 0..L-1, projected once per cache.
+
+        They depend only on the params and the cache length L, so the first decode call on an empty
+        cache (`first_call`: its index is 0, i.e. the prompt) projects them into the cache and every
+        later token reads them back: per token and layer that saves an [L, d_model] x [d_model, H*D]
+        matmul (~170x the layer's other dense work per token at L=2048 for gopher_44m;
+        benchmarks/decode_relpos.py). Same einsum and dtype as the projection it replaces, so the
+        logits are bit-identical.
+        """
+        cfg = self.config
+        proj = self._rel_proj()
+        cached = self.variable("cache", "relative_keys", jnp.zeros, (length, cfg.num_heads, cfg.head_dim), dtype)
+        project = lambda: _project_relative(pos.sinusoids(jnp.arange(length), cfg.d_model), proj, dtype)  # noqa: E731
+        cached.value = jax.lax.cond(first_call, project, lambda: cached.value)
+        return cached.value
 
     def _output(self, out):
         """The output projection [B, T, H, D] -> [B, T, d_model], shared by every attention path."""
@@ -148,7 +173,8 @@ class Attention(nn.Module):
         mask [B,1,1,T,L], cached values [B,L,K,D]).
 
         The cache holds L slots (L = the length the cache was initialised with), shared slot index
-        for the batch, plus each slot's segment id (0 = empty/padding) and absolute position. Every
+        for the batch, plus each slot's segment id (0 = empty/padding) and absolute position (and,
+        for relative positions, the projected position keys of distances 0..L-1). Every
         position encoding is a function of query position minus key position, so scores equal the
         full forward pass of the same (left-padded) sequence.
         """
@@ -178,10 +204,9 @@ class Attention(nn.Module):
         if cfg.position == "relative":
             u, v = rel_biases
             scores = jnp.einsum("btkgd,bskd->bkgts", q + u.reshape(k, g, d).astype(q.dtype), keys).astype(jnp.float32)
-            # Position scores straight from the distances (no relative_shift): project the sinusoids
-            # of every distance 0..L-1 once, score each query against all of them, then gather.
-            rel_embed = pos.sinusoids(jnp.arange(length), cfg.d_model)
-            rel_keys = self._relative_keys(rel_embed, q.dtype).reshape(length, k, g, d)
+            # Position scores straight from the distances (no relative_shift): the projected sinusoids
+            # of every distance 0..L-1 (cached), each query scored against all of them, then gathered.
+            rel_keys = self._cached_relative_keys(length, i == 0, q.dtype).reshape(length, k, g, d)
             by_distance = jnp.einsum("btkgd,rkgd->bkgtr", q + v.reshape(k, g, d).astype(q.dtype), rel_keys)
             index_ = jnp.clip(distance, 0, length - 1)[:, None, None]  # masked entries: any valid index
             scores = scores + jnp.take_along_axis(by_distance.astype(jnp.float32), index_, axis=-1)

@@ -15,13 +15,16 @@ _EMBEDDING_AXES = {axes.VOCAB, axes.POSITIONS}
 def learning_rate_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
     """Returns step -> LR: linear warmup, then cosine over the rest of the run.
 
-    gopher: cosine from the peak down to peak/decay_factor at the last step (Gopher §3);
-    chinchilla: the same with the cosine cycle equal to the run length (Chinchilla §3: an
-    overshooting cycle hurts); constant: warmup then flat. Warmup is clipped to a third of
-    short runs so tiny runs still decay.
+    gopher: cosine from the peak down to peak/decay_factor at the last step (Gopher §3: decay by
+    10x over the training tokens). chinchilla: an alias of gopher, the same curve. Chinchilla's
+    schedule (§3 and App. B: cosine cycle equal to the training steps, an overshooting cycle hurts;
+    decay to 10%) is what gopher already does, since the cycle here is always the run; the other
+    half of Chinchilla's recipe is AdamW (`optimizer.name='adamw'`), not a schedule.
+    constant: warmup then flat. Warmup is clipped to a third of short runs so tiny runs still decay.
     """
     warmup = max(1, min(config.warmup_steps, total_steps // 3))
     peak = config.peak_learning_rate
+    # "gopher" and "chinchilla" (an alias) fall through to the same cosine.
     if config.schedule == "constant":
         return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
                                     [warmup])

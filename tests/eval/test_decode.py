@@ -1,4 +1,5 @@
 """KV-cache decoding == full forward pass at every step, for every position encoding and MHA/GQA/MQA."""
+import jax
 import numpy as np
 import pytest
 
@@ -51,3 +52,51 @@ def test_stop_and_sampling_reproducible():
     stopped = decode.sample_tokens(cfg, params, [[1, 2, 3]], sc, should_stop=lambda r, g: len(g) >= 2)
     assert stopped == [a[0][:2]]
     assert decode.cut_at_stop("hello\nUser: x", ["\nUser:"]) == "hello"
+
+
+def _numpy_sinusoids(length, dim):
+    inv_freq = 1.0 / 10_000.0 ** (np.arange(dim // 2) * 2.0 / dim)
+    angles = np.arange(length)[:, None] * inv_freq
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=-1)
+
+
+@pytest.mark.parametrize("scan", [True, False])
+def test_relative_position_keys_are_projected_once_per_cache(scan):
+    """The prompt call projects every distance's sinusoid through each layer's rel_proj into the
+    cache; later tokens read them back instead of projecting again."""
+    import jax.numpy as jnp
+
+    from gopher_jax.model.decoder import init_cache
+
+    cfg = small_config(position="relative", scan_layers=scan)
+    params = init_params(cfg)
+    length = 12
+    tokens, segs, positions = decode.left_pad([[0, 5, 9, 11]])
+    cache = init_cache(cfg, 1, length)
+    _, cache = decode.decode_step(cfg, params, cache, jnp.asarray(tokens), jnp.asarray(segs), jnp.asarray(positions))
+    layers = [("layers", i) for i in range(cfg.num_layers)] if scan else [(f"layers_{i}", None) for i in range(2)]
+    for name, i in layers:
+        got = np.asarray(cache[name]["attention"]["relative_keys"])
+        proj = np.asarray(params[name]["attention"]["rel_proj"])
+        got, proj = (got[i], proj[i]) if i is not None else (got, proj)
+        # an independent numpy computation: sinusoids of distances 0..L-1 @ W_{k,R}
+        np.testing.assert_allclose(got, np.einsum("re,ehd->rhd", _numpy_sinusoids(length, cfg.d_model), proj),
+                                   atol=1e-5)
+
+    def step(c):
+        logits, c = decode.decode_step(cfg, params, c, jnp.asarray([[7]], jnp.int32), jnp.ones((1, 1), jnp.int32),
+                                       jnp.asarray([[4]], jnp.int32))
+        return np.asarray(logits[0, -1]), c
+
+    copy = lambda c: jax.tree.map(jnp.array, c)  # noqa: E731 — decode_step donates its cache
+    kept, after = step(copy(cache))
+    ref = np.asarray(forward(cfg, params, np.asarray([[0, 5, 9, 11, 7]])))[0, -1]
+    np.testing.assert_allclose(kept, ref, atol=1e-4)
+    name = layers[0][0]  # and the step leaves them as they were
+    np.testing.assert_array_equal(after[name]["attention"]["relative_keys"], cache[name]["attention"]["relative_keys"])
+    # A step reads the cached keys: zeroing them changes its logits (a step that projected the
+    # sinusoids again would not notice).
+    zeroed = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.zeros_like(a) if "relative_keys" in jax.tree_util.keystr(path) else a, copy(cache))
+    changed, _ = step(zeroed)
+    assert np.abs(changed - kept).max() > 1e-3

@@ -7,16 +7,15 @@ against ours on real data.
 import json
 import os
 
+import lm_eval  # in the test extra: a missing install fails here, never skips
 import pytest
 
-lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is in the test extra: pip install -e '.[test]'")
-
-from gopher_jax.eval.lm_eval_adapter import GopherJaxLM  # noqa: E402
-from gopher_jax.eval.scorer import Scorer  # noqa: E402
-from gopher_jax.eval.tasks import evaluate_task  # noqa: E402
-from gopher_jax.eval.tasks.loaders import read_docs  # noqa: E402
-from gopher_jax.eval.text_lm import TextLM  # noqa: E402
-from tests.eval.conftest import EVAL_DATA  # noqa: E402
+from gopher_jax.eval.lm_eval_adapter import GopherJaxLM
+from gopher_jax.eval.scorer import Scorer
+from gopher_jax.eval.tasks import evaluate_task
+from gopher_jax.eval.tasks.loaders import read_docs
+from gopher_jax.eval.text_lm import TextLM
+from tests.eval.conftest import EVAL_DATA
 
 N = 12
 

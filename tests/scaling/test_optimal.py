@@ -11,6 +11,25 @@ from gopher_jax.scaling.optimal import laws_from_fit, optimal, plan, published, 
 
 PUB3 = dict(E=K.CHINCHILLA_E, A=K.CHINCHILLA_A, B=K.CHINCHILLA_B, alpha=K.CHINCHILLA_ALPHA, beta=K.CHINCHILLA_BETA)
 
+# The papers' numbers, typed in here from the papers (../shared/REFERENCE.md), not from constants.py:
+# the tests below check constants.py and the planner against them.
+# Chinchilla Table 3 (approach-1 projections): parameters, FLOPs, tokens.
+PAPER_TABLE3 = ((400e6, 1.92e19, 8.0e9), (1e9, 1.21e20, 20.2e9), (10e9, 1.23e22, 205.1e9),
+                (67e9, 5.76e23, 1.5e12), (175e9, 3.85e24, 3.7e12), (280e9, 9.90e24, 5.9e12),
+                (520e9, 3.43e25, 11.0e12), (1e12, 1.27e26, 21.2e12), (10e12, 1.30e28, 216.2e12))
+PAPER_TABLE3_67B_ROW = 3  # 6 * 67e9 * 1.5e12 = 6.03e23, 4.7% above the row's 5.76e23
+# Chinchilla Table 2: (a, b) of N_opt ~ C^a, D_opt ~ C^b; Kaplan's row 0.73 / 0.27.
+PAPER_TABLE2 = {"1": (0.50, 0.50), "2": (0.49, 0.51), "3": (0.46, 0.54), "kaplan": (0.73, 0.27)}
+# Chinchilla Sec. 3.3 / Eq. 4: the approach-3 fit.
+PAPER_APPROACH3 = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
+
+
+def test_constants_are_the_papers():
+    assert K.TABLE3 == PAPER_TABLE3 and K.TABLE3_INCONSISTENT_ROW == PAPER_TABLE3_67B_ROW
+    assert K.CHINCHILLA_EXPONENTS == PAPER_TABLE2
+    assert PUB3 == PAPER_APPROACH3
+    assert K.GOPHER_FLOPS == PAPER_TABLE3[PAPER_TABLE3_67B_ROW][1]
+
 
 PRINTED = {  # Table 3 exactly as printed, to know each value's last digit
     400e6: "400M", 1e9: "1B", 10e9: "10B", 67e9: "67B", 175e9: "175B", 280e9: "280B", 520e9: "520B", 1e12: "1T",
@@ -33,10 +52,10 @@ def flops_interval(c: float) -> tuple[float, float]:
     return c - half, c + half
 
 
-@pytest.mark.parametrize("row", [i for i in range(len(K.TABLE3)) if i != K.TABLE3_INCONSISTENT_ROW])
+@pytest.mark.parametrize("row", [i for i in range(len(PAPER_TABLE3)) if i != PAPER_TABLE3_67B_ROW])
 def test_table3_rows_within_rounding(row):
     # Within rounding = some budget that prints as the row's FLOPs gives N and D that print as the row's.
-    n_tab, c_tab, d_tab = K.TABLE3[row]
+    n_tab, c_tab, d_tab = PAPER_TABLE3[row]
     law = published()["1"]
     budgets = np.linspace(*flops_interval(c_tab), 4001)
     n, d = (np.array(x) for x in zip(*(optimal(c, law) for c in budgets)))
@@ -57,12 +76,16 @@ def test_table3_gopher_row():
     assert result["nearest_config"]["gin_file"] == "gin_configs/models/chinchilla_70b.gin"
 
 
-def test_approach1_constants_rederive_from_table3():
-    fit = table3_power_laws()
-    assert fit["a"] == pytest.approx(K.APPROACH1_A, abs=1e-6)
-    assert fit["k_N"] == pytest.approx(K.APPROACH1_K_N, rel=1e-5)
+def test_approach1_constants_are_a_line_through_the_papers_table3():
+    # An independent least-squares line (numpy, not the package's fitter) through the printed rows
+    # without the 67B row: log N = a log C + log k_N.
+    rows = [r for i, r in enumerate(PAPER_TABLE3) if i != PAPER_TABLE3_67B_ROW]
+    a, log_k = np.polyfit(np.log([c for _, c, _ in rows]), np.log([n for n, _, _ in rows]), 1)
+    assert K.APPROACH1_A == pytest.approx(a, abs=1e-6)
+    assert K.APPROACH1_K_N == pytest.approx(math.exp(log_k), rel=1e-5)
+    assert table3_power_laws()["a"] == pytest.approx(a, abs=1e-9)
     # Table 2 rounds approach 1 to a = b = 0.50
-    assert round(fit["a"], 2) == 0.50 and round(fit["b"], 2) == 0.50
+    assert round(a, 2) == PAPER_TABLE2["1"][0] and round(1 - a, 2) == PAPER_TABLE2["1"][1]
 
 
 @pytest.mark.parametrize("flops", [1e20, K.GOPHER_FLOPS, 1e26])
@@ -109,6 +132,10 @@ def test_plan_from_fit_file():
 def test_published_exponents_match_table2():
     pub = published()
     for name in ("1", "2", "kaplan"):
-        a, b = K.CHINCHILLA_EXPONENTS[name]
+        a, b = PAPER_TABLE2[name]
         assert round(pub[name]["a"], 2) == a and round(pub[name]["b"], 2) == b
+    # Approach 3's exponents from the rounded Sec. 3.3 coefficients: a = beta / (alpha + beta) = 0.4516;
+    # Table 2 prints 0.46 / 0.54 from the unrounded fit.
+    assert pub["3"]["beta"] / (pub["3"]["alpha"] + pub["3"]["beta"]) == pytest.approx(0.28 / 0.62)
+    assert abs(0.28 / 0.62 - PAPER_TABLE2["3"][0]) < 0.01
     assert np.isclose(pub["kaplan"]["k_N"] * K.PF_DAY ** 0.73, 1.3e9)

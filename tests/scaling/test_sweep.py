@@ -7,6 +7,7 @@ import pytest
 
 from gopher_jax.cli import main
 from gopher_jax.scaling import sweep as S
+from gopher_jax.scaling.approach2 import budget_groups, fit_approach2
 from gopher_jax.scaling.laws import chinchilla_loss
 from gopher_jax.scaling.model_zoo import load_config
 from gopher_jax.scaling.runs import read_csv
@@ -28,6 +29,24 @@ def fake_training(manifest, *, eval_lines=True, seed=0):
             if eval_lines:
                 f.write(json.dumps({"step": run["steps"], "eval_loss": loss}) + "\n")
             f.write('{"step": 9')  # a run killed mid-write leaves a truncated line
+
+
+def isoflop_exponents_of_the_law(runs):
+    """Returns (a, b) of N_opt ~ C^a, D_opt ~ C^b for the generating LAW itself: at each budget, the
+    exact minimum of LAW along that budget's runs (log D is linear in log N at fixed C), found with
+    scipy instead of a parabola, then a straight line through the budgets in log-log space."""
+    from scipy.optimize import minimize_scalar
+
+    C, N, D = [], [], []
+    for g in budget_groups(runs):
+        n, d = np.log(runs.N[g]), np.log(runs.D[g])
+        slope, intercept = np.polyfit(n, d, 1)
+        res = minimize_scalar(lambda x: chinchilla_loss(np.exp(x), np.exp(slope * x + intercept), **LAW),
+                              bounds=(n.min() - 3, n.max() + 3), method="bounded", options={"xatol": 1e-9})
+        C.append(np.exp(np.mean(np.log(runs.C[g]))))
+        N.append(np.exp(res.x))
+        D.append(np.exp(slope * res.x + intercept))
+    return np.polyfit(np.log(C), np.log(N), 1)[0], np.polyfit(np.log(C), np.log(D), 1)[0]
 
 
 def test_plan_spends_each_budget(tmp_path):
@@ -73,10 +92,19 @@ def test_collect_and_fit_synthetic_sweep(tmp_path, capsys):
     curves = read_csv(os.path.join(out, "curves.csv"))
     assert curves.run is not None and len(curves) == 10 * len(runs)
     fit = json.load(open(os.path.join(out, "fit.json")))
-    # Approach 3 sees N and D directly; approach 2's exponent also reflects that tiny models spend
-    # most FLOPs outside their parameters (C is the App. F count, not 6ND), so it is only bracketed.
     assert fit["3"]["alpha"] == pytest.approx(0.3, abs=0.05) and fit["3"]["beta"] == pytest.approx(0.3, abs=0.05)
-    assert 0.3 < fit["2"]["a"] < 0.8
+    # The generating law's own IsoFLOP exponents here are ~0.54, not beta/(alpha+beta) = 0.5: N counts
+    # the embeddings and C is the App. F count, not 6ND. Kaplan's 0.73 must fail.
+    a_true, b_true = isoflop_exponents_of_the_law(runs)
+    assert 0.52 < a_true < 0.56 and 0.52 < b_true < 0.56
+    # with one run missing, the last budget's parabola has 4 sizes: a looser match
+    assert fit["2"]["a"] == pytest.approx(a_true, abs=0.04) and fit["2"]["b"] == pytest.approx(b_true, abs=0.04)
+    # the complete sweep: within 0.015 of the law's exponents
+    fake_training(manifest)
+    complete = S.collect(manifest)[0]
+    fit2 = fit_approach2(complete, n_boot=0).params
+    a_true, b_true = isoflop_exponents_of_the_law(complete)
+    assert fit2["a"] == pytest.approx(a_true, abs=0.015) and fit2["b"] == pytest.approx(b_true, abs=0.015)
     for name in ("frontier", "isoflop", "contours", "envelope"):
         assert os.path.getsize(os.path.join(out, f"scaling_{name}.png")) > 10_000
 
