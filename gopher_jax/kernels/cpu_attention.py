@@ -55,7 +55,11 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("cpu_attention.cc")
-_FLAGS = ("-O3", "-march=native", "-ffast-math", "-std=c++17", "-fPIC", "-shared", "-w")
+# -ffast-math lets g++ vectorise the reductions; -fno-finite-math-only takes back its "no NaN/Inf"
+# assumption, so a NaN or Inf input stays NaN/Inf in the output and gradients (the spike guard must
+# see it). Measured cost: none beyond noise (docs/reliability.md, "NaN and Inf").
+_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-std=c++17", "-fPIC", "-shared",
+          "-w")
 _FWD_TARGET = "gopher_cpu_fused_attention_fwd_v1"
 _BWD_TARGET = "gopher_cpu_fused_attention_bwd_v1"
 _NEG_INF = -1e30

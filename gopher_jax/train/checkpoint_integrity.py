@@ -4,55 +4,52 @@ orbax commits a checkpoint atomically (a temp dir renamed when complete) but doe
 bytes on restore: a truncated array file surfaces as an opaque TensorStore error. After a save is
 complete we record every file's size in `<step>/MANIFEST_NAME`; `verify` compares against it.
 Sizes, not hashes: checking is a directory listing, even for large checkpoints.
+
+All file access goes through workdir_fs, so gs:// workdirs get manifests and quarantine too.
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
+
+from gopher_jax.train import workdir_fs as fs
 
 MANIFEST_NAME = "gopher_jax_files.json"
 TMP_MARKER = ".orbax-checkpoint-tmp"
 
 
 def _files(step_dir: str) -> dict[str, int]:
-    out = {}
-    for root, _, names in os.walk(step_dir):
-        for n in names:
-            path = os.path.join(root, n)
-            rel = os.path.relpath(path, step_dir)
-            if not rel.startswith(MANIFEST_NAME):  # itself, and its .tmp while being written
-                out[rel] = os.path.getsize(path)
-    return out
+    # Leaves out the manifest itself and its .tmp while being written.
+    return {rel: size for rel, size in fs.file_sizes(step_dir).items() if not rel.startswith(MANIFEST_NAME)}
 
 
 def write_manifest(step_dir: str) -> None:
     """Records the sizes of all files under a complete checkpoint directory (atomically)."""
-    tmp = os.path.join(step_dir, MANIFEST_NAME + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump({"version": 1, "files": _files(step_dir)}, f)
-    os.replace(tmp, os.path.join(step_dir, MANIFEST_NAME))
+    fs.write_text_atomic(fs.join(step_dir, MANIFEST_NAME), json.dumps({"version": 1, "files": _files(step_dir)}))
 
 
 def has_manifest(step_dir: str) -> bool:
     """Returns whether `write_manifest` completed for this checkpoint."""
-    return os.path.isfile(os.path.join(step_dir, MANIFEST_NAME))
+    return fs.exists(fs.join(step_dir, MANIFEST_NAME))
 
 
 def verify(step_dir: str) -> str | None:
-    """Returns None if every recorded file is present with its size, else a sentence naming the file."""
+    """Returns None if every recorded file is present with its size, else a sentence naming the file.
+
+    A checkpoint without a manifest (saved, then killed before sealing) passes: orbax's own checks
+    apply. Filesystem errors (EIO, a timed-out bucket) propagate for the caller to classify.
+    """
+    manifest = fs.join(step_dir, MANIFEST_NAME)
+    if not fs.exists(manifest):
+        return None
     try:
-        with open(os.path.join(step_dir, MANIFEST_NAME)) as f:
-            recorded = json.load(f)["files"]
-    except FileNotFoundError:
-        return None  # saved but not yet sealed (e.g. killed right after); orbax's own checks apply
-    except (ValueError, KeyError) as e:
-        return f"{os.path.join(step_dir, MANIFEST_NAME)} is unreadable ({e})"
+        recorded = json.loads(fs.read_text(manifest))["files"]
+    except (ValueError, KeyError, TypeError) as e:
+        return f"{manifest} is unreadable ({e})"
     now = _files(step_dir)
     for rel, size in sorted(recorded.items()):
-        path = os.path.join(step_dir, rel)
+        path = fs.join(step_dir, rel)
         if rel not in now:
             return f"{path} is missing"
         if now[rel] != size:
@@ -70,11 +67,11 @@ def describe_error(step_dir: str, error: BaseException) -> str:
 
 def quarantine(path: str, corrupt_root: str) -> str:
     """Moves a bad checkpoint (or interrupted temp dir) aside, never deleting it; returns where."""
-    os.makedirs(corrupt_root, exist_ok=True)
-    dest = os.path.join(corrupt_root, f"{os.path.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}")
+    fs.makedirs(corrupt_root)
+    dest = fs.join(corrupt_root, f"{fs.basename(path)}.{time.strftime('%Y%m%d-%H%M%S')}")
     n = 0
-    while os.path.exists(dest + (f".{n}" if n else "")):
+    while fs.exists(dest + (f".{n}" if n else "")):
         n += 1
     dest += f".{n}" if n else ""
-    shutil.move(path, dest)
+    fs.move_tree(path, dest)
     return dest

@@ -5,29 +5,54 @@ onto whatever mesh the caller's shardings describe (a different mesh than the on
 
 Reliability (docs/reliability.md): orbax writes each step into a temp dir renamed when complete,
 and deletes checkpoints beyond `keep` only after the newer one is committed; once a save is on
-disk we also record its file sizes (checkpoint_integrity). `restore_newest_good` skips a corrupt
-or partial newest checkpoint — reporting the step and file, moving it to `checkpoints_corrupt/`
-rather than deleting it — and falls back to the previous good one.
+disk we also record its file sizes (checkpoint_integrity) and, with every step, the gin bindings
+of the run. `restore_newest_good` classifies what goes wrong (checkpoint_errors):
+- a corrupt or partial checkpoint is reported by step and file, moved to `checkpoints_corrupt/`
+  (never deleted), and the previous good one is used;
+- an intact checkpoint that does not fit the configured state stops the run, naming the gin
+  binding that changed (checkpoint_compat); nothing is moved;
+- out-of-memory and transient filesystem errors are retried with backoff, then stop the run;
+  nothing is moved.
+A workdir with checkpoint history (good or quarantined) never silently starts again at step 0:
+`check_can_start` refuses without `restart_from_scratch=True` (the `--restart_from_scratch` flag of
+`gopher-jax train`), and `restore_newest_good` raises when history exists but nothing restores.
+All file access outside orbax goes through workdir_fs, so gs:// workdirs behave like local ones.
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 
 import jax
 import orbax.checkpoint as ocp
 
+from gopher_jax.train import checkpoint_compat as compat
 from gopher_jax.train import checkpoint_integrity as integrity
+from gopher_jax.train import workdir_fs as fs
+from gopher_jax.train.checkpoint_errors import (INTEGRITY, CheckpointMismatch, NoUsableCheckpoint, RestoreRetry,
+                                                RunHistoryExists, classify, with_retries)
+
+RUN_CONFIG_KEY = "gin_operative_config"  # key of the run's gin bindings in each step's orbax custom metadata
 
 
 class Checkpointer:
     """Saves/restores {state, data} under `workdir/checkpoints/<step>`."""
 
-    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
+    def __init__(self, workdir: str, keep: int = 3, async_save: bool = True, *, run_config: str | None = None,
+                 retry: RestoreRetry | None = None):
+        """`run_config`: the gin bindings of this run (gin.operative_config_str()), saved with every
+        checkpoint and quoted when a restore does not fit. `retry`: default RestoreRetry() (gin
+        `checkpoint_restore.*`)."""
         # Local paths are made absolute (orbax requires it); URLs such as gs:// pass through.
         root = workdir if "://" in workdir else os.path.abspath(workdir)
-        self.directory = os.path.join(root, "checkpoints")
-        self.corrupt_directory = os.path.join(root, "checkpoints_corrupt")
+        self.workdir = root
+        self.directory = fs.join(root, "checkpoints")
+        self.corrupt_directory = fs.join(root, "checkpoints_corrupt")
+        self.superseded_directory = fs.join(root, "checkpoints_superseded")
+        self.run_config = run_config
+        self.retry = retry if retry is not None else RestoreRetry()
         self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                      enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=self._options, item_names=("state", "data"))
@@ -39,7 +64,7 @@ class Checkpointer:
 
     def step_dir(self, step: int) -> str:
         """Returns the directory of one step's checkpoint."""
-        return os.path.join(self.directory, str(step))
+        return fs.join(self.directory, str(step))
 
     def _seal_finished(self) -> None:
         # Called only when no save is in flight, so every listed step is complete on disk.
@@ -47,15 +72,27 @@ class Checkpointer:
             return
         for step in self.manager.all_steps():
             d = self.step_dir(step)
-            if os.path.isdir(d) and not integrity.has_manifest(d):
+            if fs.isdir(d) and not integrity.has_manifest(d):
                 integrity.write_manifest(d)
 
     def save(self, step: int, state, data_state: dict, *, force: bool = False) -> bool:
         """Starts an (async) save of the state and iterator position; returns whether it saved."""
         self.manager.wait_until_finished()  # orbax would wait for the previous save here anyway
         self._seal_finished()
+        meta = {RUN_CONFIG_KEY: self.run_config} if self.run_config else None
         return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force)
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=force,
+            custom_metadata=meta)
+
+    def saved_run_config(self, step: int) -> str | None:
+        """Returns the gin bindings recorded with a checkpoint (None for checkpoints saved without)."""
+        # orbax keeps a step's custom metadata in <step>/_CHECKPOINT_METADATA (JSON); read directly, since
+        # manager.metadata() also probes every item and warns about each.
+        try:
+            meta = json.loads(fs.read_text(fs.join(self.step_dir(step), "_CHECKPOINT_METADATA")))
+            return (meta.get("custom_metadata") or {}).get(RUN_CONFIG_KEY)
+        except Exception:  # noqa: BLE001 — only used to word a message; the restore reports real errors
+            return None
 
     def restore(self, step: int | None, abstract_state, shardings):
         """Returns (state, data_state) of `step` (default newest), placed with `shardings`."""
@@ -85,17 +122,65 @@ class Checkpointer:
 
     def interrupted_saves(self) -> list[str]:
         """Returns orbax temp dirs left by saves that never completed (process killed mid-write)."""
-        if not os.path.isdir(self.directory):
-            return []
-        return sorted(os.path.join(self.directory, n) for n in os.listdir(self.directory) if integrity.TMP_MARKER in n)
+        return [fs.join(self.directory, n) for n in fs.listdir(self.directory) if integrity.TMP_MARKER in n]
+
+    def history(self) -> list[str]:
+        """Returns the paths that show this workdir already trained: checkpoints and quarantined
+        checkpoints. Empty for a new run. Interrupted saves (orbax temp dirs, e.g. killed during the
+        first save) do not count: nothing restorable was ever there."""
+        steps = [fs.join(self.directory, n) for n in fs.listdir(self.directory) if n.isdigit()]
+        quarantined = [fs.join(self.corrupt_directory, n) for n in fs.listdir(self.corrupt_directory)
+                       if integrity.TMP_MARKER not in n]
+        return steps + quarantined
+
+    def check_can_start(self, *, resume: bool, restart_from_scratch: bool = False, report=None) -> None:
+        """Refuses (RunHistoryExists) to start at step 0 over checkpoint history unless asked by name.
+
+        Without `resume`, a workdir with history needs `restart_from_scratch`: its checkpoints/ and
+        checkpoints_corrupt/ are then moved to checkpoints_superseded/<time>/ (never deleted) and the
+        run starts at step 0. With `resume`, nothing happens here (restore_newest_good decides).
+        """
+        history = self.history()
+        if resume or not history:
+            return
+        if not restart_from_scratch:
+            raise RunHistoryExists(
+                f"{self.workdir} already holds a run ({self._describe(history)}); nothing was overwritten. "
+                f"Pass --resume to continue it, --restart_from_scratch to train again from step 0 here (its "
+                f"checkpoints are kept in {self.superseded_directory}/), or choose a new --workdir")
+        dest = fs.join(self.superseded_directory, time.strftime("%Y%m%d-%H%M%S"))
+        if self._lead:
+            fs.makedirs(dest)
+            for d in (self.directory, self.corrupt_directory):
+                if fs.isdir(d):
+                    fs.move_tree(d, fs.join(dest, fs.basename(d)))
+            fs.makedirs(self.directory)
+        if jax.process_count() > 1:  # every host sees the move before anyone saves
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("gopher_jax_restart_from_scratch")
+        self.manager.reload()
+        (report or _stderr)(f"--restart_from_scratch: moved the earlier checkpoints to {dest}; starting at step 0")
+
+    def _describe(self, history: list[str]) -> str:
+        steps = sorted(int(fs.basename(p)) for p in history if fs.basename(p).isdigit())
+        quarantined = sorted(fs.basename(p) for p in history if not fs.basename(p).isdigit())
+        parts = [f"checkpoints of steps {steps}"] if steps else []
+        if quarantined:
+            parts.append(f"{len(quarantined)} quarantined checkpoint(s) in {self.corrupt_directory}: "
+                         f"{', '.join(quarantined[:5])}{', ...' if len(quarantined) > 5 else ''}")
+        return "; ".join(parts)
 
     def restore_newest_good(self, abstract_state, shardings, report=None):
-        """Returns (step, state, data_state) of the newest checkpoint that restores, or None if there
-        is none. Bad ones are reported (step and file) and moved to checkpoints_corrupt/.
+        """Returns (step, state, data_state) of the newest checkpoint that restores, or None when the
+        workdir has no checkpoint history at all (a new run).
 
-        Raises RuntimeError if checkpoints exist but none of them restores.
+        Corrupt or partial checkpoints are reported (step and file), moved to checkpoints_corrupt/
+        and the previous one is tried. Raises CheckpointMismatch (an intact checkpoint does not fit
+        `abstract_state`: a gin binding changed), CheckpointUnavailable (resource/transient errors on
+        every retry) — both with nothing moved — and NoUsableCheckpoint when there is history but
+        no checkpoint restores.
         """
-        report = report or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        report = report or _stderr
         for tmp in self.interrupted_saves():
             where = integrity.quarantine(tmp, self.corrupt_directory) if self._lead else tmp
             report(f"checkpoint: ignoring an interrupted save {tmp} (the process died while writing it); "
@@ -105,22 +190,57 @@ class Checkpointer:
         bad = []
         for i, step in enumerate(steps):
             d = self.step_dir(step)
-            problem = integrity.verify(d)
-            if problem is None:
-                try:
-                    state, data_state = self.restore(step, abstract_state, shardings)
-                    return step, state, data_state
-                except Exception as e:  # noqa: BLE001 — any failure here means "this checkpoint is unusable"
-                    problem = integrity.describe_error(d, e)
+            outcome = with_retries(lambda: self._try_restore(step, abstract_state, shardings),
+                                   what=f"restoring checkpoint step {step} ({d})", retry=self.retry, report=report)
+            if not isinstance(outcome, str):
+                return (step, *outcome)
             where = integrity.quarantine(d, self.corrupt_directory) if self._lead else d
             nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint left"
-            report(f"checkpoint step {step} is corrupt or partial: {problem}; moved to {where}; {nxt}")
+            report(f"checkpoint step {step} is corrupt or partial: {outcome}; moved to {where}; {nxt}")
             bad.append(step)
             self.manager.reload()
-        if bad:
-            raise RuntimeError(f"none of the checkpoints {bad} in {self.directory} restores (moved to "
-                               f"{self.corrupt_directory}); start a new run in a new --workdir")
+        history = self.history()
+        if bad or history:
+            what = (f"none of the checkpoints {bad} restores (moved to {self.corrupt_directory})" if bad else
+                    f"it holds no checkpoint that restores, only {self._describe(history)}")
+            raise NoUsableCheckpoint(
+                f"{self.workdir}: {what}. Training did not start again from step 0. Inspect them, then either "
+                f"pass --restart_from_scratch instead of --resume to train from step 0 in this workdir (they are "
+                f"kept, moved to {self.superseded_directory}/), or start a new run in a new --workdir")
         return None
+
+    def _try_restore(self, step: int, abstract_state, shardings):
+        """Returns (state, data_state), or a sentence saying why the checkpoint is corrupt.
+
+        Raises CheckpointMismatch before reading any array if the saved tree does not fit, and lets
+        resource/transient errors through for `with_retries`.
+        """
+        d = self.step_dir(step)
+        problem = integrity.verify(d)
+        if problem is not None:
+            return problem
+        try:
+            saved = compat.flatten_saved(compat.saved_state_tree(d))
+        except Exception as e:  # noqa: BLE001 — classified: unreadable metadata is corruption
+            if classify(e) != INTEGRITY:
+                raise
+            return integrity.describe_error(d, e)
+        if saved:  # an empty tree (unreadable metadata) is left to the restore to judge
+            reasons = compat.explain_mismatch(saved, compat.flatten_target(abstract_state),
+                                              self.saved_run_config(step), self.run_config)
+            if reasons:
+                raise CheckpointMismatch(
+                    f"checkpoint step {step} ({d}) does not fit the train state this config builds:\n"
+                    + "".join(f"  - {r}\n" for r in reasons)
+                    + "Nothing was moved: the checkpoint is intact. Resume with the bindings the run was saved "
+                      "with, or start a new run in a new --workdir (or pass --restart_from_scratch to train "
+                      "from step 0 here, keeping these checkpoints aside).")
+        try:
+            return self.restore(step, abstract_state, shardings)
+        except Exception as e:  # noqa: BLE001 — classified: resource/transient errors are retried
+            if classify(e) != INTEGRITY:
+                raise
+            return integrity.describe_error(d, e)
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk."""
@@ -130,3 +250,7 @@ class Checkpointer:
     def close(self) -> None:
         self.wait()
         self.manager.close()
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)

@@ -180,3 +180,53 @@ def test_batch_sharded_over_mesh():
     calls = [line for line in compiled.as_text().splitlines()
              if "custom-call(" in line and ca._FWD_TARGET in line]
     assert calls and all(local in line.split("custom-call(")[0] for line in calls), calls
+
+
+# NaN and Inf must come out of the kernel as NaN/Inf (it is built without finite-math assumptions):
+# the spike guard can only drop a bad update it sees. Poisoned q or k rows give exactly the reference's
+# non-finite pattern; other rows (earlier positions, other documents, other heads) stay finite.
+@pytest.mark.parametrize("where,value", [("q", np.nan), ("k", np.nan), ("q", np.inf), ("k", -np.inf)])
+def test_nan_and_inf_propagate_like_the_reference(where, value):
+    (q, k, v), seg, kw = _inputs(2, 80, 2, 2, 32, packed=True, seed=7)
+    poisoned = {"q": np.array(q), "k": np.array(k), "v": np.array(v)}
+    pos = int(np.argmax(np.asarray(seg)[0] == np.asarray(seg)[0, 20])) + 1  # 2nd token of a document of row 0
+    poisoned[where][0, pos, 1, 3] = value
+    args = [jnp.asarray(poisoned[n]) for n in ("q", "k", "v")]
+    o1, g1 = _value_and_grads(ca.fused_causal_attention, args, seg, kw)
+    o2, g2 = _value_and_grads(ca.reference_causal_attention, args, seg, kw)
+    bad = ~np.isfinite(np.asarray(o2))
+    assert bad.any() and not bad.all()
+    np.testing.assert_array_equal(~np.isfinite(np.asarray(o1)), bad)
+    np.testing.assert_array_equal(np.isnan(np.asarray(o1)), np.isnan(np.asarray(o2)))
+    for name, a, b in zip(("dq", "dk", "dv"), g1, g2):
+        assert bool(jnp.any(~jnp.isfinite(a))) == bool(jnp.any(~jnp.isfinite(b))), name
+    _assert_close(jnp.where(bad, 0.0, o1), jnp.where(bad, 0.0, o2), "finite rows")
+
+
+def test_nan_through_the_fused_kernel_is_a_nan_loss_the_spike_guard_drops():
+    """One NaN weight of layer 0's key projection makes every key of head 0 NaN; only attention reads
+    the keys, so the loss is NaN only if the kernel passes NaN on. The guard then drops the update."""
+    import dataclasses
+
+    from gopher_jax.parallel.mesh import MeshConfig, build_mesh
+    from gopher_jax.parallel.rules import DEFAULT_RULES
+    from gopher_jax.train.config import TrainConfig
+    from gopher_jax.train.sharded import build_trainer
+    from tests.train.helpers import MODEL, OPTIMIZER, batch
+
+    model = dataclasses.replace(MODEL, attention_impl="cpu_fused")
+    trainer = build_trainer(model, OPTIMIZER, TrainConfig(steps=10, batch_size=8, seq_len=16, spike_policy="skip"),
+                            build_mesh(MeshConfig(data=-1), jax.devices()[:1]), DEFAULT_RULES)
+    key_path = "['layers']['attention']['key']['kernel']"
+    with trainer.context():
+        state = trainer.init()
+        params = jax.tree_util.tree_map_with_path(
+            lambda p, x: x.at[0, 0, 0, 0].set(jnp.nan) if jax.tree_util.keystr(p) == key_path else x, state.params)
+        state = state.replace(params=params)
+        before = jax.device_get(state.params)
+        the_batch = trainer.put_batch(batch())
+        assert ca._FWD_TARGET in trainer.train_step.lower(state, the_batch).as_text()  # the kernel runs
+        state, metrics = trainer.train_step(state, the_batch)
+    assert np.isnan(float(metrics["loss"]))
+    assert float(metrics["update_skipped"]) == 1.0 and float(metrics["skipped_updates"]) == 1.0
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), before)  # update dropped

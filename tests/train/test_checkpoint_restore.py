@@ -41,3 +41,20 @@ def test_restore_without_checkpoint_says_what_to_do(tmp_path):
     trainer = trainer_on()
     with pytest.raises(FileNotFoundError, match="start without --resume"):
         Checkpointer(str(tmp_path)).restore(None, _abstract(trainer), trainer.state_shardings)
+
+
+def test_each_checkpoint_keeps_the_gin_bindings_it_was_saved_with(tmp_path):
+    trainer = trainer_on()
+    bindings = "ModelConfig.num_layers = 2\ntrain.spike_policy = 'none'\n"
+    with trainer.context():
+        state = trainer.init()
+        ckpt = Checkpointer(str(tmp_path / "with"), run_config=bindings)
+        ckpt.save(1, state, {"batches_consumed": 1})
+        ckpt.close()
+        bare = Checkpointer(str(tmp_path / "without"))
+        bare.save(1, state, {"batches_consumed": 1})
+        bare.close()
+    for name, expected in (("with", bindings), ("without", None)):
+        ckpt = Checkpointer(str(tmp_path / name))
+        assert ckpt.saved_run_config(1) == expected
+        ckpt.close()
