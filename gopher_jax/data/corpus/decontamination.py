@@ -78,7 +78,8 @@ class EvalIndex:
             return False
         keys = lsh.band_keys(minhash.signature(sh, self.seeds), self.dedup.bands, self.dedup.rows)[0]
         cands = {i for band, key in enumerate(keys.view(np.int64).tolist()) for i in self.buckets.get((band, key), ())}
-        return any(verified(sh, self.shingles[i], self.config.jaccard_threshold) for i in sorted(cands))
+        return any(verified(sh, self.shingles[i], self.config.jaccard_threshold, distinct=True)
+                   for i in sorted(cands))
 
     def cut_mtnlg(self, text: str) -> tuple[list[tuple[int, int]], list[str]]:
         """Returns (merged removed character spans, surviving fragments >= min_fragment_chars)."""

@@ -1,6 +1,9 @@
 """Generated document pairs with a known word n-gram Jaccard, for measuring dedup quality."""
 from __future__ import annotations
 
+import fractions
+import math
+
 import numpy as np
 
 
@@ -19,6 +22,28 @@ def pair_with_jaccard(rng: np.random.Generator, target: float, words: int = 300,
     """
     m = words - n + 1
     k = int(round(m * (1 - target) / (1 + target)))
+    a = random_words(rng, words)
+    b = a[: words - k] + random_words(rng, k, vocab=10_000_000)
+    return " ".join(a), " ".join(b), (m - k) / (m + k)
+
+
+def pair_with_exact_jaccard(rng: np.random.Generator, target: float, min_words: int = 250,
+                            n: int = 13) -> tuple[str, str, float]:
+    """Returns (text a, text b, their n-gram Jaccard), which equals target exactly.
+
+    With m n-grams per text and the last k words of b replaced, J = (m - k) / (m + k); for
+    target = p / q (lowest terms) that is m = k (q + p) / (q - p), so m and k are the smallest
+    multiples of (q + p, q - p) / gcd giving at least min_words words.
+    """
+    frac = fractions.Fraction(target).limit_denominator(1000)
+    if not 0 < frac < 1:
+        raise ValueError(f"target Jaccard {target} must be in (0, 1)")
+    p, q = frac.numerator, frac.denominator
+    g = math.gcd(q + p, q - p)
+    m_unit, k_unit = (q + p) // g, (q - p) // g
+    t = max(1, -(-(min_words - n + 1) // m_unit))
+    m, k = m_unit * t, k_unit * t
+    words = m + n - 1
     a = random_words(rng, words)
     b = a[: words - k] + random_words(rng, k, vocab=10_000_000)
     return " ".join(a), " ".join(b), (m - k) / (m + k)

@@ -1,20 +1,23 @@
 """Stable, vectorised word and n-gram hashing shared by dedup and decontamination.
 
 Hashes must be identical in every process (Beam workers included), so Python's salted `hash`
-is never used: words are hashed with blake2b and n-grams combined with numpy uint64 arithmetic.
+is never used: a word's hash is a polynomial hash of its code points (mod 2^64, computed for all
+words of a batch at once with numpy prefix sums) finished with splitmix64, and n-grams are combined
+with numpy uint64 arithmetic. Words are found without making a Python string per word: a batch's
+lower-cased text becomes one array of code points, and words are the runs of word characters
+(a per-code-point table), exactly the words of `normalized_words`.
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 import numpy as np
 
 WORD_RE = re.compile(r"\w+")
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
-_word_cache: dict[str, int] = {}
 _MAX_N = 64
-_CACHE_LIMIT = 2_000_000
+# Polynomial word hash: an odd base (invertible mod 2^64) and its inverse.
+_BASE = 0x100000001B3
+_BASE_INV = pow(_BASE, -1, 2**64)
 
 
 def normalized_words(text: str) -> list[str]:
@@ -32,21 +35,83 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in WORD_RE.finditer(low if len(low) == len(text) else text)]
 
 
-def _blake64(word: str) -> int:
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+_power_tables: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """Returns [base^0, base^1, ..., base^(count-1)] mod 2^64 as uint64 (cached, grown by doubling)."""
+    table = _power_tables.get(base)
+    if table is None or len(table) < count:
+        size = max(count, 2 * len(table) if table is not None else 1 << 20)
+        steps = np.full(size, base, dtype=np.uint64)
+        steps[0] = 1
+        table = _power_tables[base] = np.cumprod(steps, dtype=np.uint64)
+    return table[:count]
+
+
+# Which code points of the Basic Multilingual Plane are word characters (others: looked up when seen).
+_IS_WORD_BMP = np.array([WORD_RE.match(chr(i)) is not None for i in range(0x10000)])
+
+
+def _word_mask(cps: np.ndarray) -> np.ndarray:
+    """Returns for each code point whether it is a word character (matches WORD_RE)."""
+    mask = _IS_WORD_BMP[np.minimum(cps, 0xFFFF)]
+    astral = np.flatnonzero(cps > 0xFFFF)  # emoji, rare scripts: few, checked one by one
+    if len(astral):
+        mask[astral] = [WORD_RE.match(chr(c)) is not None for c in cps[astral].tolist()]
+    return mask
+
+
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _hash_runs(cps: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Returns the hash of each run cps[start:end] (a polynomial hash, independent of position)."""
+    total = len(cps)
+    with np.errstate(over="ignore"):
+        # prefix[i] = sum_{j<i} (cp_j + 1) B^(total-1-j); a run's part, times B^-(total-end), is
+        # its own polynomial hash sum_j (cp_j + 1) B^(end-1-j), wherever the run sits.
+        weighted = (cps.astype(np.uint64) + np.uint64(1)) * _powers(_BASE, total)[::-1]
+        prefix = np.concatenate(([np.uint64(0)], np.cumsum(weighted, dtype=np.uint64)))
+        poly = (prefix[ends] - prefix[starts]) * _powers(_BASE_INV, total + 1)[total - ends]
+        return mix64(poly ^ (ends - starts).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))
 
 
 def word_hashes(words: list[str]) -> np.ndarray:
-    """Returns a stable uint64 hash per word."""
-    cache = _word_cache
-    if len(cache) > _CACHE_LIMIT:
-        cache.clear()
-    get = cache.get
-    hs = [get(w) for w in words]
-    for i, h in enumerate(hs):
-        if h is None:
-            hs[i] = cache[words[i]] = _blake64(words[i])
-    return np.array(hs, dtype=np.uint64)
+    """Returns a stable uint64 hash per word (non-empty words without spaces, e.g. `normalized_words`)."""
+    if not words:
+        return np.empty(0, dtype=np.uint64)
+    cps = _code_points(" ".join(words))
+    ends = np.append(np.flatnonzero(cps == 32), len(cps))
+    return _hash_runs(cps, np.concatenate(([0], ends[:-1] + 1)), ends)
+
+
+def word_hashes_batch(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (the hashes of every text's `normalized_words`, concatenated; words per text).
+
+    Equal to concatenating `word_hashes(normalized_words(t))`, without a string per word.
+    """
+    # Texts joined by a space (no word crosses it); the rare text whose lower-casing changes its
+    # length contributes its normalised words instead, joined by spaces (same words, same hashes).
+    parts, spelled_out = [], []
+    for i, t in enumerate(texts):
+        low = t.lower()
+        if len(low) != len(t):
+            low = " ".join(normalized_words(t))
+            spelled_out.append(i)
+        parts.append(low)
+    cps = _code_points(" ".join(parts))
+    mask = _word_mask(cps)
+    text_ends = np.cumsum([len(p) + 1 for p in parts])  # where each text's span (and space) ends
+    for i in spelled_out:  # its words are exactly the runs between spaces
+        lo, hi = text_ends[i] - len(parts[i]) - 1, text_ends[i] - 1
+        mask[lo:hi] = cps[lo:hi] != 32
+    mask = mask.view(np.int8)
+    edges = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    counts = np.diff(np.searchsorted(starts, text_ends), prepend=0)
+    return _hash_runs(cps, starts, ends), counts
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -70,14 +135,24 @@ def ngram_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
 
 def ngram_hashes_batch(seqs: list[np.ndarray], n: int) -> list[np.ndarray]:
     """Returns `ngram_hashes(s, n)` for every word-hash sequence, vectorised across sequences."""
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    flat = np.concatenate(seqs).astype(np.uint64, copy=False) if seqs else np.empty(0, np.uint64)
+    return _ngram_hashes_flat(flat, lengths, n)
+
+
+def _ngram_hashes_flat(all_hashes: np.ndarray, lengths: np.ndarray, n: int) -> list[np.ndarray]:
+    """Returns the n-gram hashes of each sequence; the sequences are all_hashes cut at lengths."""
     if not 1 <= n <= _MAX_N:
         raise ValueError(f"n-gram size {n} must be in 1..{_MAX_N}")
-    out: list[np.ndarray] = [np.empty(0, dtype=np.uint64)] * len(seqs)
-    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+    out: list[np.ndarray] = [np.empty(0, dtype=np.uint64)] * len(lengths)
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
     # Sequences of length >= n: roll over their concatenation, then keep in-document windows.
     long_idx = np.nonzero(lengths >= n)[0]
     if len(long_idx):
-        flat = np.concatenate([seqs[i] for i in long_idx]).astype(np.uint64, copy=False)
+        if len(long_idx) == len(lengths):
+            flat = all_hashes
+        else:
+            flat = np.concatenate([all_hashes[offsets[i]:offsets[i + 1]] for i in long_idx])
         count = len(flat) - n + 1
         acc = np.zeros(count, dtype=np.uint64)
         for j in range(n):
@@ -91,7 +166,7 @@ def ngram_hashes_batch(seqs: list[np.ndarray], n: int) -> list[np.ndarray]:
     # Shorter non-empty sequences hash whole, grouped by length so each group is one matrix.
     for m in np.unique(lengths[(lengths > 0) & (lengths < n)]):
         idx = np.nonzero(lengths == m)[0]
-        mat = np.stack([seqs[i] for i in idx]).astype(np.uint64, copy=False)
+        mat = np.stack([all_hashes[offsets[i]:offsets[i + 1]] for i in idx])
         acc = np.zeros(len(idx), dtype=np.uint64)
         for j in range(int(m)):
             acc = mix64(acc + mat[:, j] * _MULTIPLIERS[j])
@@ -114,8 +189,15 @@ def shingles_batch(texts: list[str], n: int, unique: bool = True) -> list[np.nda
 
     unique=False skips sorting out repeats (MinHash does not need it; Jaccard does).
     """
-    grams = ngram_hashes_batch([word_hashes(normalized_words(t)) for t in texts], n)
-    return [np.unique(g) for g in grams] if unique else grams
+    flat, counts = word_hashes_batch(texts)  # one numpy pass for the batch
+    grams = _ngram_hashes_flat(flat, counts.astype(np.int64), n)
+    return [unique_sorted(g) for g in grams] if unique else grams
+
+
+def unique_sorted(a: np.ndarray) -> np.ndarray:
+    """Returns the sorted distinct values of a 1-D array (np.unique without its overheads)."""
+    a = np.sort(a)
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if len(a) else a
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:

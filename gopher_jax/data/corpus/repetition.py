@@ -9,6 +9,12 @@ Definitions (the paper gives thresholds, not formulas; ours follow the common re
   paragraphs; n-gram fractions are over the characters of the words (whitespace excluded);
 - overlapping duplicate n-grams are not double counted (words are marked, then summed);
 - the most frequent n-gram counts only if it occurs at least twice.
+
+`RepetitionConfig.word_split="datatrove"` follows datatrove's GopherRepetitionFilter instead
+(docs/data_pipeline.md lists each difference): its words (punctuation marks are words),
+paragraphs split at 2+ newlines and lines at newlines, every character fraction over the whole
+text's characters, the most frequent n-gram counted even if it occurs once, and duplicate n-grams
+found by datatrove's left-to-right scan that jumps past each repeat.
 """
 from __future__ import annotations
 
@@ -20,9 +26,12 @@ import gin
 import numpy as np
 
 from gopher_jax.data.corpus.documents import Doc
-from gopher_jax.data.corpus.ngrams import mix64
+from gopher_jax.data.corpus.ngrams import mix64, word_hashes
+from gopher_jax.data.corpus.word_split import WORD_SPLITS, split_words
 
 _PARAGRAPH_SPLIT = re.compile(r"\n\s*\n")
+_DATATROVE_PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
+_DATATROVE_LINE_SPLIT = re.compile(r"\n+")
 
 
 @gin.configurable(module="corpus")
@@ -40,6 +49,14 @@ class RepetitionConfig:
     max_duplicate_ngram_char_fraction: tuple[tuple[int, float], ...] = (
         (5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))
     count_first_copy: bool = False  # ours: count the first occurrence of a repeat too (stricter)
+    word_split: str = "whitespace"  # "whitespace" | "datatrove" (datatrove's reading, see above)
+
+    def __post_init__(self):
+        if self.word_split not in WORD_SPLITS:
+            raise ValueError(f"RepetitionConfig.word_split={self.word_split!r}: expected one of {WORD_SPLITS}")
+        if self.word_split == "datatrove" and self.count_first_copy:
+            raise ValueError("RepetitionConfig: count_first_copy=True is not datatrove's reading; "
+                             "use it with word_split='whitespace'")
 
 
 def _duplicates(items: list[str], count_first_copy: bool = False) -> tuple[int, int]:
@@ -53,14 +70,21 @@ def _duplicates(items: list[str], count_first_copy: bool = False) -> tuple[int, 
     return sum(c for c, _ in reps), sum(c * n for c, n in reps)
 
 
-def _ngram_codes(ids: np.ndarray, max_n: int) -> dict[int, np.ndarray]:
-    """Returns {n: hash of the n-gram starting at each position} for n = 1..max_n, incrementally."""
-    codes, acc = {}, np.zeros(len(ids), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for n in range(1, min(max_n, len(ids)) + 1):
-            acc = mix64(acc[: len(ids) - n + 1] + ids[n - 1:] + np.uint64(n))
-            codes[n] = acc
-    return codes
+class _NgramCodes:
+    """Hashes of the n-gram starting at each position, built incrementally (n-1 -> n) on demand."""
+
+    def __init__(self, ids: np.ndarray):
+        self.ids, self.n, self.acc, self.by_n = ids, 0, np.zeros(len(ids), dtype=np.uint64), {}
+
+    def get(self, n: int) -> np.ndarray | None:
+        """Returns the codes of n-grams (None when the text has fewer than n words)."""
+        ids = self.ids
+        with np.errstate(over="ignore"):
+            while self.n < min(n, len(ids)):
+                self.n += 1
+                self.acc = mix64(self.acc[: len(ids) - self.n + 1] + ids[self.n - 1:] + np.uint64(self.n))
+                self.by_n[self.n] = self.acc
+        return self.by_n.get(n)
 
 
 def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,44 +103,126 @@ def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return first, counts, group
 
 
-def _ngram_fractions(words: list[str], config: RepetitionConfig) -> dict[str, float]:
-    vocab: dict[str, int] = {}
-    ids = np.array([vocab.setdefault(w, len(vocab)) for w in words], dtype=np.uint64)
-    lengths = np.array(list(map(len, words)), dtype=np.int64)
-    total = max(int(lengths.sum()), 1)
+def _scanned_repeat_chars(group: np.ndarray, counts: np.ndarray, chars: np.ndarray, n: int) -> int:
+    """Returns the characters of repeated n-grams found as datatrove scans: left to right, an
+    n-gram seen before is a repeat and the scan jumps n words past it.
+
+    Only positions whose n-gram occurs twice or more can be repeats; the scan visits every other
+    position one step at a time, so it jumps straight between those positions here.
+    """
+    candidates = np.flatnonzero(counts[group] > 1)
+    seen, resume, total = set(), 0, 0
+    for p, g, c in zip(candidates.tolist(), group[candidates].tolist(), chars[candidates].tolist()):
+        if p < resume:  # jumped over
+            continue
+        if g in seen:
+            total += c
+            resume = p + n
+        else:
+            seen.add(g)
+            resume = p + 1
+    return total
+
+
+def _covered_chars(starts: np.ndarray, n: int, lengths: np.ndarray) -> float:
+    """Returns the characters of the words covered by n-grams starting at `starts` (each word once)."""
+    if not len(starts):
+        return 0.0
+    cover = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, starts + n, -1)
+    return float(lengths[np.cumsum(cover[:-1]) > 0].sum())
+
+
+def _ngram_fractions(words: list[str], config: RepetitionConfig, text_chars: int | None = None,
+                     decide: bool = False) -> dict[str, float]:
+    """Returns the n-gram fractions; datatrove's reading when text_chars (its denominator) is given.
+
+    Duplicate n-grams are measured in increasing n. Words covered by repeated (n+1)-grams are
+    covered by repeated n-grams too, so a fraction never grows with n: once one is 0, all larger
+    ones are 0; with decide=True (only the keep/drop decision is wanted), once one is under every
+    larger n's threshold, it stands in for them as an upper bound (datatrove's reading: the
+    characters covered by n-grams occurring twice or more, for the smallest n, bound them all).
+    """
+    datatrove = text_chars is not None
+    ids = word_hashes(words)  # equal words, equal ids (64-bit hashes: collisions ~2^-64)
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    total = max(text_chars if datatrove else int(lengths.sum()), 1)
     csum = np.concatenate([[0], np.cumsum(lengths)])
-    ns = [n for n, _ in config.max_top_ngram_char_fraction + config.max_duplicate_ngram_char_fraction]
-    codes = _ngram_codes(ids, max(ns, default=0))
+    codes = _NgramCodes(ids)
     out = {}
     for n, _ in config.max_top_ngram_char_fraction:
-        frac = 0.0
-        if n in codes:
-            first, counts, _ = _groups(codes[n])
+        frac, grams = 0.0, codes.get(n)
+        if grams is not None:
+            first, counts, _ = _groups(grams)
             top = counts.max()
-            if top >= 2:
+            if datatrove:  # the first-seen most frequent n-gram, joined with spaces, even if once
+                g = np.argmin(np.where(counts == top, first, len(words)))
+                frac = float(top * (csum[first[g] + n] - csum[first[g]] + n - 1)) / total
+            elif top >= 2:
                 chars = csum[first + n] - csum[first]  # characters of each distinct n-gram
                 frac = float((counts * chars)[counts == top].max()) / total
         out[f"top_{n}gram_char_fraction"] = frac
-    for n, _ in config.max_duplicate_ngram_char_fraction:
-        frac = 0.0
-        if n in codes:
-            first, counts, inv = _groups(codes[n])
+    dups = sorted(config.max_duplicate_ngram_char_fraction)
+    if datatrove and decide and dups:
+        # datatrove's scan counts disjoint windows of n-grams that occur twice or more, so its
+        # count is at most the characters of the words such n-grams cover, which shrink with n.
+        n = dups[0][0]
+        grams = codes.get(n)
+        bound = 0.0
+        if grams is not None:
+            _, counts, inv = _groups(grams)
+            bound = _covered_chars(np.nonzero(counts[inv] > 1)[0], n, lengths) / total
+        if bound <= min(t for _, t in dups):
+            out.update({f"duplicate_{m}gram_char_fraction": bound for m, _ in dups})
+            return out
+    for i, (n, _) in enumerate(dups):
+        frac, grams, repeats = 0.0, codes.get(n), False
+        if grams is not None and datatrove:
+            _, counts, inv = _groups(grams)
+            repeats = counts.max() > 1
+            frac = _scanned_repeat_chars(inv, counts, csum[n:] - csum[:-n], n) / total
+        elif grams is not None:
+            first, counts, inv = _groups(grams)
             if config.count_first_copy:
                 repeat_starts = np.nonzero(counts[inv] > 1)[0]
             else:
                 repeat_starts = np.nonzero(first[inv] != np.arange(len(inv)))[0]
             if len(repeat_starts):
-                cover = np.zeros(len(words) + 1, dtype=np.int64)
-                np.add.at(cover, repeat_starts, 1)
-                np.add.at(cover, repeat_starts + n, -1)
-                covered = np.cumsum(cover[:-1]) > 0
-                frac = float(lengths[covered].sum()) / total
+                repeats = True
+                frac = _covered_chars(repeat_starts, n, lengths) / total
         out[f"duplicate_{n}gram_char_fraction"] = frac
+        rest = dups[i + 1:]
+        if not repeats or (decide and not datatrove and all(frac <= t for _, t in rest)):
+            out.update({f"duplicate_{m}gram_char_fraction": frac for m, _ in rest})
+            break
     return out
 
 
-def measure(text: str, config: RepetitionConfig = RepetitionConfig()) -> dict[str, float]:
-    """Returns every quantity the repetition rules compare against their thresholds."""
+def _measure_datatrove(text: str, config: RepetitionConfig, decide: bool = False) -> dict[str, float]:
+    paragraphs = _DATATROVE_PARAGRAPH_SPLIT.split(text.strip())
+    lines = _DATATROVE_LINE_SPLIT.split(text)
+    n_line, c_line = _duplicates(lines)
+    n_par, c_par = _duplicates(paragraphs)
+    chars = max(len(text), 1)
+    out = {
+        "duplicate_line_fraction": n_line / len(lines),
+        "duplicate_paragraph_fraction": n_par / len(paragraphs),
+        "duplicate_line_char_fraction": c_line / chars,
+        "duplicate_paragraph_char_fraction": c_par / chars,
+    }
+    out.update(_ngram_fractions(split_words(text, "datatrove"), config, text_chars=chars, decide=decide))
+    return out
+
+
+def measure(text: str, config: RepetitionConfig = RepetitionConfig(), decide: bool = False) -> dict[str, float]:
+    """Returns every quantity the repetition rules compare against their thresholds.
+
+    decide=True may return an upper bound instead of a duplicate n-gram fraction that cannot
+    change the decision (see `_ngram_fractions`).
+    """
+    if config.word_split == "datatrove":
+        return _measure_datatrove(text, config, decide)
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     paragraphs = [p.strip() for p in _PARAGRAPH_SPLIT.split(text) if p.strip()]
     n_line, c_line = _duplicates(lines, config.count_first_copy)
@@ -127,13 +233,13 @@ def measure(text: str, config: RepetitionConfig = RepetitionConfig()) -> dict[st
         "duplicate_line_char_fraction": c_line / max(sum(map(len, lines)), 1),
         "duplicate_paragraph_char_fraction": c_par / max(sum(map(len, paragraphs)), 1),
     }
-    out.update(_ngram_fractions(text.split(), config))
+    out.update(_ngram_fractions(text.split(), config, decide=decide))
     return out
 
 
 def check_repetition(text: str, config: RepetitionConfig = RepetitionConfig()) -> str | None:
     """Returns the name of the first failed repetition rule, or None when the document is kept."""
-    m = measure(text, config)
+    m = measure(text, config, decide=True)
     c = config
     limits = [("duplicate_line_fraction", c.max_duplicate_line_fraction),
               ("duplicate_paragraph_fraction", c.max_duplicate_paragraph_fraction),
