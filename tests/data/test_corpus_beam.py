@@ -1,5 +1,6 @@
 """Beam DirectRunner output == in-process output, on every file of ../shared/data/corpus plus a
 crafted shard with duplicates, near-duplicates, malformed lines and a contaminated document."""
+import glob
 import json
 
 import pytest
@@ -8,6 +9,7 @@ from gopher_jax.data.corpus import config as C
 from gopher_jax.data.corpus.beam_pipeline import run_beam
 from gopher_jax.data.corpus.local_pipeline import run_local
 from gopher_jax.data.corpus.writer import read_output_records
+from gopher_jax.data.manifest import read_manifest
 
 
 def crafted_inputs(tmp_path):
@@ -44,7 +46,10 @@ def test_beam_equals_in_process(tmp_path, mode):
     extra, eval_path = crafted_inputs(tmp_path)
     stages = C.STAGES if mode == "gopher" else ("exact_dedup", "fuzzy_dedup", "decontam")
     inputs = ["../shared/data/corpus"] + extra if mode == "gopher" else ["../shared/data/corpus/c4_sample_500.jsonl"] + extra
-    cfg = C.ProcessConfig(pipeline=C.PipelineConfig(stages=stages, num_shards=3, write_tfrecord=(mode == "gopher")),
+    # gopher: a large held-out share so every component has both splits; mtnlg: no validation split.
+    fraction = 0.25 if mode == "gopher" else 0.0
+    cfg = C.ProcessConfig(pipeline=C.PipelineConfig(stages=stages, num_shards=3, write_tfrecord=(mode == "gopher"),
+                                                    validation_fraction=fraction),
                           decontam=C.DecontamConfig(mode=mode, eval_paths=(eval_path,)))
     local = run_local(inputs, str(tmp_path / "local"), cfg, str(tmp_path / "local.json"), progress=False)
     beam = run_beam(inputs, str(tmp_path / "beam"), cfg, str(tmp_path / "beam.json"))
@@ -52,6 +57,22 @@ def test_beam_equals_in_process(tmp_path, mode):
     assert json.load(open(tmp_path / "beam.json")) == json.load(open(tmp_path / "local.json"))
     records = read_output_records(str(tmp_path / "local"))
     assert records == read_output_records(str(tmp_path / "beam")) and len(records) == local.records_written
+    # Same split for every document in both runners; both manifests count exactly their files.
+    manifest = read_manifest(str(tmp_path / "beam"))
+    assert manifest.to_json() == read_manifest(str(tmp_path / "local")).to_json()
+    assert set(manifest.components) == set(local.read_by_source)
+    for name, component in manifest.components.items():
+        assert component.stages == cfg.stages
+        for split, entry in component.splits.items():
+            lines = read_output_records(str(tmp_path / "beam" / name / split))
+            assert lines == read_output_records(str(tmp_path / "local" / name / split))
+            assert (entry.documents, entry.bytes) == (len(lines), sum(len(json.loads(r)["text"].encode()) for r in lines))
+            if fraction == 0 and split == "validation":
+                assert entry.jsonl is None and not (tmp_path / "beam" / name / split).exists()
+            else:
+                assert len(glob.glob(manifest.pattern(name, split, "jsonl"))) == 3  # num_shards, empty ones too
+    if fraction:
+        assert 0.15 < sum(c.splits["validation"].documents for c in manifest.components.values()) / len(records) < 0.35
     print(f"\n{mode}: {local.read} read, {local.kept} kept, {local.records_written} records; dropped {dict(local.dropped)}")
     assert local.dropped["exact_dedup:duplicate"] == 1 and local.dropped["fuzzy_dedup:near_duplicate"] == 1
     assert local.dedup_pairs["duplicate_pairs"] == 1
@@ -63,9 +84,10 @@ def test_beam_equals_in_process(tmp_path, mode):
         import seqio
         import tensorflow as tf
         source = seqio.TFExampleDataSource(
-            {"train": str(tmp_path / "beam" / "part-*.tfrecord")},
+            {split: [manifest.pattern(c, split) for c in manifest.components] for split in ("train", "validation")},
             feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
-        texts = sorted(ex["text"].decode() for ex in source.get_dataset("train", shuffle=False).as_numpy_iterator())
+        texts = sorted(ex["text"].decode() for split in ("train", "validation")
+                       for ex in source.get_dataset(split, shuffle=False).as_numpy_iterator())
         assert texts == sorted(json.loads(r)["text"] for r in records)
     else:
         assert local.changed["decontam:cut"] >= 1 and local.records_written >= local.kept

@@ -4,10 +4,10 @@ Every transform calls the functions the in-process pipeline calls, and every cho
 survivors, duplicate-graph components) depends only on the data, so both produce the same
 records and stats (tests/data/test_corpus_beam.py checks it on ../shared/data/corpus).
 
-Scale note: fuzzy dedup's candidate pairs are verified with two CoGroupByKeys (no document is
-shipped to a bucket), but the connected components of the verified duplicate graph are computed
-on one worker from the edge list. Edges are far fewer than documents, yet at billions of
-documents an iterative distributed components algorithm would replace `_Losers`.
+Scale note: no step holds the corpus or the duplicate graph on one worker. Fuzzy dedup's
+candidate pairs are verified with two CoGroupByKeys (no document is shipped to a bucket), the
+connected components of the verified duplicate graph are computed by large-star/small-star
+rounds (beam_components.py), and losers are marked by a CoGroupByKey on document rank.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from gopher_jax.data.corpus import components, lsh
+from gopher_jax.data.corpus import lsh
+from gopher_jax.data.corpus.beam_components import ConnectedComponents
+from gopher_jax.data.corpus.components import BeamComponentsConfig
 from gopher_jax.data.corpus.config import ProcessConfig
 from gopher_jax.data.corpus.decontamination import cached_index, decontaminate
 from gopher_jax.data.corpus.document_stages import apply_document_stages
@@ -30,7 +32,9 @@ from gopher_jax.data.corpus.fuzzy_dedup import sketches, verified
 from gopher_jax.data.corpus.minhash import permutation_seeds
 from gopher_jax.data.corpus.reader import expand_inputs, read_documents
 from gopher_jax.data.corpus.stats import Stats
-from gopher_jax.data.corpus.writer import record_line, tf_example
+from gopher_jax.data.corpus.writer import (check_output, corpus_manifest, record_bytes, record_line, split_dir,
+                                           split_of, tf_example, written_splits)
+from gopher_jax.data.manifest import write_manifest
 
 RUNNERS = {"direct": "DirectRunner", "dataflow": "DataflowRunner", "flink": "FlinkRunner",
            "spark": "SparkRunner", "portable": "PortableRunner"}
@@ -71,21 +75,10 @@ class _Sketch(beam.DoFn):
                 yield d.rank, sk
 
 
-class _Losers(beam.CombineFn):
-    """Collects verified edges; outputs {loser rank: survivor rank} of the duplicate graph."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, edge):
-        acc.append(edge)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return [e for a in accs for e in a]
-
-    def extract_output(self, acc):
-        return components.losers(sorted(acc))
+def _mark_losers(kv) -> list[Doc]:
+    # kv = (rank, {"doc": [the document], "lost": [its survivor's rank] if it is a loser}).
+    lost = kv[1]["lost"]
+    return [d.dropped("fuzzy_dedup:near_duplicate") if lost else d for d in kv[1]["doc"]]
 
 
 class FuzzyDedup(beam.PTransform):
@@ -94,9 +87,9 @@ class FuzzyDedup(beam.PTransform):
     Returns (documents, {"candidate_pairs": n, "duplicate_pairs": m} as a one-element PCollection).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, components_config: BeamComponentsConfig = BeamComponentsConfig()):
         super().__init__()
-        self.config = config
+        self.config, self.components_config = config, components_config
 
     def expand(self, docs):
         c = self.config
@@ -122,10 +115,16 @@ class FuzzyDedup(beam.PTransform):
                  | "Verify" >> beam.FlatMap(
                      lambda kv: [(a, kv[0]) for sh_b in kv[1]["sh"] for a, sh_a in kv[1]["a"]
                                  if verified(sh_a, sh_b, c.threshold)]))
-        lost = edges | "Components" >> beam.CombineGlobally(_Losers())
-        marked = alive | "MarkLosers" >> beam.Map(
-            lambda d, lost: d.dropped("fuzzy_dedup:near_duplicate") if d.rank in lost else d,
-            lost=beam.pvalue.AsSingleton(lost))
+        # Components by large-star/small-star rounds on batches of rank pairs; each non-minimum
+        # rank of a component is a loser (components.losers' rule), marked by a join on rank.
+        lost = (edges
+                | "BatchEdges" >> beam.BatchElements(min_batch_size=1, max_batch_size=4096)
+                | "EdgeArrays" >> beam.Map(lambda batch: np.array(batch, dtype=object).reshape(-1, 2))
+                | "Components" >> ConnectedComponents(self.components_config)
+                | "LoserRanks" >> beam.FlatMap(lambda rows: [(str(n), str(r)) for n, r in rows]))
+        marked = ({"doc": alive | "KeyByRank" >> beam.Map(lambda d: (d.rank, d)), "lost": lost}
+                  | "JoinLosers" >> beam.CoGroupByKey()
+                  | "MarkLosers" >> beam.FlatMap(_mark_losers))
         n_pairs = pairs | "CountCandidates" >> beam.combiners.Count.Globally()
         n_edges = edges | "CountEdges" >> beam.combiners.Count.Globally()
         info = (n_pairs | "PairInfo" >> beam.Map(
@@ -157,7 +156,7 @@ def _write_json(obj: dict, path: str) -> None:
 
 
 def build(pipeline, files: list[tuple[str, str]], output_dir: str, config: ProcessConfig, stats_path: str):
-    """Adds the corpus pipeline to `pipeline`: files -> output shards and a stats json."""
+    """Adds the corpus pipeline to `pipeline`: files -> per-(component, split) shards, stats json, manifest."""
     stages, split = config.stages, config.pipeline.text_split
     docs = (pipeline
             | "Files" >> beam.Create(files)
@@ -169,7 +168,7 @@ def build(pipeline, files: list[tuple[str, str]], output_dir: str, config: Proce
         docs = docs | "ExactDedup" >> ExactDedup()
     info = None
     if "fuzzy_dedup" in stages:
-        docs, info = docs | "FuzzyDedup" >> FuzzyDedup(config.dedup)
+        docs, info = docs | "FuzzyDedup" >> FuzzyDedup(config.dedup, config.beam_components)
     if "decontam" in stages:
         docs = docs | "Decontaminate" >> beam.Map(
             lambda d: decontaminate(d, cached_index(config.decontam, config.dedup)) if d.alive else d)
@@ -178,27 +177,71 @@ def build(pipeline, files: list[tuple[str, str]], output_dir: str, config: Proce
         stats = stats | "AddDedupPairs" >> beam.Map(
             lambda s, i: {**s, "dedup_pairs": dict(sorted(i.items()))}, i=beam.pvalue.AsSingleton(info))
     stats | "WriteStats" >> beam.Map(_write_json, stats_path)
-    records = docs | "Records" >> beam.FlatMap(lambda d: d.output_records())
-    prefix, n = os.path.join(output_dir, "part"), config.pipeline.num_shards
-    (records | "JsonLines" >> beam.Map(record_line)
-             | "WriteJsonl" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl", num_shards=n,
-                                                   shard_name_template="-SSSSS-of-NNNNN"))
-    if config.pipeline.write_tfrecord:
-        (records | "TfExamples" >> beam.Map(lambda r: tf_example(r["text"]))
-                 | "WriteTfrecord" >> beam.io.WriteToTFRecord(prefix, file_name_suffix=".tfrecord", num_shards=n,
-                                                              shard_name_template="-SSSSS-of-NNNNN"))
+    _write_splits(docs, sorted({source for source, _ in files}), output_dir, config)
+
+
+def _keyed_records(doc: Doc, fraction: float) -> list:
+    split = split_of(doc.source, doc.id, fraction)
+    return [((doc.source, split), rec) for rec in doc.output_records()]
+
+
+def _manifest_writer(counts: dict, output_dir: str, components: list[str], config: ProcessConfig, *finalized):
+    # `finalized` (the shard writes' output file names, as side inputs) is unused: it only makes
+    # this step wait until every shard is in place.
+    p = config.pipeline
+    write_manifest(corpus_manifest(output_dir, components, counts, p.num_shards, p.write_tfrecord,
+                                   p.validation_fraction, config.stages), output_dir)
+
+
+def _write_splits(docs, components: list[str], output_dir: str, config: ProcessConfig) -> None:
+    """Writes each (component, split)'s records with its own sinks, then the manifest.
+
+    The components are known at construction (from the inputs), so a Partition routes records
+    to one WriteToText (+ WriteToTFRecord) per (component, split). The manifest is written by a
+    final transform, on a worker, once every sink has finalized (their outputs are its side
+    inputs): it works on remote runners without the launcher waiting for the job.
+    """
+    p = config.pipeline
+    keys = [(c, s) for c in components for s in written_splits(p.validation_fraction)]
+    index = {k: i for i, k in enumerate(keys)}
+    records = docs | "Records" >> beam.FlatMap(_keyed_records, p.validation_fraction)
+    parts = records | "BySplit" >> beam.Partition(lambda kv, n, index: index[kv[0]], len(keys), index)
+    finalized = []
+    for (component, split), part in zip(keys, parts):
+        name, prefix = f"[{component}:{split}]", os.path.join(split_dir(output_dir, component, split), "part")
+        recs = part | f"Values{name}" >> beam.Values()
+        finalized.append(
+            recs | f"JsonLines{name}" >> beam.Map(record_line)
+                 | f"WriteJsonl{name}" >> beam.io.WriteToText(
+                     prefix, file_name_suffix=".jsonl", num_shards=p.num_shards,
+                     shard_name_template="-SSSSS-of-NNNNN"))
+        if p.write_tfrecord:
+            finalized.append(
+                recs | f"TfExamples{name}" >> beam.Map(lambda r: tf_example(r["text"]))
+                     | f"WriteTfrecord{name}" >> beam.io.WriteToTFRecord(
+                         prefix, file_name_suffix=".tfrecord", num_shards=p.num_shards,
+                         shard_name_template="-SSSSS-of-NNNNN"))
+    counts = (records
+              | "RecordSizes" >> beam.Map(lambda kv: (kv[0], (1, record_bytes(kv[1]))))
+              | "SplitSizes" >> beam.CombinePerKey(beam.combiners.TupleCombineFn(sum, sum))
+              | "SizesDict" >> beam.combiners.ToDict())
+    counts | "WriteManifest" >> beam.Map(_manifest_writer, output_dir, components, config,
+                                         *[beam.pvalue.AsList(f) for f in finalized])
 
 
 def run_beam(inputs: list[str], output_dir: str, config: ProcessConfig, stats_path: str | None = None,
              runner: str = "direct", pipeline_args: list[str] = ()) -> Stats | None:
     """Runs the pipeline on a Beam runner; returns the Stats when the run finished and is readable.
 
+    Writes output_dir/<component>/<split>/ shards, stats_path and (from the job's last step,
+    idempotent if retried) the merged output_dir/manifest.json, as `run_local` does.
     pipeline_args are passed to Beam (e.g. --project, --region, --temp_location for Dataflow).
     """
     if runner not in RUNNERS:
         raise ValueError(f"--runner={runner!r}: expected one of {sorted(RUNNERS)}")
     stats_path = stats_path or os.path.join(output_dir, "stats.json")
     files = expand_inputs(inputs)
+    check_output(files, output_dir, config.pipeline.validation_fraction)  # before the job starts
     options = PipelineOptions(list(pipeline_args) + [f"--runner={RUNNERS[runner]}"])
     with beam.Pipeline(options=options) as p:
         build(p, files, output_dir, config, stats_path)

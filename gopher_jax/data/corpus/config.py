@@ -9,6 +9,7 @@ import dataclasses
 
 import gin
 
+from gopher_jax.data.corpus.components import BeamComponentsConfig
 from gopher_jax.data.corpus.decontamination import DecontamConfig
 from gopher_jax.data.corpus.fuzzy_dedup import DedupConfig
 from gopher_jax.data.corpus.langid import LangIdConfig
@@ -41,8 +42,11 @@ class PipelineConfig:
 
     stages: tuple[str, ...] = STAGES
     text_split: str = "auto"  # plain-text inputs: "auto" | "file" | "wikitext" (reader.split_text)
-    num_shards: int = 4  # output shards
+    num_shards: int = 4  # output shards per component and split
     write_tfrecord: bool = True  # also write TFRecord shards (tf.train.Example, feature "text")
+    # Share of each component's documents held out as its "validation" split, chosen by a hash of
+    # the document's id (writer.split_of), so the same documents in every run and runner; 0 = none.
+    validation_fraction: float = 0.01
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +60,7 @@ class ProcessConfig:
     repetition: RepetitionConfig = RepetitionConfig()
     dedup: DedupConfig = DedupConfig()
     decontam: DecontamConfig = DecontamConfig()
+    beam_components: BeamComponentsConfig = BeamComponentsConfig()  # Beam runs only
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -66,5 +71,5 @@ class ProcessConfig:
         """Returns the config built from the current gin bindings, with keyword overrides."""
         cfg = cls(pipeline=PipelineConfig(), langid=LangIdConfig(), short_docs=ShortDocConfig(),
                   quality=QualityConfig(), repetition=RepetitionConfig(), dedup=DedupConfig(),
-                  decontam=DecontamConfig())
+                  decontam=DecontamConfig(), beam_components=BeamComponentsConfig())
         return dataclasses.replace(cfg, **overrides)
