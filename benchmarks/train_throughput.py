@@ -3,13 +3,15 @@
     python benchmarks/train_throughput.py --gin_file=gin_configs/models/gopher_44m.gin \
         --seq_len=512 --batch_size=8 --json benchmarks/results/gopher_44m_seq512.json
 
-Measures, in one process: the fp32 and bf16 matmul peak (large jitted matmuls), the compile time of
-the train step (lower + compile), the steady-state step time (median of `--steps` timed steps after a
-warm-up step), tokens/s, model FLOPs per token and MFU against the fp32 peak by three counts: `mfu`
-(Chinchilla App. F with the causal half of the T x T terms removed and no FLOPs for the embedding
-gather: the work the step must do), `mfu_chinchilla_full` (App. F as printed: full T x T, embedding
-lookup as a matmul) and `mfu_6n` (6·N·tokens), the compiled step's memory and the process's peak RSS. `--data real` feeds batches from the embedded corpus through the training input
-pipeline instead of a fixed synthetic batch, to show input is not the bottleneck.
+Measures, in one process: the peak MFU divides by (`gopher_jax.train.mfu.global_peak`, as the
+training loop does: on CPU the best fp32 jitted 2048² matmul) and the bf16 matmul peak, the compile
+time of the train step (lower + compile), the steady-state step time (median of `--steps` timed steps
+after a warm-up step), tokens/s, FLOPs per token by each count, and MFU by the one definition
+(`gopher_jax.train.mfu.mfu_fields`, the function the loop's progress bar and metrics.jsonl use):
+`mfu` with `mfu_count` = 'model_causal' (causal attention counted once, the embedding as a gather,
+no recompute) and `mfu_6n` (6·N·tokens); also the compiled step's memory and the process's peak
+RSS. `--data real` feeds batches from the embedded corpus through the training input pipeline
+instead of a fixed synthetic batch, to show input is not the bottleneck.
 
 The step is the one `gopher-jax train` runs (build_trainer: AdamW, clipping, donated state), on a
 one-device mesh: XLA's CPU backend spreads one device's matmuls over all cores.
@@ -46,11 +48,12 @@ def parse_args(argv=None):
 
 
 def measure_peaks() -> dict:
-    """Returns the best fp32 and bf16 matmul FLOP/s of this machine (one device, all cores)."""
+    """Returns the peak MFU divides by (the training loop's `global_peak`) and the bf16 matmul peak."""
     import jax.numpy as jnp
 
-    from gopher_jax.train.mfu import measure_matmul_peak
-    return {"peak_gflops": measure_matmul_peak(jnp.float32, seconds=2.0) / 1e9,
+    from gopher_jax.train.mfu import global_peak, measure_matmul_peak
+    peak = global_peak(seconds=2.0)
+    return {"peak_gflops": peak.flops / 1e9, "peak_source": peak.source,
             "peak_gflops_bf16": measure_matmul_peak(jnp.bfloat16, seconds=2.0) / 1e9}
 
 
@@ -68,25 +71,20 @@ def synthetic_batches(batch_size: int, seq_len: int, vocab: int):
 
 
 def real_batches(batch_size: int, seq_len: int, vocab: int):
-    """Returns the training input pipeline over the embedded corpus (tokenizer capped at `vocab`)."""
+    """Returns the training loop's input over the embedded mixture (tokenizer capped at `vocab`)."""
+    import data_tasks
     from gopher_jax.data import tokenizer
-    from gopher_jax.data.input_pipeline import embedded_or_configured_tasks, make_batches
+    from gopher_jax.data.training_data import build_training_data
     path = tokenizer.ensure_embedded_tokenizer(min(vocab, 4096))
-    train_task, _ = embedded_or_configured_tasks(path)
-    return make_batches(train_task, batch_size=batch_size, seq_len=seq_len, seed=0, shuffle=True, repeat=True)
+    train_task = data_tasks.register_for_training(path, verbose=False)
+    return build_training_data(train_task, seq_len=seq_len, global_batch=batch_size, seed=0, eval_batches=1,
+                               progress=False).train
 
 
-def causal_flops_per_token(cfg, seq_len: int) -> float:
-    """Training FLOPs per token the step must execute: Chinchilla App. F with the causal half of every
-    T x T term (logits, softmax, reduction, Transformer-XL position logits) removed and without the
-    embedding lookup, which App. F counts as a 2*T*V*d matmul but is a gather."""
-    from gopher_jax.scaling import flops
-    b = flops.forward_breakdown(cfg, seq_len)
-    square = b["attention_logits"] + b["attention_softmax"] + b["attention_reduction"]
-    if cfg.position == "relative":
-        square += 2.0 * seq_len * seq_len * cfg.num_heads * cfg.head_dim * cfg.num_layers
-    forward = sum(b.values()) - b["embeddings"] - 0.5 * square
-    return 3.0 * forward / seq_len  # backward = 2x forward, as in App. F
+def mfu_of(model_cfg, seq_len: int, tokens_per_s: float, peak_flops: float) -> dict:
+    """Returns {"mfu", "mfu_count", "mfu_6n"}: the training loop's MFU (gopher_jax/train/mfu.py)."""
+    from gopher_jax.train.mfu import mfu_fields
+    return mfu_fields(model_cfg, seq_len, tokens_per_s, peak_flops)
 
 
 def run(args) -> dict:
@@ -143,20 +141,18 @@ def run(args) -> dict:
     tokens = args.batch_size * args.seq_len
     step_s = statistics.median(times)
     n = count_params(model_cfg)["total"]
-    chinchilla = flops.flops_per_token(model_cfg, args.seq_len, method="chinchilla")
-    executed = causal_flops_per_token(model_cfg, args.seq_len)
     result.update(
         step_s=step_s, step_s_all=times, step_cpu_s=statistics.median(cpu_times), tokens_per_s=tokens / step_s,
-        loss=float(metrics["loss"]), params=n, flops_per_token_chinchilla=chinchilla,
-        flops_per_token_causal=executed, flops_per_token_6n=6.0 * n,
-        mfu=executed * tokens / step_s / (result["peak_gflops"] * 1e9),
-        mfu_chinchilla_full=chinchilla * tokens / step_s / (result["peak_gflops"] * 1e9),
-        mfu_6n=6.0 * n * tokens / step_s / (result["peak_gflops"] * 1e9),
+        loss=float(metrics["loss"]), params=n,
+        **{f"flops_per_token_{m}": flops.flops_per_token(model_cfg, args.seq_len, m) for m in flops.METHODS},
+        **mfu_of(model_cfg, args.seq_len, tokens / step_s, result["peak_gflops"] * 1e9),
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return result
 
 
 def main(argv=None) -> int:
+    from gopher_jax.platforms import default_to_cpu
+    default_to_cpu()  # before jax is imported: no libtpu noise on a host without a TPU
     args = parse_args(argv)
     if argv is None and args.host_hugepages == "auto":
         from gopher_jax.host_memory import reexec_with_hugepages

@@ -145,8 +145,8 @@ class Checkpointer:
             return
         if not restart_from_scratch:
             raise RunHistoryExists(
-                f"{self.workdir} already holds a run ({self._describe(history)}); nothing was overwritten. "
-                f"Pass --resume to continue it, --restart_from_scratch to train again from step 0 here (its "
+                f"{self.workdir} already holds a run ({self._describe(history)}); nothing was overwritten: "
+                f"pass --resume to continue it, --restart_from_scratch to train again from step 0 here (its "
                 f"checkpoints are kept in {self.superseded_directory}/), or choose a new --workdir")
         dest = fs.join(self.superseded_directory, time.strftime("%Y%m%d-%H%M%S"))
         if self._lead:

@@ -1,8 +1,11 @@
 """Where metrics go: metrics.jsonl, TensorBoard, and the loss-curve PNG at the end."""
 from __future__ import annotations
 
+import io
 import json
 import os
+
+from gopher_jax.train import workdir_fs
 
 
 class MetricsLog:
@@ -23,8 +26,7 @@ class MetricsLog:
         """Writes {'step': ..., name: value, ...}."""
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        workdir_fs.append_text(self.path, json.dumps(record) + "\n")
         if self._tb is not None:
             for k, v in record.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -33,10 +35,9 @@ class MetricsLog:
 
     def records(self) -> list[dict]:
         """Returns every record written so far (this run and earlier runs in the workdir)."""
-        if not os.path.exists(self.path):
+        if not workdir_fs.exists(self.path):
             return []
-        with open(self.path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in workdir_fs.read_text(self.path).splitlines() if line.strip()]
 
     def plot(self, png_path: str) -> str | None:
         """Draws train and held-out loss against step; returns the PNG path (None if no data)."""
@@ -58,6 +59,8 @@ class MetricsLog:
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(png_path, dpi=110)
+        buf = io.BytesIO()  # via the workdir's filesystem: a gs:// run gets its PNG in the bucket
+        fig.savefig(buf, format="png", dpi=110)
         plt.close(fig)
+        workdir_fs.write_bytes_atomic(png_path, buf.getvalue())
         return png_path

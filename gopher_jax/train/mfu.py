@@ -1,19 +1,51 @@
-"""Model-FLOPs utilisation against this machine's measured matmul peak."""
+"""Model-FLOPs utilisation: the one definition used by the loop, metrics.jsonl, the benchmarks and `plan`.
+
+    MFU = model FLOPs per token x global tokens/s / global peak FLOP/s
+
+* Model FLOPs per token: `COUNT` = 'model_causal' of gopher_jax/scaling/flops.py, the work the
+  model must do: Chinchilla App. F with causal attention counted once (the T(T+1)/2 pairs the mask
+  keeps), the embedding lookup as a gather (no FLOPs), and no recomputation (remat is hardware
+  work, not model work; PaLM App. B).
+* Global tokens/s: every process's tokens (the global batch), as the loop already measures.
+* Global peak (`global_peak`): on TPU, the chip's bf16 spec peak (gopher_jax/plan/hardware.py) per
+  device x all devices of all processes. On CPU, the measured fp32 matmul peak of each host, summed
+  over hosts: emulated CPU devices, and several processes on one host, share that host's cores, so
+  a host is counted once however many devices or processes it runs. Elsewhere (GPU, an unknown
+  TPU), the measured bf16 matmul peak of one device x all devices.
+
+`mfu_6n` (6 x all parameters per token, the yardstick of the scaling papers and of most peers) is
+reported beside it; `mfu_count` names the count every `mfu` value uses.
+"""
 from __future__ import annotations
 
+import dataclasses
+import socket
 import time
 
 import jax
 import jax.numpy as jnp
 
+COUNT = "model_causal"  # the FLOP count behind every `mfu` this project prints
+
+# jax `device_kind` -> gopher_jax.plan.hardware.CHIPS key (as reported by libtpu 0.0.42).
+TPU_DEVICE_KINDS = {"TPU v2": "v2", "TPU v3": "v3", "TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5e": "v5e",
+                    "TPU v5": "v5", "TPU v5p": "v5", "TPU v6 lite": "v6e", "TPU v6e": "v6e"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Peak:
+    """The global peak FLOP/s an MFU divides by, and where it came from."""
+    flops: float  # FLOP/s of all processes' devices together
+    source: str  # e.g. "TPU v4 bf16 spec x 8 devices" or "measured fp32 matmul, 1 host"
+    hosts: int  # distinct hosts counted (CPU); processes otherwise
+
 
 def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, seconds: float = 1.0) -> float:
     """Returns the best FLOP/s of a jitted [size x size] matmul on device 0 over ~`seconds`.
 
-    On a CPU host the emulated devices share the same cores, so one device's peak is the
-    machine's; on accelerators multiply by the device count for the whole mesh.
+    On a CPU host one device's matmul uses all the host's cores, so this is the host's peak.
     """
-    device = jax.devices()[0]
+    device = jax.local_devices()[0]
     a = jax.device_put(jnp.ones((size, size), dtype), device)
     f = jax.jit(lambda x: x @ x)
     f(a).block_until_ready()
@@ -25,9 +57,61 @@ def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, seconds: float = 1.
     return best
 
 
-def machine_peak_flops(dtype=jnp.float32) -> float:
-    """Returns the peak FLOP/s available to one training process (see measure_matmul_peak)."""
-    peak = measure_matmul_peak(dtype)
-    if jax.devices()[0].platform != "cpu":
-        peak *= jax.local_device_count()
-    return peak
+def spec_peak_per_device(device) -> float | None:
+    """Returns the bf16 spec FLOP/s of one jax device from plan/hardware.py, or None if unknown."""
+    from gopher_jax.plan.hardware import CHIPS
+
+    name = TPU_DEVICE_KINDS.get(getattr(device, "device_kind", ""))
+    return CHIPS[name].peak_flops_per_device if name else None
+
+
+def _per_host_cpu_peaks(seconds: float) -> list[float]:
+    """Returns one measured matmul peak per distinct host of this job.
+
+    One process per host (the lowest index) measures while the others wait on the coordination
+    service's key-value store, so processes sharing a host neither compete for its cores during the
+    measurement nor count it twice."""
+    if jax.process_count() == 1:
+        return [measure_matmul_peak(jnp.float32, seconds=seconds)]
+    from jax._src import distributed
+
+    kv, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
+    timeout_ms = 10 * 60 * 1000
+    kv.key_value_set(f"gopher_jax/mfu/host/{me}", socket.gethostname(), allow_overwrite=True)
+    hosts = [kv.blocking_key_value_get(f"gopher_jax/mfu/host/{i}", timeout_ms) for i in range(n)]
+    leaders = sorted({hosts.index(h) for h in hosts})
+    if me in leaders:
+        kv.key_value_set(f"gopher_jax/mfu/peak/{me}", repr(measure_matmul_peak(jnp.float32, seconds=seconds)),
+                         allow_overwrite=True)
+    return [float(kv.blocking_key_value_get(f"gopher_jax/mfu/peak/{i}", timeout_ms)) for i in leaders]
+
+
+def global_peak(seconds: float = 1.0) -> Peak:
+    """Returns the peak FLOP/s of every device of every process (see the module docstring)."""
+    devices = jax.devices()
+    if devices[0].platform == "cpu":
+        peaks = _per_host_cpu_peaks(seconds)
+        return Peak(sum(peaks), f"measured fp32 matmul, {len(peaks)} host(s)", len(peaks))
+    spec = spec_peak_per_device(devices[0])
+    if spec is not None:
+        return Peak(spec * len(devices), f"{devices[0].device_kind} bf16 spec x {len(devices)} devices",
+                    jax.process_count())
+    measured = measure_matmul_peak(jnp.bfloat16, seconds=seconds)
+    return Peak(measured * len(devices), f"measured bf16 matmul of one {devices[0].device_kind} x "
+                                         f"{len(devices)} devices", jax.process_count())
+
+
+def model_flops_per_token(model_config, seq_len: int) -> float:
+    """Returns the training FLOPs per token MFU counts (`COUNT`, gopher_jax/scaling/flops.py)."""
+    from gopher_jax.scaling.flops import flops_per_token
+
+    return flops_per_token(model_config, seq_len, method=COUNT)
+
+
+def mfu_fields(model_config, seq_len: int, tokens_per_s: float, peak_flops: float) -> dict:
+    """Returns {"mfu", "mfu_count", "mfu_6n"} for global `tokens_per_s` against global `peak_flops`."""
+    from gopher_jax.scaling.flops import flops_per_token
+
+    six_n = flops_per_token(model_config, seq_len, method="6nd")
+    return {"mfu": model_flops_per_token(model_config, seq_len) * tokens_per_s / peak_flops, "mfu_count": COUNT,
+            "mfu_6n": six_n * tokens_per_s / peak_flops}

@@ -243,3 +243,22 @@ def write_text_atomic(path: str, text: str) -> None:
 def move_tree(src: str, dst: str) -> None:
     """Moves a directory tree to `dst` (which must not exist) on the same filesystem."""
     backend_for(src).move_tree(src, dst)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to `<path>.tmp`, then replaces `path` with it."""
+    b = backend_for(path)
+    b.write_bytes(path + ".tmp", data)
+    b.replace_file(path + ".tmp", path)
+
+
+def append_text(path: str, text: str) -> None:
+    """Appends `text` to a file (creating it). Object stores cannot append: there the file is read and
+    rewritten whole, which is fine for what the loop appends to (metrics.jsonl: kilobytes per 1k steps)."""
+    b = backend_for(path)
+    if b is _LOCAL:
+        with open(_local(path), "a", encoding="utf-8") as f:
+            f.write(text)
+        return
+    old = b.read_bytes(path).decode("utf-8") if b.exists(path) else ""
+    write_text_atomic(path, old + text)

@@ -20,7 +20,7 @@ from gopher_jax.eval.text_lm import TextLM
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.rules import DEFAULT_RULES
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
-from gopher_jax.train.loop import evaluate
+from gopher_jax.train.evaluation import evaluate
 from gopher_jax.train.sharded import build_trainer
 from tests.eval.conftest import EVAL_DATA
 from tests.model.helpers import forward

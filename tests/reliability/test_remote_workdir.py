@@ -118,3 +118,25 @@ def test_unreadable_manifest_is_an_integrity_failure(workdir, real_checkpoint):
     step = _upload(workdir, real_checkpoint)
     fs.write_text_atomic(fs.join(step, integrity.MANIFEST_NAME), "{not json")
     assert integrity.verify(step).startswith(f"{fs.join(step, integrity.MANIFEST_NAME)} is unreadable")
+
+
+def test_metrics_log_and_run_files_go_through_the_workdir_filesystem(tmp_path, monkeypatch):
+    """metrics.jsonl (appended), loss_curve.png and summary-style files land in the bucket, not in a local gs:/."""
+    from gopher_jax.train.metrics_log import MetricsLog
+
+    monkeypatch.chdir(tmp_path)
+    memory = fsspec.filesystem("memory")
+    fs.register_backend("gs", fs.FsspecBackend(memory))
+    try:
+        log = MetricsLog("gs://bucket/run-metrics", enabled=True)
+        log.write({"step": 1, "loss": 3.0})
+        log.write({"step": 2, "loss": 2.5, "eval_loss": 2.7})
+        assert [r["step"] for r in log.records()] == [1, 2]
+        png = log.plot("gs://bucket/run-metrics/loss_curve.png")
+        assert fs.read_text("gs://bucket/run-metrics/metrics.jsonl").count("\n") == 2
+        assert memory.cat_file("/bucket/run-metrics/loss_curve.png")[:4] == b"\x89PNG" and png.startswith("gs://")
+        fs.write_text_atomic("gs://bucket/run-metrics/summary.json", "{}")
+        assert fs.exists("gs://bucket/run-metrics/summary.json")
+        assert not (tmp_path / "gs:").exists()
+    finally:
+        fs.register_backend("gs", None)
