@@ -6,17 +6,8 @@ gin files import the registration modules they configure (`import data_tasks.mas
 """
 from __future__ import annotations
 
-import gin
-
 from data_tasks import embedded, massivetext  # noqa: F401  (their gin configurables must be known)
-
-
-def _bound(name: str) -> bool:
-    try:
-        gin.query_parameter(name)
-        return True
-    except ValueError:
-        return False
+from gopher_jax.gin_utils import is_bound
 
 
 def register_for_training(vocab_path: str, train_task: str = "", verbose: bool = True) -> str:
@@ -26,7 +17,7 @@ def register_for_training(vocab_path: str, train_task: str = "", verbose: bool =
     `register_massivetext_tasks.manifest` (gin_configs/data/massivetext.gin), which registers the
     MassiveText mixture. A name of an already registered task or mixture is returned unchanged.
     """
-    if _bound("register_massivetext_tasks.manifest"):
+    if is_bound("register_massivetext_tasks.manifest"):
         name = massivetext.register_massivetext_tasks(vocab_path, verbose=verbose)
         return train_task or name
     if train_task:

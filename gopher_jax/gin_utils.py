@@ -47,3 +47,13 @@ def parse_gin(gin_files: Sequence[str], gin_params: Sequence[str] = (), *, final
         gin.parse_config_files_and_bindings(files, list(gin_params), finalize_config=finalize)
     except (ValueError, KeyError) as e:
         raise ValueError(f"bad gin configuration ({e}); files={list(gin_files)}, params={list(gin_params)}") from e
+
+
+def is_bound(name: str) -> bool:
+    """Returns whether gin has a binding for `name` (e.g. "register_massivetext_tasks.manifest")."""
+    import gin
+    try:
+        gin.query_parameter(name)
+        return True
+    except ValueError:
+        return False

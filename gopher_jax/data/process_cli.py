@@ -67,7 +67,7 @@ def build_config(args: argparse.Namespace):
     if args.decontam_mode:
         decontam = dataclasses.replace(decontam, mode=args.decontam_mode)
     if "decontam" in cfg_mod.parse_stages(pipeline.stages) and not decontam.eval_paths:
-        if args.stages is not None or _gin_bound("corpus.PipelineConfig.stages"):
+        if args.stages is not None or gin_utils.is_bound("corpus.PipelineConfig.stages"):
             raise ValueError("stage 'decontam' needs evaluation sets: pass --eval PATH "
                              "(or drop it with --stages ...)")
         # Default stage list and no eval sets: run everything else rather than fail.
@@ -75,15 +75,6 @@ def build_config(args: argparse.Namespace):
         pipeline = dataclasses.replace(pipeline, stages=tuple(
             s for s in cfg_mod.parse_stages(pipeline.stages) if s != "decontam"))
     return dataclasses.replace(config, pipeline=pipeline, decontam=decontam)
-
-
-def _gin_bound(name: str) -> bool:
-    import gin
-    try:
-        gin.query_parameter(name)
-        return True
-    except ValueError:
-        return False
 
 
 def run(args: argparse.Namespace) -> int:
