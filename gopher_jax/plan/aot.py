@@ -34,7 +34,13 @@ def topology_devices(topology: Topology):
 
 
 def compile_train_step(model, opt, train, mesh_config, rules, topology: Topology) -> dict:
-    """Returns {"memory": memory_analysis fields, "flops_per_device", "compile_s", "num_devices"}."""
+    """Returns {"memory": memory_analysis fields, "flops_per_device", "xla_flops_once", "loops",
+    "uncounted_loops", "compile_s", "num_devices", "mesh"}.
+
+    `flops_per_device` counts every loop body (layer scan, microbatches, pipeline slots) times its
+    trip count (plan/hlo_cost.py), or is None when a loop's trip count cannot be read; it is an upper
+    bound (`flops_upper_bound`) when a conditional's branches differ in cost, as a pipeline slot's
+    do; `xla_flops_once` is XLA's own cost analysis, which counts each loop body once."""
     from gopher_jax.train.sharded import build_trainer
     from gopher_jax.train.step import BATCH_KEYS
 
@@ -57,7 +63,10 @@ def compile_train_step(model, opt, train, mesh_config, rules, topology: Topology
     # Live at the peak: inputs + outputs not aliased to (donated) inputs + scratch.
     memory["total"] = (memory["argument_size_in_bytes"] + memory["output_size_in_bytes"]
                        - memory["alias_size_in_bytes"] + memory["temp_size_in_bytes"])
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return {"memory": memory, "flops_per_device": float(cost.get("flops", 0.0)), "compile_s": compile_s,
+    from gopher_jax.plan.hlo_cost import loop_aware_flops
+
+    counted = loop_aware_flops(compiled.as_text())
+    return {"memory": memory, "flops_per_device": counted["flops"], "xla_flops_once": counted["flops_once"],
+            "loops": counted["loops"], "uncounted_loops": counted["uncounted_loops"],
+            "flops_upper_bound": counted["upper_bound"], "compile_s": compile_s,
             "num_devices": len(devices), "mesh": dict(mesh.shape)}

@@ -11,8 +11,9 @@ shard by shard. Gradients and activations are modelled (nothing is allocated):
     full working set while it is recomputed, plus fp32 logits. Pipelined (stages > 1,
     gopher_jax/parallel/pipeline/executor.py): each device stashes only stage inputs between a
     microbatch's forward and backward (GPipe: all microbatches; 1F1B: min(microbatches, stages),
-    MT-NLG §3; circular: repeats x microbatches) and keeps the remat policy's tensors for one
-    microbatch through one stage while its backward recomputes it.
+    MT-NLG §3; circular: repeats x microbatches; interleaved 1F1B and zero-bubble: counted from their
+    tables) and keeps the remat policy's tensors for one microbatch through one stage between its
+    recompute (R) and its backward.
 MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
 4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
 """
@@ -101,7 +102,11 @@ def stashed_microbatches(schedule: str, microbatches: int, stages: int, repeats:
         return 0
     if schedule == "1f1b":
         return min(microbatches, stages)
-    return microbatches * (repeats if schedule == "circular" else 1)
+    if schedule in ("gpipe", "circular"):
+        return microbatches * (repeats if schedule == "circular" else 1)
+    from gopher_jax.parallel.pipeline.schedule import make_schedule  # interleaved_1f1b, zero_bubble: count
+    table = make_schedule(schedule, stages, microbatches, repeats)
+    return max(table.max_in_flight(d) for d in range(stages))
 
 
 def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipeline=None) -> dict:
@@ -112,7 +117,8 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
     stages = sizes["pipeline"]
     schedule, repeats, pipe_mb = "1f1b", 1, train.microbatches
     if pipeline is not None:
-        schedule, repeats = pipeline.schedule, (pipeline.repeats if pipeline.schedule == "circular" else 1)
+        schedule = pipeline.schedule
+        repeats = pipeline.repeats if schedule in ("circular", "interleaved_1f1b") else 1
         pipe_mb = pipeline.microbatches or train.microbatches
     mb_rows = train.batch_size / train.microbatches
     local_rows = math.ceil(mb_rows / batch_shards)  # a batch the mesh does not divide pads up

@@ -14,11 +14,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `gopher-jax plan`."""
     gin_utils.add_gin_arguments(parser)
     parser.add_argument("--topology", required=True, help="e.g. v3:32x32, v4:2x2x1, or 4xv3:32x32 (4 slices)")
-    parser.add_argument("--mfu", type=float, default=0.4, help="model-FLOPs utilisation assumed for step time")
+    parser.add_argument("--mfu", type=float, default=0.4, help="model-FLOPs utilisation assumed for step time (train/mfu.py's "
+                        "definition: 'model_causal' FLOPs over the chips' bf16 spec peak)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("--pipeline_costs", choices=("compiled", "analytic"), default="compiled",
+                        help="op costs of the pipeline's executed-cost model: compile each stage branch on CPU "
+                             "and read XLA's cost analysis (default), or unit costs (instant)")
 
 
-def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4) -> dict:
+def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_costs: str = "compiled") -> dict:
     """Returns the plan dict: bytes_per_device (+ breakdown), hbm_bytes_per_device, FLOPs, bubble, step time."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # abstract shapes only; never touch an accelerator
     from gopher_jax.plan import configs, memory, throughput
@@ -30,7 +34,7 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4) -> dict:
     from gopher_jax.parallel.pipeline import PipelineConfig
     pipeline = PipelineConfig()  # gin `pipeline.*` (used only when the mesh has pipeline > 1)
     mem = memory.bytes_per_device(model, opt, train, rules, sizes, pipeline)
-    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu, pipeline)
+    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu, pipeline, pipeline_costs)
     hbm = topo.chip.hbm_bytes_per_device
     return {"topology": topology, "num_devices": topo.num_devices, "num_chips": topo.num_chips, "mesh": sizes,
             "remat_policy": model.remat_policy, "microbatches": train.microbatches,
@@ -51,15 +55,24 @@ def format_plan(p: dict) -> str:
               f"HBM -> {'fits' if p['fits'] else 'DOES NOT FIT'}",
               f"state bytes/param {p['state_bytes_per_param']:.1f} (MT-NLG mixed-precision Adam: "
               f"{p['mtnlg_bytes_per_param']})",
-              f"FLOPs/step {p['model_flops_per_step']:.3e} model, {p['hardware_flops_per_step']:.3e} with remat; "
+              f"FLOPs/step {p['model_flops_per_step']:.3e} model ({p['mfu_count']}), {p['hardware_flops_per_step']:.3e} "
+              f"executed (full T x T scores, with remat); "
               f"{p['flops_per_device']:.3e} per device",
+              _pipeline_line(p),
               f"pipeline bubble {p['pipeline_bubble']:.1%}; predicted {p['predicted_step_s']:.2f} s/step, "
-              f"{p['predicted_tokens_per_s']:,.0f} tokens/s at MFU {p['mfu']:.0%}"]
+              f"{p['predicted_tokens_per_s']:,.0f} tokens/s at MFU {p['mfu']:.0%} ({p['mfu_count']} FLOPs / bf16 spec peak)"]
     return "\n".join(lines)
+
+
+def _pipeline_line(p: dict) -> str:
+    if p["pipeline_schedule"] is None:
+        return "pipeline: none (1 stage)"
+    return (f"pipeline {p['pipeline_schedule']}: executed efficiency {p['pipeline_efficiency']:.1%} "
+            f"(slot cost = slowest device, {p['pipeline_op_costs']} op costs), formula {p['pipeline_efficiency_formula']:.1%}")
 
 
 def run(args: argparse.Namespace) -> int:
     """Prints the plan; returns 0, or 1 if it does not fit in HBM."""
-    plan = make_plan(args.gin_file, args.gin_param, args.topology, args.mfu)
+    plan = make_plan(args.gin_file, args.gin_param, args.topology, args.mfu, args.pipeline_costs)
     print(json.dumps(plan, indent=1) if args.json else format_plan(plan))
     return 0 if plan["fits"] else 1

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {k:<22} {v:>16,.0f}  {v / total:6.1%}")
     print("training FLOPs per token (forward + backward):")
     for m, v in r["train_flops_per_token"].items():
-        line = f"  {m:<10} {v:>18,.0f}"
+        line = f"  {m:<12} {v:>18,.0f}"
         if tokens := r.get("tokens"):
             line += f"   per run ({tokens:.3g} tokens): {v * tokens:.4g}"
         print(line)

@@ -67,7 +67,7 @@ class OptimizerConfig:
     name: str = "adamw"  # "adam" (Gopher) | "adamw" (Chinchilla)
     peak_learning_rate: float = 6e-4  # Gopher Table 1 max LR for the small models
     warmup_steps: int = 1500  # Gopher: linear warmup over 1,500 steps (clipped to the run length)
-    schedule: str = "gopher"  # "gopher": cosine to peak/decay_factor over the run; "chinchilla": cycle = run
+    schedule: str = "gopher"  # "gopher": cosine to peak/decay_factor over the run; "chinchilla": alias of it
     decay_factor: float = 10.0  # Gopher: cosine decay by 10x
     b1: float = 0.9
     b2: float = 0.95

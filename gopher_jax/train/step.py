@@ -1,28 +1,17 @@
 """The jitted train step: microbatched gradient accumulation, clipping, Adam(W), master weights."""
 from __future__ import annotations
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
-from gopher_jax.model import axes
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.model.decoder import Decoder
-from gopher_jax.train.loss import cross_entropy
+from gopher_jax.ops import cross_entropy, split_microbatches  # noqa: F401  (split_microbatches: re-export)
 from gopher_jax.train.spikes import SpikeGuardState, guard_metrics
 from gopher_jax.train.state import TrainState
 
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
-
-
-def split_microbatches(batch: dict, k: int) -> dict:
-    """[B, T] -> [k, B/k, T], microbatch j holding rows j, j+k, ... so each stays spread over the mesh."""
-
-    def split(x):
-        return jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
-
-    return {key: nn.with_logical_constraint(split(v), (None, axes.BATCH, axes.LENGTH)) for key, v in batch.items()}
 
 
 def make_loss_fn(model_config: ModelConfig, z_loss: float):

@@ -1,5 +1,5 @@
-"""Pipelined gradients (GPipe, 1F1B, circular on 2, 4, 8 stages, and with tensor x data parallelism)
-equal the non-pipelined ones; bad settings are named with their fix."""
+"""Pipelined gradients (GPipe, 1F1B, circular, interleaved 1F1B and zero-bubble on 2, 4, 8 stages, and with
+tensor x data parallelism inside) equal the non-pipelined ones; bad settings are named with their fix."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,21 +7,24 @@ import numpy as np
 import pytest
 
 from gopher_jax.model.decoder import Decoder
+from gopher_jax.ops import cross_entropy
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig
 from gopher_jax.parallel.rules import batch_sharding, param_shardings
-from gopher_jax.train.loss import cross_entropy
 from gopher_jax.train.state import abstract_params
 from tests.parallel.pipeline_helpers import FAST_COMPILE, MODEL, RULES, SEQ, max_rel_diff, the_batch
 
 Z_LOSS = 1e-3
 MICROBATCHES = {2: 4, 4: 8, 8: 8}  # by stages: >= stages, and past the 1F1B warm-up where it can be
+REPEATS = {"circular": 2, "interleaved_1f1b": 2}
 
 # pipeline 2 and 8 with data parallelism over the rest; pipeline 4 with FSDP (params sharded over fsdp too)
 MESHES = {2: dict(data=-1, pipeline=2), 4: dict(data=1, fsdp=2, pipeline=4), 8: dict(data=1, pipeline=8)}
-CASES = {f"{s}_pp{pp}" + ("_fsdp2" if pp == 4 else ""): (MESHES[pp], s)
-         for s in ("gpipe", "1f1b", "circular") for pp in (2, 4, 8)}
-CASES["1f1b_pp2_tensor2_data2"] = (dict(data=2, tensor=2, pipeline=2), "1f1b")
+# Every schedule on two or three pipeline degrees (each case is one compile: the suite runs on 2 cores).
+RUNS = {"gpipe": (2, 8), "1f1b": (2, 4, 8), "circular": (4,), "interleaved_1f1b": (2, 8), "zero_bubble": (2, 4, 8)}
+CASES = {f"{s}_pp{pp}" + ("_fsdp2" if pp == 4 else ""): (MESHES[pp], s) for s, pps in RUNS.items() for pp in pps}
+for s in ("1f1b", "interleaved_1f1b", "zero_bubble"):
+    CASES[f"{s}_pp2_tensor2_data2"] = (dict(data=2, tensor=2, pipeline=2), s)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def test_pipelined_gradients_equal_unpipelined(name, reference):
     mesh_kw, schedule = CASES[name]
     params, batch, ref_loss, ref_z, ref_grads = reference
     mesh = build_mesh(MeshConfig(**mesh_kw))
-    repeats = 2 if schedule == "circular" else 1
+    repeats = REPEATS.get(schedule, 1)
     pipe = Pipeline(MODEL, PipelineConfig(schedule=schedule, repeats=repeats), mesh.shape["pipeline"],
                     MICROBATCHES[mesh.shape["pipeline"]], Z_LOSS)
     p_sh = param_shardings(abstract_params(MODEL, SEQ), mesh, RULES)
@@ -69,6 +72,8 @@ def test_pipelined_gradients_equal_unpipelined(name, reference):
     (dict(schedule="gpipe", stages=3, microbatches=4), r"num_layers=16 does not split into MeshConfig.pipeline=3"),
     (dict(schedule="circular", stages=4, microbatches=4, repeats=3), r"pipeline.repeats=3 = 12 equal stages"),
     (dict(schedule="circular", stages=2, microbatches=4, repeats=1), r"needs pipeline.repeats >= 2"),
+    (dict(schedule="interleaved_1f1b", stages=4, microbatches=6, repeats=2), r"not a multiple; use 8"),
+    (dict(schedule="zero_bubble", stages=2, microbatches=4, repeats=2), r"only applies to"),
     (dict(schedule="gpipe", stages=2, microbatches=3, pipeline_microbatches=2), r"not a multiple of pipeline"),
 ])
 def test_bad_pipeline_settings_name_the_value_and_the_fix(kwargs, match):

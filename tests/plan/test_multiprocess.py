@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A flat learning rate after one warmup step, so a run stopped at step 2 and resumed to step 4
@@ -94,3 +95,23 @@ def test_two_processes_match_one_and_resume_across_host_counts(tmp_path):
         assert sorted(got) == [1, 2, 3, 4]
         np.testing.assert_allclose([got[s] for s in (1, 2, 3, 4)], [reference[s] for s in (1, 2, 3, 4)], rtol=1e-5)
         assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]
+    _assert_same_mfu_bookkeeping(one, single_first)  # single_first's steps 3-4 (its summary) ran on the pair
+
+
+def _assert_same_mfu_bookkeeping(one, two):
+    """The pair reports the MFU of the one-process run of the same work: global tokens/s (the whole
+    batch) over the global peak, where two processes on one host count the host's peak once.
+    Asserted on the bookkeeping, not on timings, which the concurrent runs make noisy."""
+    summaries = []
+    for run in (one, two):
+        with open(run / "summary.json") as f:
+            summaries.append(json.load(f))
+        s = summaries[-1]
+        assert s["peak_hosts"] == 1 and s["mfu_count"] == "model_causal", s
+        with open(run / "metrics.jsonl") as f:
+            records = [r for r in map(json.loads, f) if r.get("tokens_per_s")]
+        for r in records[-1:]:  # the newest run's record (an appended-to log holds the first run's too)
+            assert r["mfu"] == pytest.approx(s["flops_per_token"] * r["tokens_per_s"] / s["peak_flops"])
+    ref, pair = summaries
+    assert pair["flops_per_token"] == ref["flops_per_token"]
+    assert pair["tokens_per_step"] == ref["tokens_per_step"] == 8 * 64  # global batch x seq_len

@@ -63,3 +63,28 @@ def test_chinchilla_count_close_to_6nd_for_large_models():
     cfg = ModelConfig(num_layers=80, d_model=8192, num_heads=64, head_dim=128, position="rope")
     ratio = flops_per_token(cfg, 2048) / flops_per_token(cfg, 2048, "6nd")
     assert 1.0 < ratio < 1.06
+
+
+def test_gopher_44m_model_causal_hand_count():
+    # The MFU count: causal attention scores only the T(T+1)/2 pairs the mask keeps, the embedding
+    # lookup is a gather (0 FLOPs), everything else as App. F (the hand count above).
+    cfg = ModelConfig(num_layers=8, d_model=512, num_heads=16, head_dim=32, vocab_size=32000)
+    T, d, V, L, hk, f, H = 2048, 512, 32000, 8, 512, 2048, 16
+    pairs = T * (T + 1) // 2                        # 2,098,176
+    qkv = 2 * 3 * T * d * hk                        # 3,221,225,472
+    logits_att = 2 * pairs * hk                     # 2,148,532,224
+    softmax = 3 * H * pairs                         # 100,712,448
+    reduction = 2 * pairs * hk                      # 2,148,532,224
+    projection = 2 * T * hk * d                     # 1,073,741,824
+    relative = 2 * T * d * hk + 2 * pairs * hk      # 1,073,741,824 + 2,148,532,224
+    dense = 2 * T * 2 * d * f                       # 8,589,934,592
+    final_logits = 2 * T * d * V                    # 67,108,864,000
+    forward = L * (qkv + logits_att + softmax + reduction + projection + relative + dense) + final_logits
+    assert forward == 231_148_486_656  # 8 x 20,504,952,832 per layer + 67,108,864,000
+    assert forward_flops(cfg, T, "model_causal") == forward
+    assert forward_breakdown(cfg, T, "model_causal")["embeddings"] == 0
+    assert flops_per_token(cfg, T, "model_causal") == 3 * forward / T
+    # App. F as printed counts 1.52x this at T=2048: the loop's old MFU was inflated by that much.
+    assert flops_per_token(cfg, T) / flops_per_token(cfg, T, "model_causal") == pytest.approx(1.5167, abs=1e-4)
+    with pytest.raises(ValueError, match="method='6nd'"):
+        forward_breakdown(cfg, T, "6nd")

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gopher_jax.train.loss import cross_entropy
+from gopher_jax.ops import cross_entropy
 
 
 def reference(logits, targets, weights, z_loss):

@@ -1,8 +1,10 @@
-"""Pipeline parallelism over the `pipeline` mesh axis: GPipe, 1F1B and circular schedules.
+"""Pipeline parallelism over the `pipeline` mesh axis: GPipe, 1F1B, circular, interleaved 1F1B, zero-bubble.
 
-schedule.py  pure-Python schedule tables (and their exact bubble)
+schedule.py  pure-Python schedule tables (their exact bubble) and the executed program of each
+cost.py      the executed-cost model: slot cost = its slowest device; efficiency; op costs (costs.py)
+costs.py     op costs measured by compiling each stage branch and reading XLA's cost analysis
 stage.py     the Decoder cut into embed / stage / head over the unchanged parameter tree
-executor.py  runs a table with jit + shard_map + ppermute
+executor.py  runs a program with jit + shard_map + ppermute
 config.py    `PipelineConfig` (gin `pipeline.*`) and `Pipeline`, what the train step calls
 See docs/decisions/0002-pipeline.md.
 """

@@ -4,8 +4,8 @@ The number of stages is `MeshConfig.pipeline`; with 1 stage nothing here is used
 is the plain (non-pipelined) one. Example (gin):
 
     MeshConfig.pipeline = 4
-    pipeline.schedule = '1f1b'          # 'gpipe' | '1f1b' | 'circular'
-    pipeline.repeats = 1                # circular only: virtual stages per device (>= 2)
+    pipeline.schedule = '1f1b'          # 'gpipe' | '1f1b' | 'circular' | 'interleaved_1f1b' | 'zero_bubble'
+    pipeline.repeats = 1                # circular / interleaved_1f1b: virtual stages per device (>= 2)
     train.microbatches = 16             # the pipeline's microbatches (>= stages for 1f1b/circular)
     sharding_rules.rules = [..., ('layers', 'pipeline'), ...]   # store each stage's layers on its device
 """
@@ -15,14 +15,15 @@ import dataclasses
 
 import gin
 
+from gopher_jax.ops import split_microbatches
 from gopher_jax.parallel.pipeline import schedule as sched
 
 
 @gin.configurable("pipeline")
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular"
-    repeats: int = 1  # circular: layer groups per device (virtual stages = stages x repeats)
+    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular" | "interleaved_1f1b" | "zero_bubble"
+    repeats: int = 1  # circular, interleaved_1f1b: layer groups per device (virtual stages = stages x repeats)
     microbatches: int = 0  # microbatches per pipeline pass; 0 = train.microbatches (one pass per step).
     # train.microbatches = k x pipeline.microbatches accumulates gradients over k pipeline passes.
 
@@ -59,5 +60,4 @@ class Pipeline:
         self._grads = make_pipeline_grads(model_config, self.schedule, z_loss)
 
     def __call__(self, params, batch: dict, total_weight):
-        from gopher_jax.train.step import split_microbatches
         return self._grads(params, split_microbatches(batch, self.microbatches), total_weight)

@@ -1,28 +1,36 @@
-"""Runs a schedule table (schedule.py) on the `pipeline` mesh axis: jit + shard_map + ppermute.
+"""Runs a schedule's executed program (schedule.py) on the `pipeline` mesh axis: jit + shard_map + ppermute.
 
 Inside `jax.shard_map(..., axis_names={'pipeline'})` each pipeline device holds its stages' layers
 (`[repeats, layers_per_stage, ...]`); `data`, `fsdp` and `tensor` stay automatic (GSPMD), so tensor
-parallelism works inside a stage and data/fsdp outside it unchanged. A `lax.scan` walks the table's
-time slots; in each slot every device runs the op its column names, chosen with `lax.switch`:
+parallelism works inside a stage and data/fsdp outside it unchanged. A `lax.scan` walks the program's
+time slots; in each slot every device runs the op list its column names, chosen with `lax.switch`
+among the op lists the program uses (for example `F+R` on a middle stage, `V` on the last). Then it
+hands its forward output to the next device and its input gradient to the previous one with two
+`lax.ppermute`s around the ring (device d -> d+1 for activations, d -> d-1 for gradients).
 
-  idle | F (stage; virtual stage 0 embeds first) | B (the same, backward) | B last (stage + head + loss)
+Ops (schedule.py): F forward; R forward keeping the VJP residuals; V backward from them; B = R + V
+in one slot; I / W the input / weight half of V (zero-bubble). Each op is specialised to its stage's
+position, as real branches: only the first virtual stage embeds (and differentiates the embedding),
+only the last applies head and loss; middle stages do neither.
 
-then hands its forward output to the next device and its input gradient to the previous one with
-two `lax.ppermute`s around the ring (device d -> d+1 for activations, d -> d-1 for gradients).
+Between a microbatch's F and its backward a device keeps only the stage *input* (the backward
+recomputes the stage with R), so the stash is what the schedule bounds; R's residuals (the model's
+remat policy decides what they hold) live from R to the last V / I / W that reads them. Buffer slots
+of every kind are assigned by interval colouring of the program (`_allocate`), so buffer sizes
+follow the schedule exactly; residual buffers are shared by the stage positions (first, middle,
+last) wherever their leaves have the same shape, so a device pays for one layout, not three.
 
-Backward slots recompute the stage's forward from its stashed input (`jax.vjp` in the slot), so a
-device keeps only stage *inputs* between a microbatch's F and B: that stash is what the schedule
-bounds (GPipe: all microbatches; 1F1B: at most `stages`; circular: repeats x microbatches). Inside the
-recomputation the model's own remat policy applies. Buffer slots are assigned by interval colouring
-of the table (`_allocate`), so buffer sizes follow the schedule exactly.
+Residuals cross slot boundaries as the leaves of `jax.vjp`'s pullback: their layout is traced once per
+stage position (`_Residuals`); leaves that are the stage's own parameters are not stored but taken
+from the parameters again when the pullback is rebuilt.
 
-Embedding and head live in the first and last virtual stage (computed per microbatch), so nothing of
-size [global batch, length, d_model] is ever materialised; their parameters ("outer") are replicated
-over `pipeline` and their gradients summed over it at the end (psum).
+Embedding and head parameters ("outer") are replicated over `pipeline` and their gradients summed over
+it at the end (psum); nothing of size [global batch, length, d_model] is ever materialised.
 """
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -32,38 +40,44 @@ from jax.sharding import PartitionSpec as P
 
 from gopher_jax.model import axes
 from gopher_jax.model.config import ModelConfig
+from gopher_jax.ops import cross_entropy
 from gopher_jax.parallel.pipeline import stage as parts
-from gopher_jax.parallel.pipeline.schedule import BWD, FWD, Schedule
-from gopher_jax.train.loss import cross_entropy
+from gopher_jax.parallel.pipeline.cost import position
+from gopher_jax.parallel.pipeline.schedule import Schedule
 
 AXIS = "pipeline"
-# lax.switch branch indices (one forward and one backward branch serve first and middle stages:
-# fewer branches compile faster; the stage input is the embedding where the `first` flag is set)
-IDLE, F, B, B_LAST = range(4)
 ACT = (None, axes.BATCH, axes.LENGTH, axes.EMBED)  # buffers: [slot, rows, length, d_model]
+READS_ACT, SENDS_GRAD, READS_GRAD, READS_RES = "FRB", "BVI", "BVIW", "VIW"
 
 
 @dataclasses.dataclass(frozen=True)
 class Program:
-    """Per-slot, per-device integer tables ([slots, stages]) that drive the executor, and buffer sizes."""
+    """Per-slot, per-device integer tables ([slots, stages]) that drive the executor, and buffer sizes.
 
+    `combos[branch[t, d]]` is the op list ((kind, position), ...) device d runs in slot t; column k
+    of `microbatch`, `repeat`, `act_key`, `grad_key`, `res_key` ([ops per slot, slots, stages]) is
+    for its k-th op."""
+
+    combos: tuple
     branch: np.ndarray
-    first: np.ndarray  # 1 where the op is on virtual stage 0 (its input is the embedded microbatch)
     microbatch: np.ndarray
     repeat: np.ndarray
-    act_key: np.ndarray  # activation-buffer slot read by F / B / B last (not on virtual stage 0)
-    grad_key: np.ndarray  # gradient-buffer slot read by B (the gradient w.r.t. this stage's output)
+    act_key: np.ndarray  # activation (stage input) buffer slot read by F / R / B
+    grad_key: np.ndarray  # output-gradient buffer slot read by B / V / I / W
+    res_key: np.ndarray  # residual buffer slot written by R, read by V / I / W
     recv_act: np.ndarray  # after the slot: write the activation received from d-1 here (-1 = nothing)
     recv_grad: np.ndarray  # after the slot: write the gradient received from d+1 here (-1 = nothing)
     act_slots: int
     grad_slots: int
+    res_slots: int  # residual sets kept at once (0: no R in the program)
+    res_positions: tuple  # stage positions that run R (each has its own residual layout)
 
 
 def _allocate(intervals: dict, stages: int, device_of) -> tuple[dict, int]:
-    """Interval colouring: keys live from the end of their write slot to their read slot (inclusive).
+    """Interval colouring: keys live from their write slot to their last read slot (inclusive).
 
-    Returns ({key: buffer slot}, slots needed on the busiest device). A slot read in slot t may be
-    rewritten at the end of slot t (reads happen before the end-of-slot writes)."""
+    Returns ({key: buffer slot}, slots needed on the busiest device). A slot last read in slot t may
+    be rewritten in slot t (reads happen before writes: end-of-slot receives, and R after V in a slot)."""
     assign, need = {}, 1
     for d in range(stages):
         mine = sorted((w, r, k) for k, (w, r) in intervals.items() if device_of(k) == d)
@@ -86,45 +100,57 @@ def _allocate(intervals: dict, stages: int, device_of) -> tuple[dict, int]:
 
 
 def compile_program(schedule: Schedule) -> Program:
-    """Turns a schedule table into the executor's integer tables (pure numpy, static)."""
-    pp, v_total, t_total = schedule.stages, schedule.virtual_stages, schedule.num_slots
-    fwd_at, bwd_at = {}, {}
-    for t, row in enumerate(schedule.slots):
-        for op in row:
-            if op is not None:
-                (fwd_at if op.kind == FWD else bwd_at)[(op.microbatch, op.stage)] = t
-    # activation of (i, v), v >= 1: written after F(i, v-1), last read by B(i, v)
-    act_iv = {(i, v): (fwd_at[(i, v - 1)], bwd_at[(i, v)]) for (i, v) in bwd_at if v >= 1}
-    # gradient w.r.t. the output of (i, v), v < V-1: written after B(i, v+1), read by B(i, v)
-    grad_iv = {(i, v): (bwd_at[(i, v + 1)], bwd_at[(i, v)]) for (i, v) in bwd_at if v < v_total - 1}
-    act_key, act_slots = _allocate(act_iv, pp, lambda k: k[1] % pp)
-    grad_key, grad_slots = _allocate(grad_iv, pp, lambda k: k[1] % pp)
+    """Turns a schedule's executed program into the executor's integer tables (pure numpy, static)."""
+    pp, v_total, prog = schedule.stages, schedule.virtual_stages, schedule.program
+    writes = {"act": {}, "grad": {}, "res": {}}
+    reads = {"act": {}, "grad": {}, "res": {}}
+    for t, row in enumerate(prog):
+        for ops in row:
+            for op in ops:
+                i, v, k = op.microbatch, op.stage, op.kind
+                if k == "F" and v < v_total - 1:
+                    writes["act"][(i, v + 1)] = t
+                if k in SENDS_GRAD and v > 0:
+                    writes["grad"][(i, v - 1)] = t
+                if k == "R":
+                    writes["res"][(i, v)] = t
+                for buf, kinds, ok in (("act", READS_ACT, v > 0), ("grad", READS_GRAD, v < v_total - 1),
+                                       ("res", READS_RES, True)):
+                    if k in kinds and ok:
+                        reads[buf][(i, v)] = max(reads[buf].get((i, v), t), t)
+    device_of = lambda key: key[1] % pp  # noqa: E731
+    act_key, act_slots = _allocate({k: (writes["act"][k], r) for k, r in reads["act"].items()}, pp, device_of)
+    grad_key, grad_slots = _allocate({k: (writes["grad"][k], r) for k, r in reads["grad"].items()}, pp, device_of)
+    # one pool for all positions (a device of a 1-repeat schedule has one position; buffers are shared)
+    res_key, res_slots = _allocate({k: (w, reads["res"][k]) for k, w in writes["res"].items()}, pp, device_of)
+    res_slots = res_slots if writes["res"] else 0
+    res_positions = tuple(p for p in ("first", "mid", "last") if any(position(schedule, k[1]) == p
+                                                                       for k in writes["res"]))
 
-    shape = (t_total, pp)
-    tables = {name: np.full(shape, fill, np.int32) for name, fill in (
-        ("branch", IDLE), ("first", 0), ("microbatch", 0), ("repeat", 0), ("act_key", 0), ("grad_key", 0),
-        ("recv_act", -1), ("recv_grad", -1))}
-    for t, row in enumerate(schedule.slots):
-        for d, op in enumerate(row):
-            if op is None:
-                continue
-            i, v = op.microbatch, op.stage
-            first, last = v == 0, v == v_total - 1
-            if op.kind == FWD:
-                branch = IDLE if last else F  # the last stage's F is redone in its B
-            else:
-                branch = B_LAST if last else B
-            tables["branch"][t, d] = branch
-            tables["first"][t, d] = int(first)
-            tables["microbatch"][t, d] = i
-            tables["repeat"][t, d] = v // pp
-            tables["act_key"][t, d] = act_key.get((i, v), 0)
-            tables["grad_key"][t, d] = grad_key.get((i, v), 0)
-            if op.kind == FWD and not last:
-                tables["recv_act"][t, (v + 1) % pp] = act_key[(i, v + 1)]
-            if op.kind == BWD and not first:
-                tables["recv_grad"][t, (v - 1) % pp] = grad_key[(i, v - 1)]
-    return Program(**tables, act_slots=act_slots, grad_slots=grad_slots)
+    t_total, width = len(prog), max(1, max(len(ops) for row in prog for ops in row))
+    combos = sorted({tuple((op.kind, position(schedule, op.stage)) for op in ops) for row in prog for ops in row})
+    combos.remove(()) if () in combos else None
+    combos = [()] + combos  # branch 0 = idle
+    per_op = {name: np.zeros((width, t_total, pp), np.int32)
+              for name in ("microbatch", "repeat", "act_key", "grad_key", "res_key")}
+    branch = np.zeros((t_total, pp), np.int32)
+    recv_act, recv_grad = np.full((t_total, pp), -1, np.int32), np.full((t_total, pp), -1, np.int32)
+    for t, row in enumerate(prog):
+        for d, ops in enumerate(row):
+            branch[t, d] = combos.index(tuple((op.kind, position(schedule, op.stage)) for op in ops))
+            for k, op in enumerate(ops):
+                i, v = op.microbatch, op.stage
+                per_op["microbatch"][k, t, d] = i
+                per_op["repeat"][k, t, d] = v // pp
+                per_op["act_key"][k, t, d] = act_key.get((i, v), 0)
+                per_op["grad_key"][k, t, d] = grad_key.get((i, v), 0)
+                per_op["res_key"][k, t, d] = res_key.get((i, v), 0)
+                if op.kind == "F" and v < v_total - 1:
+                    recv_act[t, (v + 1) % pp] = act_key[(i, v + 1)]
+                if op.kind in SENDS_GRAD and v > 0:
+                    recv_grad[t, (v - 1) % pp] = grad_key[(i, v - 1)]
+    return Program(tuple(combos), branch, **per_op, recv_act=recv_act, recv_grad=recv_grad,
+                   act_slots=act_slots, grad_slots=grad_slots, res_slots=res_slots, res_positions=res_positions)
 
 
 def split_layers(layers, stages: int, repeats: int):
@@ -143,6 +169,63 @@ def merge_layers(layers):
     return jax.tree.map(one, layers)
 
 
+REL_BIASES = ("content_bias", "position_bias")
+
+
+def outer_keys(outer: dict, pos: str) -> tuple:
+    """The "outer" (non-layer) parameters a stage at `pos` reads: embedding, head, shared biases."""
+    keys = REL_BIASES + (parts.OUTER_EMBED if pos == "first" else ()) + (parts.OUTER_HEAD if pos == "last" else ())
+    return tuple(k for k in dict.fromkeys(keys) if k in outer)
+
+
+def stage_fn(cfg: ModelConfig, pos: str, z_loss: float):
+    """(layers slice, outer subset, x, microbatch, total_weight) -> stage output, or (loss, z) on the last stage.
+
+    The first stage embeds its tokens (x is unused); the last applies head and loss."""
+    dtype = jnp.dtype(cfg.dtype)
+
+    def fn(p, o, x, mb, total_weight):
+        if pos == "first":
+            x = parts.embed(cfg, o, mb["inputs"], mb["positions"]).astype(dtype)
+        y = parts.stage(cfg, p, o, x, mb["segment_ids"], mb["positions"])
+        if pos != "last":
+            return y.astype(dtype)
+        logits = parts.head(cfg, o, y)
+        loss_sum, z_sum = cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss, one_hot_pick=True)
+        return loss_sum / total_weight, z_sum / total_weight
+
+    return fn
+
+
+class _Residuals:
+    """The pullback of one stage position as stored leaves: traced once, rebuilt in any slot.
+
+    `store(vjp)` returns the leaves to keep (the stage's own parameters left out); `rebuild(leaves,
+    p, o)` returns the pullback again. Layout and treedef come from one probe trace."""
+
+    def __init__(self, fn, p, o, x, mb, total_weight):
+        probe = {}
+
+        def trace(p, o, x, mb, tw):
+            _, vjp = jax.vjp(lambda p_, o_, x_: fn(p_, o_, x_, mb, tw), p, o, x)
+            leaves, probe["treedef"] = jax.tree.flatten(vjp)
+            params = jax.tree.leaves((p, o))
+            probe["param_at"] = [next((j for j, a in enumerate(params) if a is leaf), -1) for leaf in leaves]
+            return [leaf for leaf, j in zip(leaves, probe["param_at"]) if j < 0]
+
+        self.shapes = jax.eval_shape(trace, p, o, x, mb, total_weight)  # abstract values keep weak types
+        self.treedef, self.param_at = probe["treedef"], probe["param_at"]
+
+    def store(self, vjp) -> list:
+        leaves = jax.tree.leaves(vjp)
+        assert len(leaves) == len(self.param_at), "residual layout changed between traces"
+        return [leaf for leaf, j in zip(leaves, self.param_at) if j < 0]
+
+    def rebuild(self, kept: list, p, o):
+        params, kept = jax.tree.leaves((p, o)), iter(kept)
+        return jax.tree.unflatten(self.treedef, [params[j] if j >= 0 else next(kept) for j in self.param_at])
+
+
 def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
     """Returns (params, microbatched batch [MB, rows, T], total_weight) -> (loss, z, fp32 grads).
 
@@ -152,14 +235,19 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
     prog = compile_program(schedule)
     pp, reps = schedule.stages, schedule.repeats
     dtype = jnp.dtype(cfg.dtype)
-    tables = {k: jnp.asarray(getattr(prog, k)) for k in
-              ("branch", "first", "microbatch", "repeat", "act_key", "grad_key", "recv_act", "recv_grad")}
+    width = prog.microbatch.shape[0]
+    tables = {"branch": jnp.asarray(prog.branch), "recv_act": jnp.asarray(prog.recv_act),
+              "recv_grad": jnp.asarray(prog.recv_grad),
+              **{f"{name}{k}": jnp.asarray(getattr(prog, name)[k]) for name in
+                 ("microbatch", "repeat", "act_key", "grad_key", "res_key") for k in range(width)}}
+    fns = {pos: stage_fn(cfg, pos, z_loss) for pos in ("first", "mid", "last")}
 
     def body(stage_params, outer, mbs, total_weight):
         me = jax.lax.axis_index(AXIS)
         p_local = jax.tree.map(lambda a: a[0], stage_params)  # [repeats, layers_per_stage, ...]
         m, rows, length = mbs["inputs"].shape
         buf_shape = (rows, length, cfg.d_model)
+        zeros_act = jnp.zeros(buf_shape, dtype)
 
         def constrain(x):
             return nn.with_logical_constraint(x, ACT)
@@ -167,72 +255,103 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
         def take(tree, i):
             return jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False), tree)
 
-        def run_stage(p_r, outer_, x, mb):
-            return parts.stage(cfg, p_r, outer_, x, mb["segment_ids"], mb["positions"])
+        def sub(pos):
+            return {k: outer[k] for k in outer_keys(outer, pos)}
 
-        def fwd_fn(p_r, outer_, x, mb, first):
-            x = jnp.where(first, parts.embed(cfg, outer_, mb["inputs"], mb["positions"]).astype(dtype), x)
-            return run_stage(p_r, outer_, x, mb)
+        residuals = {pos: _Residuals(fns[pos], take(p_local, 0), sub(pos), zeros_act, take(mbs, 0), total_weight)
+                     for pos in prog.res_positions}
+        # Residual buffers are shared by the positions: leaves of equal shape and dtype reuse one buffer
+        # ([res_slots, *shape]); buffer_of[pos][j] is where leaf j of that position lives.
+        buffers, buffer_of = [], {}
+        for pos, layout in residuals.items():
+            taken, buffer_of[pos] = set(), []
+            for leaf in layout.shapes:
+                b = next((n for n, s in enumerate(buffers) if n not in taken and
+                          (s.shape, s.dtype) == (leaf.shape, leaf.dtype)), None)
+                if b is None:
+                    b = len(buffers)
+                    buffers.append(leaf)
+                taken.add(b)
+                buffer_of[pos].append(b)
 
-        def last_fn(p_r, outer_, x, mb):
-            logits = parts.head(cfg, outer_, run_stage(p_r, outer_, x, mb))
-            loss_sum, z_sum = cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss, one_hot_pick=True)
-            return loss_sum / total_weight, z_sum / total_weight
+        def f32(t):
+            return jax.tree.map(lambda a: a.astype(jnp.float32), t)
 
-        zeros_act = jnp.zeros(buf_shape, dtype)
-
-        def accumulate(g_p, g_outer, r, dp, douter):
-            f32 = lambda t: jax.tree.map(lambda a: a.astype(jnp.float32), t)  # noqa: E731
+        def accumulate(st, r, dp, douter):
             g_p = jax.tree.map(lambda acc, d: jax.lax.dynamic_update_index_in_dim(
-                acc, jax.lax.dynamic_index_in_dim(acc, r, 0, keepdims=False) + d, r, 0), g_p, f32(dp))
-            return g_p, jax.tree.map(jnp.add, g_outer, f32(douter))
+                acc, jax.lax.dynamic_index_in_dim(acc, r, 0, keepdims=False) + d, r, 0), st["g_p"], f32(dp))
+            g_outer = dict(st["g_outer"])
+            for key, d in douter.items():
+                g_outer[key] = jax.tree.map(jnp.add, g_outer[key], f32(d))
+            return {**st, "g_p": g_p, "g_outer": g_outer}
 
-        def slot(carry, row):
-            act, grad, g_p, g_outer, loss, z = carry
-            branch, first, i, r = row["branch"][me], row["first"][me] > 0, row["microbatch"][me], row["repeat"][me]
-            mb, p_r = take(mbs, i), take(p_local, r)
-            x_in = jax.lax.dynamic_index_in_dim(act, row["act_key"][me], 0, keepdims=False)
-            g_in = jax.lax.dynamic_index_in_dim(grad, row["grad_key"][me], 0, keepdims=False)
-            state = (g_p, g_outer, loss, z)
+        def run_op(kind, pos, st, row, k):
+            """One op of a slot; returns (state, activation to send or None, gradient to send or None)."""
+            i, r = row[f"microbatch{k}"][me], row[f"repeat{k}"][me]
+            mb, p_r, o = take(mbs, i), take(p_local, r), sub(pos)
+            fn = partial(fns[pos], mb=mb, total_weight=total_weight)
+            x = zeros_act if pos == "first" else jax.lax.dynamic_index_in_dim(
+                st["act"], row[f"act_key{k}"][me], 0, keepdims=False)
+            if pos == "last":
+                g = (jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32))
+            else:
+                g = jax.lax.dynamic_index_in_dim(st["grad"], row[f"grad_key{k}"][me], 0, keepdims=False)
+            if kind == "F":
+                return st, fn(p_r, o, x), None
+            if kind in "RB":
+                out, vjp = jax.vjp(lambda p_, o_, x_: fn(p_, o_, x_), p_r, o, x)
+                if pos == "last":
+                    st = {**st, "loss": st["loss"] + out[0], "z": st["z"] + out[1]}
+                if kind == "R":
+                    key, pool = row[f"res_key{k}"][me], list(st["res"])
+                    for b, leaf in zip(buffer_of[pos], residuals[pos].store(vjp)):
+                        pool[b] = jax.lax.dynamic_update_index_in_dim(pool[b], leaf, key, 0)
+                    return {**st, "res": pool}, None, None
+            else:  # V, I, W: the pullback from stored residuals
+                kept = [jax.lax.dynamic_index_in_dim(st["res"][b], row[f"res_key{k}"][me], 0, keepdims=False)
+                        for b in buffer_of[pos]]
+                vjp = residuals[pos].rebuild(kept, p_r, o)
+            dp, douter, dx = vjp(g)
+            if kind != "I":
+                st = accumulate(st, r, dp, douter)
+            send = None if pos == "first" or kind == "W" else dx.astype(dtype)
+            return st, None, send
 
-            def idle(_):
-                return zeros_act, zeros_act, state
+        def make_branch(combo):
+            def branch(st, row):
+                send_act, send_grad = zeros_act, zeros_act
+                for k, (kind, pos) in enumerate(combo):
+                    st, a, g = run_op(kind, pos, st, row, k)
+                    send_act = send_act if a is None else a
+                    send_grad = send_grad if g is None else g
+                return st, send_act, send_grad
+            return branch
 
-            def f(_):
-                return fwd_fn(p_r, outer, x_in, mb, first).astype(dtype), zeros_act, state
+        branches = [make_branch(c) for c in prog.combos]
 
-            def b(_):  # on virtual stage 0, dx is zero (the input was the embedding) and nobody keeps it
-                _, vjp = jax.vjp(lambda p, o, x: fwd_fn(p, o, x, mb, first), p_r, outer, x_in)
-                dp, douter, dx = vjp(g_in.astype(dtype))
-                return zeros_act, dx.astype(dtype), (*accumulate(g_p, g_outer, r, dp, douter), loss, z)
+        def store(buf, key, value):
+            k = jnp.maximum(key, 0)
+            old = jax.lax.dynamic_index_in_dim(buf, k, 0, keepdims=False)
+            return jax.lax.dynamic_update_index_in_dim(buf, jnp.where(key >= 0, value, old), k, 0)
 
-            def b_last(_):
-                (l_i, z_i), vjp = jax.vjp(lambda p, o, x: last_fn(p, o, x, mb), p_r, outer, x_in)
-                dp, douter, dx = vjp((jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32)))
-                return zeros_act, dx.astype(dtype), (*accumulate(g_p, g_outer, r, dp, douter), loss + l_i, z + z_i)
-
-            send_act, send_grad, (g_p, g_outer, loss, z) = jax.lax.switch(
-                branch, [idle, f, b, b_last], None)
+        def slot(st, row):
+            st, send_act, send_grad = jax.lax.switch(row["branch"][me], branches, st, row)
             # Every device sends every slot (lockstep); the table says whether the receiver keeps it.
             got_act = jax.lax.ppermute(send_act, AXIS, [(d, (d + 1) % pp) for d in range(pp)])
             got_grad = jax.lax.ppermute(send_grad, AXIS, [(d, (d - 1) % pp) for d in range(pp)])
+            st = {**st, "act": store(st["act"], row["recv_act"][me], got_act),
+                  "grad": store(st["grad"], row["recv_grad"][me], got_grad)}
+            return st, None
 
-            def store(buf, key, value):
-                k = jnp.maximum(key, 0)
-                old = jax.lax.dynamic_index_in_dim(buf, k, 0, keepdims=False)
-                return constrain(jax.lax.dynamic_update_index_in_dim(buf, jnp.where(key >= 0, value, old), k, 0))
-
-            act = store(act, row["recv_act"][me], got_act)
-            grad = store(grad, row["recv_grad"][me], got_grad)
-            return (act, grad, g_p, g_outer, loss, z), None
-
-        f32_zeros = lambda t: jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), t)  # noqa: E731
-        init = (constrain(jnp.zeros((prog.act_slots, *buf_shape), dtype)),
-                constrain(jnp.zeros((prog.grad_slots, *buf_shape), dtype)),
-                f32_zeros(p_local), f32_zeros(outer), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-        (_, _, g_p, g_outer, loss, z), _ = jax.lax.scan(slot, init, tables)
-        g_outer, loss, z = jax.lax.psum((g_outer, loss, z), AXIS)
-        return jax.tree.map(lambda a: a[None], g_p), g_outer, loss, z
+        zeros32 = lambda t: jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), t)  # noqa: E731
+        init = {"act": constrain(jnp.zeros((prog.act_slots, *buf_shape), dtype)),
+                "grad": constrain(jnp.zeros((prog.grad_slots, *buf_shape), dtype)),
+                "res": [jnp.zeros((prog.res_slots, *s.shape), s.dtype) for s in buffers],
+                "g_p": zeros32(p_local), "g_outer": zeros32(outer),
+                "loss": jnp.zeros((), jnp.float32), "z": jnp.zeros((), jnp.float32)}
+        st, _ = jax.lax.scan(slot, init, tables)
+        g_outer, loss, z = jax.lax.psum((st["g_outer"], st["loss"], st["z"]), AXIS)
+        return jax.tree.map(lambda a: a[None], st["g_p"]), g_outer, loss, z
 
     run = jax.shard_map(body, in_specs=(P(AXIS), P(), P(), P()), out_specs=(P(AXIS), P(), P(), P()),
                         axis_names=frozenset({AXIS}), check_vma=False)
@@ -240,7 +359,7 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
     def pipeline_grads(params, mbs, total_weight):
         params = dict(params)
         layers = split_layers(params.pop("layers"), pp, reps)
-        g_layers, g_outer, loss, z = run(layers, params, mbs, total_weight)
+        g_layers, g_outer, loss, z = run(layers, params, mbs, jnp.asarray(total_weight, jnp.float32))
         return loss, z, {**g_outer, "layers": merge_layers(g_layers)}
 
     return pipeline_grads

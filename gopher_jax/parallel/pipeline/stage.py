@@ -95,7 +95,7 @@ class Stage(nn.Module):
             block = nn.remat(Block, policy=policy, prevent_cse=False)
         args = (segment_ids, positions, rel_embed, rel_biases)
         stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                        in_axes=(nn.broadcast,) * len(args), length=self.num_layers,
+                        in_axes=(nn.broadcast,) * len(args), length=self.num_layers, unroll=cfg.scan_unroll,
                         metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, name="layers")
         x, _ = stack(x, *args)
         return x

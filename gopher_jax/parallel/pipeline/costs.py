@@ -1,0 +1,110 @@
+"""Op costs of the pipeline executor, measured: compile each stage branch and read XLA's cost analysis.
+
+Every executed op kind (F, R, V, B, I, W; schedule.py) at every stage position (first: embedding +
+layers, mid: layers, last: layers + head + loss) is the same function the executor's `lax.switch`
+branch runs (executor.stage_fn and the pullback of `_Residuals`), jitted on one device for one
+microbatch and compiled; its cost is `compiled.cost_analysis()["flops"]` (after XLA's dead-code
+elimination, which is what makes I and W cheaper than V).
+
+XLA's cost analysis counts a while loop's body once, so the layer scan is unrolled
+(ModelConfig.scan_unroll) and a stage is priced from two compiles, with one and with two layers:
+cost(op, L layers) = c1 + (L - 1) (c2 - c1), where c2 - c1 is one layer and c1 holds the stage's
+per-call work (embedding, head, loss, position tables). B is priced as R + V.
+Attention is priced through its XLA path (ModelConfig.attention_impl='xla'), whose FLOPs the cost
+analysis sees (the CPU kernel is an opaque custom call). FLOPs do not depend on the sharding, so one
+device and a one-row microbatch give the same ratios as the partitioned step.
+
+`op_costs` falls back to cost.analytic_costs (documented there) when compiling fails, and says so in
+`OpCosts.source`.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from gopher_jax.model.config import ModelConfig
+from gopher_jax.model.decoder import Decoder
+from gopher_jax.parallel.pipeline.cost import POSITIONS, OpCosts, analytic_costs
+
+log = logging.getLogger(__name__)
+
+
+def _abstract(cfg: ModelConfig, seq_len: int, rows: int, layers: int):
+    """ShapeDtypeStructs of (layers slice, outer params, stage input, microbatch)."""
+    tokens = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32)
+    params = nn.meta.unbox(jax.eval_shape(lambda t: Decoder(cfg).init(jax.random.key(0), t)["params"], tokens))
+    outer = dict(params)
+    p = jax.tree.map(lambda a: jax.ShapeDtypeStruct((layers,) + a.shape[1:], a.dtype), outer.pop("layers"))
+    mb = {k: tokens for k in ("inputs", "targets", "segment_ids", "positions")}
+    mb["loss_weights"] = jax.ShapeDtypeStruct((rows, seq_len), jnp.float32)
+    x = jax.ShapeDtypeStruct((rows, seq_len, cfg.d_model), jnp.dtype(cfg.dtype))
+    return p, outer, x, mb
+
+
+@functools.lru_cache(maxsize=256)
+def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layers: int, z_loss: float) -> float:
+    from gopher_jax.parallel.pipeline.executor import _Residuals, outer_keys, stage_fn
+
+    p, outer, x, mb = _abstract(cfg, seq_len, rows, layers)
+    o = {k: outer[k] for k in outer_keys(outer, pos)}
+    fn = stage_fn(cfg, pos, z_loss)
+    tw = jax.ShapeDtypeStruct((), jnp.float32)
+    g_last = (jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32))
+
+    def pullback(p, o, x, mb, tw):
+        return jax.vjp(lambda p_, o_, x_: fn(p_, o_, x_, mb, tw), p, o, x)
+
+    def program(p, o, x, mb, tw, kept, g):
+        g = g_last if pos == "last" else g
+        if kind == "F":
+            return fn(p, o, x, mb, tw)
+        if kind in "RB":
+            out, vjp = pullback(p, o, x, mb, tw)
+            if kind == "R":
+                return out, res.store(vjp)
+        else:
+            vjp = res.rebuild(kept, p, o)
+        dp, do, dx = vjp(g)
+        return {"B": (dp, do, dx), "V": (dp, do, dx), "I": dx, "W": (dp, do)}[kind]
+
+    res = _Residuals(fn, p, o, x, mb, tw)
+    compiled = jax.jit(program).lower(p, o, x, mb, tw, res.shapes, x).compile()
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return float(analysis.get("flops", 0.0))  # absent when the program has no floating-point work
+
+
+@functools.lru_cache(maxsize=16)
+def measured_costs(cfg: ModelConfig, seq_len: int, layers_per_stage: int, z_loss: float = 0.0,
+                   kinds: tuple = ("F", "R", "V")) -> OpCosts:
+    """FLOPs of (kind, position) for one microbatch row through one virtual stage of `layers_per_stage`
+    layers (module docstring). B is priced as R + V (the fused op runs both programs in one slot)."""
+    cfg = cfg.replace(attention_impl="xla", scan_unroll=2)  # unrolled: the cost analysis sees every layer
+    kinds = tuple(dict.fromkeys(("F", "R", "V") + tuple(k for k in kinds if k != "B")))
+    cost = {}
+    for kind in kinds:
+        one = {pos: _flops(cfg, kind, pos, seq_len, 1, 1, z_loss) for pos in POSITIONS
+               if not (kind == "F" and pos == "last")}
+        per_layer = _flops(cfg, kind, "mid", seq_len, 1, 2, z_loss) - one["mid"]
+        for pos in POSITIONS:
+            # the last stage's forward never runs on its own: it is its R (or B's recompute)
+            cost[(kind, pos)] = 0.0 if pos not in one else one[pos] + (layers_per_stage - 1) * per_layer
+    for pos in POSITIONS:
+        cost[("B", pos)] = cost[("R", pos)] + cost[("V", pos)]
+    return OpCosts(cost, "compiled")
+
+
+def op_costs(cfg: ModelConfig, seq_len: int, layers_per_stage: int, z_loss: float = 0.0,
+             kinds: tuple = ("F", "R", "V")) -> OpCosts:
+    """measured_costs, or analytic_costs when compiling is unavailable (OpCosts.source says which)."""
+    kinds = tuple(k for k in ("F", "R", "V", "I", "W") if k in kinds or k in "FRV")  # B = R + V
+    try:
+        return measured_costs(cfg, seq_len, layers_per_stage, z_loss, kinds)
+    except Exception as e:  # noqa: BLE001  (any backend failure: the documented fallback)
+        log.warning("pipeline op costs: compiling the stage branches failed (%s: %s); using the analytic "
+                    "unit costs (gopher_jax/parallel/pipeline/cost.py)", type(e).__name__, e)
+        return analytic_costs(cfg.remat_policy)
