@@ -1,8 +1,16 @@
 """Test setup: 8 emulated CPU devices, set before jax is imported anywhere."""
 import os
 
+# The CPU client aborts the process (LOG(FATAL)) when a collective's rendezvous waits longer than
+# its terminate timeout. On CI's 2 oversubscribed cores, 8 emulated devices plus a second pytest
+# worker occasionally aborted a pipeline-step test this way (gdb: SIGABRT from
+# AwaitAndLogIfStuck in the in-process all-reduce); with a 200 s limit, 12 repeated runs of the
+# same tests neither aborted nor logged a stuck warning. Allow 10 minutes so a slow rendezvous
+# stays slow instead of killing the worker; a real deadlock still ends the run.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8"
+    + " --xla_cpu_collective_call_terminate_timeout_seconds=600").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -15,6 +15,12 @@ import jax.numpy as jnp
 
 from gopher_jax.model.config import ModelConfig
 
+# Flax collections of the zero-bubble pipeline's split backward (parallel/pipeline/deferred_wgrad.py):
+# every Dense stores its matmul input in WGRAD_INPUTS and exposes its output cotangent through a
+# perturbation in WGRAD_COTANGENTS. Both are absent in ordinary training, where they cost nothing.
+WGRAD_INPUTS = "wgrad_inputs"
+WGRAD_COTANGENTS = "wgrad_cotangents"
+
 
 def kernel_init(config: ModelConfig, names: Sequence[str], *, in_axes: Sequence[int] = (0,),
                 residual_output: bool = False):
@@ -104,7 +110,15 @@ class Dense(nn.Module):
             (*in_dims, *self.features), jnp.dtype(cfg.param_dtype))
         dtype = jnp.dtype(cfg.dtype)
         lead, n_in = x.shape[:-self.num_in], math.prod(in_dims)
-        y = matmul(x.astype(dtype).reshape(*lead, n_in), kernel.astype(dtype).reshape(n_in, -1))
+        x2 = x.astype(dtype).reshape(*lead, n_in)
+        split = not self.is_initializing()  # (init makes every collection mutable: create params only)
+        if split and self.is_mutable_collection(WGRAD_INPUTS):  # zero-bubble: keep x for the deferred dW
+            self.put_variable(WGRAD_INPUTS, "x", x2)
+        y = matmul(x2, kernel.astype(dtype).reshape(n_in, -1))
+        if split:
+            # A zero added to the output when the pipeline passes this collection; its gradient is dy,
+            # which the weight-gradient pass turns into dW = x^T dy (pipeline/deferred_wgrad.py).
+            y = self.perturb("dy", y, collection=WGRAD_COTANGENTS)
         y = y.reshape(*lead, *self.features)
         if cfg.use_bias:
             bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.names[self.num_in:]),

@@ -13,7 +13,8 @@ shard by shard. Gradients and activations are modelled (nothing is allocated):
     microbatch's forward and backward (GPipe: all microbatches; 1F1B: min(microbatches, stages),
     MT-NLG §3; circular: repeats x microbatches; interleaved 1F1B and zero-bubble: counted from their
     tables) and keeps the remat policy's tensors for one microbatch through one stage between its
-    recompute (R) and its backward.
+    recompute (R) and its backward. zero_bubble keeps up to two such residual sets and, per
+    weight-gradient set its program holds (R -> W), every Dense's input and output cotangent.
 MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
 4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
 """
@@ -109,6 +110,24 @@ def stashed_microbatches(schedule: str, microbatches: int, stages: int, repeats:
     return max(table.max_in_flight(d) for d in range(stages))
 
 
+def _wgrad_elements(model: ModelConfig, t: int) -> float:
+    """Elements per token and layer zero-bubble keeps from I to W: every Dense's input and output
+    cotangent (deferred_wgrad.py; q, k and v each keep their own copy of the normed input)."""
+    h, hk, kvk, f = model.d_model, model.num_heads * model.head_dim, model.kv_heads * model.head_dim, model.ffw_dim
+    mult = 2 if model.mlp == "swiglu" else 1
+    inputs = 3 * h + hk / t + mult * h + f / t  # q, k, v | out | wi (and wi_gate) | wo
+    cotangents = (hk + 2 * kvk) / t + h + mult * f / t + h
+    return inputs + cotangents
+
+
+def _zero_bubble_program(stages: int, microbatches: int, pipeline):
+    """zero_bubble's compiled program tables (fitted to analytic unit costs) for its buffer counts."""
+    from gopher_jax.parallel.pipeline.executor import compile_program
+    from gopher_jax.parallel.pipeline.schedule import make_schedule
+    pending = pipeline.max_pending_weight_grads if pipeline is not None else 2
+    return compile_program(make_schedule("zero_bubble", stages, microbatches, max_pending_w=pending))
+
+
 def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipeline=None) -> dict:
     """Returns per-device activation bytes: kept per layer, one recomputed layer, logits, and in-flight count."""
     batch_shards = _axes_size(axes.BATCH, rules, sizes)
@@ -127,6 +146,7 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
     per_tok = _per_token_elements(model, train.seq_len, t)
     kept = _KEPT[model.remat_policy]
     kept_elems = sum(per_tok.values()) if kept is None else sum(per_tok[k] for k in kept)
+    residual_sets, wgrad_sets = 1, 0
     if stages == 1:
         in_flight = 1
         kept_b = kept_elems * item * tokens * model.num_layers
@@ -134,9 +154,15 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
         in_flight = stashed_microbatches(schedule, pipe_mb, stages, repeats)
         layers_here = math.ceil(model.num_layers / (stages * repeats))
         kept_b = kept_elems * item * tokens * layers_here + in_flight * model.d_model * item * tokens
+        if schedule == "zero_bubble":  # its residual and weight-gradient sets, counted from its program
+            prog = _zero_bubble_program(stages, pipe_mb, pipeline)
+            residual_sets, wgrad_sets = prog.res_slots, prog.wg_slots
+            kept_b += (residual_sets - 1) * kept_elems * item * tokens * layers_here
+            kept_b += wgrad_sets * _wgrad_elements(model, t) * item * tokens * layers_here
     working = 0 if kept is None else sum(per_tok.values()) * item * tokens  # the layer being recomputed
     logits = 2 * 4 * tokens * model.padded_vocab_size / t_vocab  # fp32 logits and their gradient
     return {"kept": int(kept_b), "recompute_working_set": int(working), "logits": int(logits),
+            "residual_sets": residual_sets, "weight_grad_sets": wgrad_sets,
             "local_sequences_per_microbatch": local_rows, "microbatches_in_flight": in_flight,
             "batch_shards": batch_shards, "tensor_parallel": t}
 

@@ -30,20 +30,22 @@ def pipeline_estimate(model: ModelConfig, train: TrainConfig, stages: int, pipel
     if stages == 1:
         return {"pipeline_schedule": None, "pipeline_efficiency": 1.0, "pipeline_efficiency_formula": 1.0,
                 "pipeline_op_costs": None}
-    from gopher_jax.parallel.pipeline import PipelineConfig, cost, costs, schedule
+    from gopher_jax.parallel.pipeline import PipelineConfig, cost, compiled_op_costs, schedule
 
     pipeline = pipeline or PipelineConfig()
     microbatches = pipeline.microbatches or train.microbatches
     repeats = pipeline.repeats if schedule.uses_repeats(pipeline.schedule) else 1
-    table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats)
-    kinds = tuple(sorted({op.kind for row in table.program for ops in row for op in ops} | {"F", "R", "V"}))
     layers = model.num_layers // (stages * repeats)
     if op_costs == "compiled":
-        priced = costs.op_costs(model, train.seq_len, layers, kinds=kinds)
+        priced = compiled_op_costs.op_costs(model, train.seq_len, layers, split=pipeline.schedule == "zero_bubble")
     elif op_costs == "analytic":
         priced = cost.analytic_costs(model.remat_policy)
     else:
         raise ValueError(f"pipeline op costs {op_costs!r} must be 'compiled' or 'analytic'")
+    # zero_bubble's program is fitted to op costs: the ones the trainer would use (pipeline.program_costs)
+    fitted = priced if pipeline.program_costs == "compiled" and priced.source == "compiled" else None
+    table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats, fitted,
+                                   pipeline.max_pending_weight_grads)
     return {"pipeline_schedule": pipeline.schedule, "pipeline_efficiency": cost.executed_efficiency(table, priced),
             "pipeline_efficiency_formula": 1 - schedule.expected_bubble(pipeline.schedule, stages, microbatches, repeats),
             "pipeline_op_costs": priced.source}

@@ -79,7 +79,7 @@ def build_trainer(model_config: ModelConfig, opt_config: OptimizerConfig, train_
     if mesh.shape.get("pipeline", 1) > 1:
         from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig
         pipeline = Pipeline(model_config, pipeline_config or PipelineConfig(), mesh.shape["pipeline"],
-                            train_config.microbatches, opt_config.z_loss)
+                            train_config.microbatches, opt_config.z_loss, train_config.seq_len)
     step = make_train_step(model_config, tx, microbatches=train_config.microbatches,
                            z_loss=opt_config.z_loss, schedule=schedule, pipeline=pipeline)
     train_step = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),

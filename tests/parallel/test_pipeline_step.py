@@ -25,6 +25,11 @@ RUNS = {"gpipe": (2, 8), "1f1b": (2, 4, 8), "circular": (4,), "interleaved_1f1b"
 CASES = {f"{s}_pp{pp}" + ("_fsdp2" if pp == 4 else ""): (MESHES[pp], s) for s, pps in RUNS.items() for pp in pps}
 for s in ("1f1b", "interleaved_1f1b", "zero_bubble"):
     CASES[f"{s}_pp2_tensor2_data2"] = (dict(data=2, tensor=2, pipeline=2), s)
+# zero-bubble's split backward under remat 'full' (Dense inputs saved inside the checkpointed layer), its
+# program fitted to compiled op costs and one pending weight-gradient set
+CASES["zero_bubble_pp4_remat_full_fitted"] = (dict(data=2, pipeline=4), "zero_bubble")
+EXTRA = {"zero_bubble_pp4_remat_full_fitted": (dict(remat_policy="full"),
+                                                dict(program_costs="compiled", max_pending_weight_grads=1))}
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +52,15 @@ def reference():
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_pipelined_gradients_equal_unpipelined(name, reference):
     mesh_kw, schedule = CASES[name]
+    model_kw, pipeline_kw = EXTRA.get(name, ({}, {}))
     params, batch, ref_loss, ref_z, ref_grads = reference
     mesh = build_mesh(MeshConfig(**mesh_kw))
     repeats = REPEATS.get(schedule, 1)
-    pipe = Pipeline(MODEL, PipelineConfig(schedule=schedule, repeats=repeats), mesh.shape["pipeline"],
-                    MICROBATCHES[mesh.shape["pipeline"]], Z_LOSS)
+    pipe = Pipeline(MODEL.replace(**model_kw), PipelineConfig(schedule=schedule, repeats=repeats, **pipeline_kw),
+                    mesh.shape["pipeline"], MICROBATCHES[mesh.shape["pipeline"]], Z_LOSS,
+                    seq_len=SEQ if pipeline_kw else 0)  # (0: zero-bubble fitted to unit costs, no compiles)
+    if pipeline_kw.get("program_costs") == "compiled":
+        assert pipe.schedule.op_costs is not None and pipe.schedule.op_costs.source == "compiled"
     p_sh = param_shardings(abstract_params(MODEL, SEQ), mesh, RULES)
     b_sh = batch_sharding(mesh, RULES)
     with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):

@@ -1,11 +1,13 @@
 """Pipeline parallelism over the `pipeline` mesh axis: GPipe, 1F1B, circular, interleaved 1F1B, zero-bubble.
 
-schedule.py  pure-Python schedule tables (their exact bubble) and the executed program of each
-cost.py      the executed-cost model: slot cost = its slowest device; efficiency; op costs (costs.py)
-costs.py     op costs measured by compiling each stage branch and reading XLA's cost analysis
-stage.py     the Decoder cut into embed / stage / head over the unchanged parameter tree
-executor.py  runs a program with jit + shard_map + ppermute
-config.py    `PipelineConfig` (gin `pipeline.*`) and `Pipeline`, what the train step calls
+schedule.py           pure-Python schedule tables (their exact bubble) and the executed program of each
+cost.py               the executed-cost model: slot cost = its slowest device; efficiency
+compiled_op_costs.py  op costs measured by compiling each stage branch and reading XLA's cost analysis
+zero_bubble.py        zero_bubble's executed program: 1F1B's, backward split, W and R moved into slack
+deferred_wgrad.py     the split backward: I (dx + every Dense's output cotangent) and W (x^T dy per kernel)
+stage.py              the Decoder cut into embed / stage / head over the unchanged parameter tree
+executor.py           runs a program with jit + shard_map + ppermute
+config.py             `PipelineConfig` (gin `pipeline.*`) and `Pipeline`, what the train step calls
 See docs/decisions/0002-pipeline.md.
 """
 from gopher_jax.parallel.pipeline.config import Pipeline, PipelineConfig

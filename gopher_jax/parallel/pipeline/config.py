@@ -26,10 +26,18 @@ class PipelineConfig:
     repeats: int = 1  # circular, interleaved_1f1b: layer groups per device (virtual stages = stages x repeats)
     microbatches: int = 0  # microbatches per pipeline pass; 0 = train.microbatches (one pass per step).
     # train.microbatches = k x pipeline.microbatches accumulates gradients over k pipeline passes.
+    max_pending_weight_grads: int = 2  # zero_bubble: microbatches between I and W per device; each holds
+    # its Dense inputs and output cotangents (deferred_wgrad.py). More fills more bubble, costs memory.
+    program_costs: str = "compiled"  # zero_bubble: op costs its program is fitted to (zero_bubble.py):
+    # "compiled" = each stage branch compiled and priced by XLA (compiled_op_costs.py, a few seconds); "analytic".
 
     def __post_init__(self):
         if self.schedule not in sched.SCHEDULES:
             raise ValueError(f"pipeline.schedule={self.schedule!r} is not one of {sched.SCHEDULES}")
+        if self.program_costs not in ("compiled", "analytic"):
+            raise ValueError(f"pipeline.program_costs={self.program_costs!r} must be 'compiled' or 'analytic'")
+        if self.max_pending_weight_grads < 1:
+            raise ValueError(f"pipeline.max_pending_weight_grads={self.max_pending_weight_grads} must be >= 1")
         if self.repeats < 1 or self.microbatches < 0:
             raise ValueError(f"pipeline.repeats={self.repeats} must be >= 1 and pipeline.microbatches="
                              f"{self.microbatches} >= 0 (0 = train.microbatches)")
@@ -42,7 +50,8 @@ class Pipeline:
     train.microbatches / microbatches passes when they differ (gradient accumulation).
     """
 
-    def __init__(self, model_config, config: PipelineConfig, stages: int, train_microbatches: int, z_loss: float):
+    def __init__(self, model_config, config: PipelineConfig, stages: int, train_microbatches: int, z_loss: float,
+                 seq_len: int = 0):
         from gopher_jax.parallel.pipeline.executor import make_pipeline_grads
 
         mb = config.microbatches or train_microbatches
@@ -56,8 +65,20 @@ class Pipeline:
         self.config = config
         self.stages = stages
         self.microbatches = mb
-        self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats)
+        self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats,
+                                            program_costs(model_config, config, stages, seq_len, z_loss),
+                                            config.max_pending_weight_grads)
         self._grads = make_pipeline_grads(model_config, self.schedule, z_loss)
 
     def __call__(self, params, batch: dict, total_weight):
         return self._grads(params, split_microbatches(batch, self.microbatches), total_weight)
+
+
+def program_costs(model_config, config: PipelineConfig, stages: int, seq_len: int, z_loss: float = 0.0):
+    """The op costs zero_bubble's program is fitted to (cost.OpCosts), or None (analytic unit costs;
+    every other schedule's program does not depend on costs). Returns None without a seq_len."""
+    if config.schedule != "zero_bubble" or config.program_costs == "analytic" or not seq_len:
+        return None
+    from gopher_jax.parallel.pipeline import compiled_op_costs
+    layers = model_config.num_layers // (stages * config.repeats)
+    return compiled_op_costs.op_costs(model_config, seq_len, layers, z_loss, split=True)

@@ -9,20 +9,22 @@ hands its forward output to the next device and its input gradient to the previo
 `lax.ppermute`s around the ring (device d -> d+1 for activations, d -> d-1 for gradients).
 
 Ops (schedule.py): F forward; R forward keeping the VJP residuals; V backward from them; B = R + V
-in one slot; I / W the input / weight half of V (zero-bubble). Each op is specialised to its stage's
+in one slot; zero-bubble's R / I / W split the backward per matmul (deferred_wgrad.py): I gives dx and
+every Dense output's cotangent, W each kernel's x^T dy. Each op is specialised to its stage's
 position, as real branches: only the first virtual stage embeds (and differentiates the embedding),
 only the last applies head and loss; middle stages do neither.
 
 Between a microbatch's F and its backward a device keeps only the stage *input* (the backward
 recomputes the stage with R), so the stash is what the schedule bounds; R's residuals (the model's
-remat policy decides what they hold) live from R to the last V / I / W that reads them. Buffer slots
+remat policy decides what they hold) live from R to the V / I that reads them; what W reads (Dense
+inputs saved by R, cotangents written by I) lives from R to W in a pool of its own. Buffer slots
 of every kind are assigned by interval colouring of the program (`_allocate`), so buffer sizes
 follow the schedule exactly; residual buffers are shared by the stage positions (first, middle,
 last) wherever their leaves have the same shape, so a device pays for one layout, not three.
 
 Residuals cross slot boundaries as the leaves of `jax.vjp`'s pullback: their layout is traced once per
-stage position (`_Residuals`); leaves that are the stage's own parameters are not stored but taken
-from the parameters again when the pullback is rebuilt.
+stage position (`StageOps`, which the cost model compiles too); leaves that are the stage's own
+parameters, or repeat an earlier leaf, are not stored but taken again when the pullback is rebuilt.
 
 Embedding and head parameters ("outer") are replicated over `pipeline` and their gradients summed over
 it at the end (psum); nothing of size [global batch, length, d_model] is ever materialised.
@@ -41,13 +43,14 @@ from jax.sharding import PartitionSpec as P
 from gopher_jax.model import axes
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.ops import cross_entropy
+from gopher_jax.parallel.pipeline import deferred_wgrad as wgrad
 from gopher_jax.parallel.pipeline import stage as parts
 from gopher_jax.parallel.pipeline.cost import position
 from gopher_jax.parallel.pipeline.schedule import Schedule
 
 AXIS = "pipeline"
 ACT = (None, axes.BATCH, axes.LENGTH, axes.EMBED)  # buffers: [slot, rows, length, d_model]
-READS_ACT, SENDS_GRAD, READS_GRAD, READS_RES = "FRB", "BVI", "BVIW", "VIW"
+READS_ACT, SENDS_GRAD, READS_GRAD, READS_RES = "FRB", "BVI", "BVI", "VI"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +67,14 @@ class Program:
     repeat: np.ndarray
     act_key: np.ndarray  # activation (stage input) buffer slot read by F / R / B
     grad_key: np.ndarray  # output-gradient buffer slot read by B / V / I / W
-    res_key: np.ndarray  # residual buffer slot written by R, read by V / I / W
+    res_key: np.ndarray  # residual buffer slot written by R, read by V / I
+    wg_key: np.ndarray  # zero_bubble: buffer slot of what W reads (Dense inputs from R, cotangents from I)
     recv_act: np.ndarray  # after the slot: write the activation received from d-1 here (-1 = nothing)
     recv_grad: np.ndarray  # after the slot: write the gradient received from d+1 here (-1 = nothing)
     act_slots: int
     grad_slots: int
     res_slots: int  # residual sets kept at once (0: no R in the program)
+    wg_slots: int  # zero_bubble: weight-gradient sets (R -> W) kept at once (0: no W in the program)
     res_positions: tuple  # stage positions that run R (each has its own residual layout)
 
 
@@ -102,8 +107,8 @@ def _allocate(intervals: dict, stages: int, device_of) -> tuple[dict, int]:
 def compile_program(schedule: Schedule) -> Program:
     """Turns a schedule's executed program into the executor's integer tables (pure numpy, static)."""
     pp, v_total, prog = schedule.stages, schedule.virtual_stages, schedule.program
-    writes = {"act": {}, "grad": {}, "res": {}}
-    reads = {"act": {}, "grad": {}, "res": {}}
+    writes = {"act": {}, "grad": {}, "res": {}, "wg": {}}
+    reads = {"act": {}, "grad": {}, "res": {}, "wg": {}}
     for t, row in enumerate(prog):
         for ops in row:
             for op in ops:
@@ -113,9 +118,9 @@ def compile_program(schedule: Schedule) -> Program:
                 if k in SENDS_GRAD and v > 0:
                     writes["grad"][(i, v - 1)] = t
                 if k == "R":
-                    writes["res"][(i, v)] = t
+                    writes["res"][(i, v)] = writes["wg"][(i, v)] = t
                 for buf, kinds, ok in (("act", READS_ACT, v > 0), ("grad", READS_GRAD, v < v_total - 1),
-                                       ("res", READS_RES, True)):
+                                       ("res", READS_RES, True), ("wg", "W", True)):
                     if k in kinds and ok:
                         reads[buf][(i, v)] = max(reads[buf].get((i, v), t), t)
     device_of = lambda key: key[1] % pp  # noqa: E731
@@ -124,6 +129,8 @@ def compile_program(schedule: Schedule) -> Program:
     # one pool for all positions (a device of a 1-repeat schedule has one position; buffers are shared)
     res_key, res_slots = _allocate({k: (w, reads["res"][k]) for k, w in writes["res"].items()}, pp, device_of)
     res_slots = res_slots if writes["res"] else 0
+    wg_key, wg_slots = _allocate({k: (writes["wg"][k], r) for k, r in reads["wg"].items()}, pp, device_of)
+    wg_slots = wg_slots if reads["wg"] else 0
     res_positions = tuple(p for p in ("first", "mid", "last") if any(position(schedule, k[1]) == p
                                                                        for k in writes["res"]))
 
@@ -132,7 +139,7 @@ def compile_program(schedule: Schedule) -> Program:
     combos.remove(()) if () in combos else None
     combos = [()] + combos  # branch 0 = idle
     per_op = {name: np.zeros((width, t_total, pp), np.int32)
-              for name in ("microbatch", "repeat", "act_key", "grad_key", "res_key")}
+              for name in ("microbatch", "repeat", "act_key", "grad_key", "res_key", "wg_key")}
     branch = np.zeros((t_total, pp), np.int32)
     recv_act, recv_grad = np.full((t_total, pp), -1, np.int32), np.full((t_total, pp), -1, np.int32)
     for t, row in enumerate(prog):
@@ -145,12 +152,14 @@ def compile_program(schedule: Schedule) -> Program:
                 per_op["act_key"][k, t, d] = act_key.get((i, v), 0)
                 per_op["grad_key"][k, t, d] = grad_key.get((i, v), 0)
                 per_op["res_key"][k, t, d] = res_key.get((i, v), 0)
+                per_op["wg_key"][k, t, d] = wg_key.get((i, v), 0)
                 if op.kind == "F" and v < v_total - 1:
                     recv_act[t, (v + 1) % pp] = act_key[(i, v + 1)]
                 if op.kind in SENDS_GRAD and v > 0:
                     recv_grad[t, (v - 1) % pp] = grad_key[(i, v - 1)]
     return Program(tuple(combos), branch, **per_op, recv_act=recv_act, recv_grad=recv_grad,
-                   act_slots=act_slots, grad_slots=grad_slots, res_slots=res_slots, res_positions=res_positions)
+                   act_slots=act_slots, grad_slots=grad_slots, res_slots=res_slots, wg_slots=wg_slots,
+                   res_positions=res_positions)
 
 
 def split_layers(layers, stages: int, repeats: int):
@@ -179,51 +188,119 @@ def outer_keys(outer: dict, pos: str) -> tuple:
 
 
 def stage_fn(cfg: ModelConfig, pos: str, z_loss: float):
-    """(layers slice, outer subset, x, microbatch, total_weight) -> stage output, or (loss, z) on the last stage.
+    """(layers slice, outer subset, x, microbatch, total_weight[, cotangents]) -> stage output, or (loss, z)
+    on the last stage; with `cotangents` (zero-bubble's split, deferred_wgrad.py) -> (that, Dense inputs).
 
     The first stage embeds its tokens (x is unused); the last applies head and loss."""
     dtype = jnp.dtype(cfg.dtype)
 
-    def fn(p, o, x, mb, total_weight):
+    def fn(p, o, x, mb, total_weight, cotangents=None):
         if pos == "first":
             x = parts.embed(cfg, o, mb["inputs"], mb["positions"]).astype(dtype)
-        y = parts.stage(cfg, p, o, x, mb["segment_ids"], mb["positions"])
+        y = parts.stage(cfg, p, o, x, mb["segment_ids"], mb["positions"], cotangents)
+        y, inputs = y if cotangents is not None else (y, None)
         if pos != "last":
-            return y.astype(dtype)
-        logits = parts.head(cfg, o, y)
-        loss_sum, z_sum = cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss, one_hot_pick=True)
-        return loss_sum / total_weight, z_sum / total_weight
+            out = y.astype(dtype)
+        else:
+            logits = parts.head(cfg, o, y)
+            loss_sum, z_sum = cross_entropy(logits, mb["targets"], mb["loss_weights"], z_loss, one_hot_pick=True)
+            out = (loss_sum / total_weight, z_sum / total_weight)
+        return out if cotangents is None else (out, inputs)
 
     return fn
 
 
-class _Residuals:
-    """The pullback of one stage position as stored leaves: traced once, rebuilt in any slot.
+class StageOps:
+    """The ops of one stage position as pure functions, shared by the executor's branches and the cost
+    model (compiled_op_costs.py), so what is priced is what runs.
 
-    `store(vjp)` returns the leaves to keep (the stage's own parameters left out); `rebuild(leaves,
-    p, o)` returns the pullback again. Layout and treedef come from one probe trace."""
+      forward(p, o, x, mb, tw)        F: the stage output (or (loss, z) on the last stage)
+      linearize(p, o, x, mb, tw)      R: (output, pullback, aux); aux = Dense inputs when `split`
+      keep(pullback, aux)             the leaves R stores (`shapes`): the pullback's residuals without
+                                      the stage's own parameters and without repeats of a leaf
+      restore(kept, p, o)             (pullback, aux) again, in any later slot
+      backward(pullback, g)           V / B: (dp, d_outer, dx); I (split): (dp without kernels, d_outer,
+                                      dx, Dense output cotangents as a leaf list, `cotangent_shapes`)
+      weight_grads(aux, cots, p)      W (split): the Dense kernels' gradients (deferred_wgrad.py)
 
-    def __init__(self, fn, p, o, x, mb, total_weight):
+    `split` (zero_bubble) differentiates R's pullback w.r.t. the stage input and the non-kernel
+    parameters only, leaving the kernels' x^T dy to W.
+    """
+
+    def __init__(self, cfg: ModelConfig, pos: str, z_loss: float, split: bool, p, o, x, mb, total_weight):
+        self.cfg, self.pos, self.split = cfg, pos, split
+        self.fn = stage_fn(cfg, pos, z_loss)
         probe = {}
 
         def trace(p, o, x, mb, tw):
-            _, vjp = jax.vjp(lambda p_, o_, x_: fn(p_, o_, x_, mb, tw), p, o, x)
-            leaves, probe["treedef"] = jax.tree.flatten(vjp)
+            out, vjp, aux = self.linearize(p, o, x, mb, tw)
+            leaves, probe["treedef"] = jax.tree.flatten((vjp, aux))
             params = jax.tree.leaves((p, o))
-            probe["param_at"] = [next((j for j, a in enumerate(params) if a is leaf), -1) for leaf in leaves]
-            return [leaf for leaf, j in zip(leaves, probe["param_at"]) if j < 0]
+            source = []  # per leaf: ("param", j) | ("same", k) (as leaf k) | ("kept", n)
+            kept = []
+            for i, leaf in enumerate(leaves):
+                j = next((j for j, a in enumerate(params) if a is leaf), None)
+                k = next((k for k in range(i) if leaves[k] is leaf), None)
+                if j is not None:
+                    source.append(("param", j))
+                elif k is not None:
+                    source.append(("same", k))
+                else:
+                    source.append(("kept", len(kept)))
+                    kept.append(leaf)
+            probe["source"] = source
+            # kept leaves W reads (aux: the Dense inputs) live until W, the others only until I
+            probe["for_w"], n_vjp = [False] * len(kept), len(jax.tree.leaves(vjp))
+            for what, j in source[n_vjp:]:
+                while what == "same":
+                    what, j = source[j]
+                if what == "kept":
+                    probe["for_w"][j] = True
+            if not split:
+                return kept, []
+            cots = self.cotangent_zeros(p, o, x, mb)
+            probe["cot_treedef"] = jax.tree.structure(cots)
+            return kept, jax.tree.leaves(cots)
 
-        self.shapes = jax.eval_shape(trace, p, o, x, mb, total_weight)  # abstract values keep weak types
-        self.treedef, self.param_at = probe["treedef"], probe["param_at"]
+        self.shapes, self.cotangent_shapes = jax.eval_shape(trace, p, o, x, mb, total_weight)
+        self.treedef, self.source, self.cot_treedef = probe["treedef"], probe["source"], probe.get("cot_treedef")
+        self.for_w = tuple(probe["for_w"])  # per kept leaf: read by W (kept until W, not just until I)
 
-    def store(self, vjp) -> list:
-        leaves = jax.tree.leaves(vjp)
-        assert len(leaves) == len(self.param_at), "residual layout changed between traces"
-        return [leaf for leaf, j in zip(leaves, self.param_at) if j < 0]
+    def forward(self, p, o, x, mb, tw):
+        return self.fn(p, o, x, mb, tw)
 
-    def rebuild(self, kept: list, p, o):
-        params, kept = jax.tree.leaves((p, o)), iter(kept)
-        return jax.tree.unflatten(self.treedef, [params[j] if j >= 0 else next(kept) for j in self.param_at])
+    def cotangent_zeros(self, p, o, x, mb):
+        shapes = parts.cotangent_shapes(self.cfg, p, o, x, mb["segment_ids"], mb["positions"])
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def linearize(self, p, o, x, mb, tw):
+        if not self.split:
+            out, vjp = jax.vjp(lambda p_, o_, x_: self.fn(p_, o_, x_, mb, tw), p, o, x)
+            return out, vjp, None
+        kernels, rest = wgrad.split_kernels(p)
+        return jax.vjp(lambda r, o_, x_, c: self.fn(wgrad.merge_kernels(kernels, r), o_, x_, mb, tw, c),
+                       rest, o, x, self.cotangent_zeros(p, o, x, mb), has_aux=True)
+
+    def keep(self, vjp, aux) -> list:
+        leaves = jax.tree.leaves((vjp, aux))
+        assert len(leaves) == len(self.source), "residual layout changed between traces"
+        return [leaf for leaf, (what, _) in zip(leaves, self.source) if what == "kept"]
+
+    def restore(self, kept: list, p, o):
+        params, leaves = jax.tree.leaves((p, o)), []
+        for what, j in self.source:
+            leaves.append(params[j] if what == "param" else leaves[j] if what == "same" else kept[j])
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def backward(self, vjp, g):
+        if not self.split:
+            return vjp(g)
+        d_rest, d_outer, dx, d_cots = vjp(g)
+        return d_rest, d_outer, dx, jax.tree.leaves(d_cots)
+
+    def weight_grads(self, aux, cots: list, p):
+        cot_tree = jax.tree.unflatten(self.cot_treedef, cots)
+        return wgrad.weight_grads(aux["layers"], cot_tree["layers"], p)
 
 
 def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
@@ -239,8 +316,8 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
     tables = {"branch": jnp.asarray(prog.branch), "recv_act": jnp.asarray(prog.recv_act),
               "recv_grad": jnp.asarray(prog.recv_grad),
               **{f"{name}{k}": jnp.asarray(getattr(prog, name)[k]) for name in
-                 ("microbatch", "repeat", "act_key", "grad_key", "res_key") for k in range(width)}}
-    fns = {pos: stage_fn(cfg, pos, z_loss) for pos in ("first", "mid", "last")}
+                 ("microbatch", "repeat", "act_key", "grad_key", "res_key", "wg_key") for k in range(width)}}
+    split = schedule.name == "zero_bubble"  # I and W: the backward split per matmul (deferred_wgrad.py)
 
     def body(stage_params, outer, mbs, total_weight):
         me = jax.lax.axis_index(AXIS)
@@ -258,64 +335,85 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
         def sub(pos):
             return {k: outer[k] for k in outer_keys(outer, pos)}
 
-        residuals = {pos: _Residuals(fns[pos], take(p_local, 0), sub(pos), zeros_act, take(mbs, 0), total_weight)
-                     for pos in prog.res_positions}
-        # Residual buffers are shared by the positions: leaves of equal shape and dtype reuse one buffer
-        # ([res_slots, *shape]); buffer_of[pos][j] is where leaf j of that position lives.
-        buffers, buffer_of = [], {}
-        for pos, layout in residuals.items():
-            taken, buffer_of[pos] = set(), []
-            for leaf in layout.shapes:
-                b = next((n for n, s in enumerate(buffers) if n not in taken and
+        ops = {pos: StageOps(cfg, pos, z_loss, split, take(p_local, 0), sub(pos), zeros_act, take(mbs, 0),
+                             total_weight) for pos in ("first", "mid", "last")}
+        # Two pools of buffers, each shared by the stage positions (leaves of equal shape and dtype reuse
+        # one buffer [slots, *shape]): "res" for R's kept leaves that only V / I read (res_key), "wg" for
+        # what W reads, R's Dense inputs and I's cotangents (zero_bubble; wg_key).
+        pools = {"res": [], "wg": []}
+        where = {}  # (pos, "kept" | "cots") -> per leaf (pool, buffer index)
+        for pos in prog.res_positions:
+            taken = set()
+
+            def place(leaf, pool):
+                b = next((n for n, s in enumerate(pools[pool]) if (pool, n) not in taken and
                           (s.shape, s.dtype) == (leaf.shape, leaf.dtype)), None)
                 if b is None:
-                    b = len(buffers)
-                    buffers.append(leaf)
-                taken.add(b)
-                buffer_of[pos].append(b)
+                    b = len(pools[pool])
+                    pools[pool].append(leaf)
+                taken.add((pool, b))
+                return pool, b
+
+            where[(pos, "kept")] = [place(leaf, "wg" if w else "res")
+                                    for leaf, w in zip(ops[pos].shapes, ops[pos].for_w)]
+            where[(pos, "cots")] = [place(leaf, "wg") for leaf in ops[pos].cotangent_shapes]
 
         def f32(t):
             return jax.tree.map(lambda a: a.astype(jnp.float32), t)
 
         def accumulate(st, r, dp, douter):
-            g_p = jax.tree.map(lambda acc, d: jax.lax.dynamic_update_index_in_dim(
-                acc, jax.lax.dynamic_index_in_dim(acc, r, 0, keepdims=False) + d, r, 0), st["g_p"], f32(dp))
+            """Adds fp32 gradients; a None leaf of dp (split: computed by another op) adds nothing."""
+            def add_at_r(acc, d):
+                if d is None:
+                    return acc
+                old = jax.lax.dynamic_index_in_dim(acc, r, 0, keepdims=False)
+                return jax.lax.dynamic_update_index_in_dim(acc, old + d.astype(jnp.float32), r, 0)
+            g_p = jax.tree.map(add_at_r, st["g_p"], dp, is_leaf=lambda a: a is None)
             g_outer = dict(st["g_outer"])
             for key, d in douter.items():
                 g_outer[key] = jax.tree.map(jnp.add, g_outer[key], f32(d))
             return {**st, "g_p": g_p, "g_outer": g_outer}
 
+        def read(st, places, keys):
+            return [jax.lax.dynamic_index_in_dim(st[pool][b], keys[pool], 0, keepdims=False) for pool, b in places]
+
+        def write(st, places, keys, leaves):
+            new = {"res": list(st["res"]), "wg": list(st["wg"])}
+            for (pool, b), leaf in zip(places, leaves):
+                new[pool][b] = jax.lax.dynamic_update_index_in_dim(new[pool][b], leaf, keys[pool], 0)
+            return {**st, **new}
+
         def run_op(kind, pos, st, row, k):
             """One op of a slot; returns (state, activation to send or None, gradient to send or None)."""
             i, r = row[f"microbatch{k}"][me], row[f"repeat{k}"][me]
-            mb, p_r, o = take(mbs, i), take(p_local, r), sub(pos)
-            fn = partial(fns[pos], mb=mb, total_weight=total_weight)
+            mb, p_r, o, so = take(mbs, i), take(p_local, r), sub(pos), ops[pos]
             x = zeros_act if pos == "first" else jax.lax.dynamic_index_in_dim(
                 st["act"], row[f"act_key{k}"][me], 0, keepdims=False)
             if pos == "last":
                 g = (jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32))
             else:
                 g = jax.lax.dynamic_index_in_dim(st["grad"], row[f"grad_key{k}"][me], 0, keepdims=False)
+            keys = {"res": row[f"res_key{k}"][me], "wg": row[f"wg_key{k}"][me]}
             if kind == "F":
-                return st, fn(p_r, o, x), None
+                return st, so.forward(p_r, o, x, mb, total_weight), None
             if kind in "RB":
-                out, vjp = jax.vjp(lambda p_, o_, x_: fn(p_, o_, x_), p_r, o, x)
+                out, vjp, aux = so.linearize(p_r, o, x, mb, total_weight)
                 if pos == "last":
                     st = {**st, "loss": st["loss"] + out[0], "z": st["z"] + out[1]}
                 if kind == "R":
-                    key, pool = row[f"res_key{k}"][me], list(st["res"])
-                    for b, leaf in zip(buffer_of[pos], residuals[pos].store(vjp)):
-                        pool[b] = jax.lax.dynamic_update_index_in_dim(pool[b], leaf, key, 0)
-                    return {**st, "res": pool}, None, None
-            else:  # V, I, W: the pullback from stored residuals
-                kept = [jax.lax.dynamic_index_in_dim(st["res"][b], row[f"res_key{k}"][me], 0, keepdims=False)
-                        for b in buffer_of[pos]]
-                vjp = residuals[pos].rebuild(kept, p_r, o)
-            dp, douter, dx = vjp(g)
-            if kind != "I":
-                st = accumulate(st, r, dp, douter)
-            send = None if pos == "first" or kind == "W" else dx.astype(dtype)
-            return st, None, send
+                    return write(st, where[(pos, "kept")], keys, so.keep(vjp, aux)), None, None
+            else:  # V, I, W: from the kept leaves
+                vjp, aux = so.restore(read(st, where[(pos, "kept")], keys), p_r, o)
+            if kind == "W":
+                dp = so.weight_grads(aux, read(st, where[(pos, "cots")], keys), p_r)
+                return accumulate(st, r, dp, {}), None, None
+            if kind == "I":
+                dp, douter, dx, cots = so.backward(vjp, g)
+                st = write(st, where[(pos, "cots")], keys, cots)
+            else:
+                dp, douter, dx = so.backward(vjp, g)
+            st = accumulate(st, r, dp, douter)
+            return st, None, None if pos == "first" else dx.astype(dtype)
 
         def make_branch(combo):
             def branch(st, row):
@@ -346,7 +444,8 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
         zeros32 = lambda t: jax.tree.map(lambda a: jnp.zeros(a.shape, jnp.float32), t)  # noqa: E731
         init = {"act": constrain(jnp.zeros((prog.act_slots, *buf_shape), dtype)),
                 "grad": constrain(jnp.zeros((prog.grad_slots, *buf_shape), dtype)),
-                "res": [jnp.zeros((prog.res_slots, *s.shape), s.dtype) for s in buffers],
+                "res": [jnp.zeros((prog.res_slots, *s.shape), s.dtype) for s in pools["res"]],
+                "wg": [jnp.zeros((prog.wg_slots, *s.shape), s.dtype) for s in pools["wg"]],
                 "g_p": zeros32(p_local), "g_outer": zeros32(outer),
                 "loss": jnp.zeros((), jnp.float32), "z": jnp.zeros((), jnp.float32)}
         st, _ = jax.lax.scan(slot, init, tables)

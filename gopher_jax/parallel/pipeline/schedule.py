@@ -15,8 +15,9 @@
    F+R (~2 forward units) or V (~2 units) on every device: lockstep slots cost the same everywhere.
    The last virtual stage runs R (forward + head + loss, residuals kept) in its forward slot.
    gpipe and circular keep B fused (all their backward slots are backward on every device anyway)
-   and skip the last stage's forward (its B recomputes it). zero_bubble's unit table holds R as a
-   unit op of its own (F, R, I, W), so its program is its table.
+   and skip the last stage's forward (its B recomputes it). zero_bubble's unit table is ZB-H1's
+   (F, R, I, W as unit ops, for its formula); its program is 1F1B's with V split into I + W and the
+   W / R ops moved into slack, fitted to op costs (zero_bubble.py).
    cost.py prices the program: a slot costs its most expensive device.
 
 Virtual stages: the model's layers are cut into `stages * repeats` contiguous groups; group v runs on
@@ -29,8 +30,8 @@ device v % stages (repeats = 1 except `circular` and `interleaved_1f1b`).
   interleaved_1f1b  Megatron's interleaved 1F1B (Narayanan et al. 2021): virtual stages in groups of
                     `stages` microbatches, 1F1B ordering; in flight at most 2(P-d-1) + (R-1) P + 1.
   zero_bubble       ZB-H1 (Qi et al. 2023): the backward split into I (input gradient, on the
-                    critical path) and W (weight gradient), W deferred to fill the bubble; at most
-                    `stages - d` microbatches between F and W, like 1F1B.
+                    critical path) and W (weight gradient), W deferred to fill the bubble; the unit
+                    table keeps at most `stages - d` microbatches between F and W, like 1F1B.
 
 Bubble of the unit table (idle / all (device, slot) pairs; all devices are equal):
   gpipe, 1f1b:                  (P - 1) / (MB + P - 1)
@@ -65,6 +66,10 @@ class Schedule:
     repeats: int
     microbatches: int
     slots: tuple[tuple[Optional[Op], ...], ...]
+    # zero_bubble only: the op costs its executed program is built for (cost.OpCosts; None = analytic
+    # unit costs) and its bound on microbatches between I and W per device (zero_bubble.py)
+    op_costs: Optional[object] = dataclasses.field(default=None, compare=False, repr=False)
+    max_pending_w: int = 2
 
     @property
     def num_slots(self) -> int:
@@ -292,16 +297,22 @@ def _interleaved(pp: int, mb: int, repeats: int) -> list:
     return slots
 
 
-def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1) -> Schedule:
-    """Returns the unit table of a schedule, built by simulating it in lockstep (module docstring)."""
+def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, op_costs=None,
+                  max_pending_w: int = 2) -> Schedule:
+    """Returns the unit table of a schedule, built by simulating it in lockstep (module docstring).
+
+    zero_bubble only: `op_costs` (cost.OpCosts) are the costs its executed program is fitted to
+    (None: the analytic unit costs) and `max_pending_w` bounds microbatches between I and W."""
     check(name, stages, microbatches, repeats)
+    if max_pending_w < 1:
+        raise ValueError(f"pipeline.max_pending_weight_grads={max_pending_w} must be >= 1")
     if name == "interleaved_1f1b":
         slots = _interleaved(stages, microbatches, repeats)
     elif name == "zero_bubble":
         slots = _zero_bubble(stages, microbatches)
     else:
         slots = _greedy(name, stages, microbatches, repeats)
-    return Schedule(name, stages, repeats, microbatches, tuple(slots))
+    return Schedule(name, stages, repeats, microbatches, tuple(slots), op_costs, max_pending_w)
 
 
 def _executed_program(s: Schedule):
@@ -310,8 +321,11 @@ def _executed_program(s: Schedule):
     prog = [[[] for _ in range(s.stages)] for _ in range(s.num_slots)]
     fwd_at = {(op.microbatch, op.stage): t for t, row in enumerate(s.slots) for op in row
               if op is not None and op.kind == FWD}
-    if s.name == "zero_bubble":  # its unit table already holds the executed ops
-        return tuple(tuple(() if op is None else (op,) for op in row) for row in s.slots)
+    if s.name == "zero_bubble":  # 1F1B's program, backward split, W and R moved into slack (zero_bubble.py)
+        from gopher_jax.parallel.pipeline import cost, zero_bubble
+        costs = s.op_costs or cost.analytic_costs()
+        return zero_bubble.fill_slack(make_schedule("1f1b", s.stages, s.microbatches),
+                                      lambda op: costs(op.kind, cost.position(s, op.stage)), s.max_pending_w)
     hoist = s.name in ("1f1b", "interleaved_1f1b")
     for t, row in enumerate(s.slots):
         for d, op in enumerate(row):

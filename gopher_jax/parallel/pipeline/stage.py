@@ -23,7 +23,7 @@ from gopher_jax.model import axes
 from gopher_jax.model import positions as pos
 from gopher_jax.model.block import Block
 from gopher_jax.model.config import ModelConfig
-from gopher_jax.model.dense import dense
+from gopher_jax.model.dense import WGRAD_COTANGENTS, WGRAD_INPUTS, dense
 from gopher_jax.model.norms import Norm
 from gopher_jax.model.remat import remat_policy
 
@@ -94,7 +94,9 @@ class Stage(nn.Module):
         if policy is not None:
             block = nn.remat(Block, policy=policy, prevent_cse=False)
         args = (segment_ids, positions, rel_embed, rel_biases)
-        stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+        # the zero-bubble split backward's per-layer matmul inputs / output cotangents (model/dense.py)
+        stack = nn.scan(block, variable_axes={"params": 0, WGRAD_INPUTS: 0, WGRAD_COTANGENTS: 0},
+                        split_rngs={"params": True},
                         in_axes=(nn.broadcast,) * len(args), length=self.num_layers, unroll=cfg.scan_unroll,
                         metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, name="layers")
         x, _ = stack(x, *args)
@@ -117,13 +119,36 @@ def head(cfg: ModelConfig, outer: dict, x):
     return Head(cfg).apply({"params": _pick(outer, OUTER_HEAD)}, x)
 
 
-def stage(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions):
-    """Applies one stage: `layers` is the Decoder's "layers" subtree sliced to [layers_per_stage, ...]."""
-    num = jax.tree.leaves(layers)[0].shape[0]
+def _stage_args(cfg: ModelConfig, outer: dict, x, segment_ids, positions) -> tuple:
+    """Stage's call arguments; Transformer-XL's sinusoid table and shared u/v biases when relative."""
     rel_embed = rel_biases = None
     if cfg.position == "relative":
-        t = x.shape[1]
-        rel_embed = pos.sinusoids(pos.relative_distances(t), cfg.d_model)
+        rel_embed = pos.sinusoids(pos.relative_distances(x.shape[1]), cfg.d_model)
         rel_biases = (outer["content_bias"], outer["position_bias"])
-    return Stage(cfg, num).apply({"params": {"layers": layers}}, x, segment_ids, positions, rel_embed, rel_biases)
+    return x, segment_ids, positions, rel_embed, rel_biases
+
+
+def stage(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions, cotangents=None):
+    """Applies one stage: `layers` is the Decoder's "layers" subtree sliced to [layers_per_stage, ...].
+
+    With `cotangents` (the zero perturbations of `cotangent_shapes`; zero-bubble's split backward,
+    deferred_wgrad.py) returns (x, every Dense's matmul input: the WGRAD_INPUTS tree)."""
+    num = jax.tree.leaves(layers)[0].shape[0]
+    args = _stage_args(cfg, outer, x, segment_ids, positions)
+    if cotangents is None:
+        return Stage(cfg, num).apply({"params": {"layers": layers}}, *args)
+    y, state = Stage(cfg, num).apply({"params": {"layers": layers}, WGRAD_COTANGENTS: cotangents}, *args,
+                                     mutable=[WGRAD_INPUTS])
+    return y, state[WGRAD_INPUTS]
+
+
+def cotangent_shapes(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions):
+    """ShapeDtypeStructs of the stage's WGRAD_COTANGENTS tree: one [layers, ..., out] per Dense."""
+    def probe(layers, x):
+        num = jax.tree.leaves(layers)[0].shape[0]
+        _, state = Stage(cfg, num).apply({"params": {"layers": layers}}, *_stage_args(cfg, outer, x, segment_ids,
+                                                                                     positions),
+                                         mutable=[WGRAD_COTANGENTS])
+        return state[WGRAD_COTANGENTS]
+    return jax.eval_shape(probe, layers, x)
 

@@ -2,9 +2,10 @@
 
 Every executed op kind (F, R, V, B, I, W; schedule.py) at every stage position (first: embedding +
 layers, mid: layers, last: layers + head + loss) is the same function the executor's `lax.switch`
-branch runs (executor.stage_fn and the pullback of `_Residuals`), jitted on one device for one
-microbatch and compiled; its cost is `compiled.cost_analysis()["flops"]` (after XLA's dead-code
-elimination, which is what makes I and W cheaper than V).
+branch runs (`executor.StageOps`), jitted on one device for one microbatch and compiled; its cost is
+`compiled.cost_analysis()["flops"]` (after XLA's dead-code elimination). zero_bubble's R, I and W are
+the split backward of deferred_wgrad.py: I computes dx and the Dense output cotangents, W only the
+kernels' x^T dy, so I + W is about V, not 2 V.
 
 XLA's cost analysis counts a while loop's body once, so the layer scan is unrolled
 (ModelConfig.scan_unroll) and a stage is priced from two compiles, with one and with two layers:
@@ -46,33 +47,31 @@ def _abstract(cfg: ModelConfig, seq_len: int, rows: int, layers: int):
 
 
 @functools.lru_cache(maxsize=256)
-def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layers: int, z_loss: float) -> float:
-    from gopher_jax.parallel.pipeline.executor import _Residuals, outer_keys, stage_fn
+def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layers: int, z_loss: float,
+           split: bool) -> float:
+    from gopher_jax.parallel.pipeline.executor import StageOps, outer_keys
 
     p, outer, x, mb = _abstract(cfg, seq_len, rows, layers)
     o = {k: outer[k] for k in outer_keys(outer, pos)}
-    fn = stage_fn(cfg, pos, z_loss)
     tw = jax.ShapeDtypeStruct((), jnp.float32)
+    ops = StageOps(cfg, pos, z_loss, split, p, o, x, mb, tw)
     g_last = (jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32))
 
-    def pullback(p, o, x, mb, tw):
-        return jax.vjp(lambda p_, o_, x_: fn(p_, o_, x_, mb, tw), p, o, x)
-
-    def program(p, o, x, mb, tw, kept, g):
+    def program(p, o, x, mb, tw, kept, cots, g):  # what the executor's run_op does for `kind`
         g = g_last if pos == "last" else g
         if kind == "F":
-            return fn(p, o, x, mb, tw)
+            return ops.forward(p, o, x, mb, tw)
         if kind in "RB":
-            out, vjp = pullback(p, o, x, mb, tw)
+            out, vjp, aux = ops.linearize(p, o, x, mb, tw)
             if kind == "R":
-                return out, res.store(vjp)
+                return out, ops.keep(vjp, aux)
         else:
-            vjp = res.rebuild(kept, p, o)
-        dp, do, dx = vjp(g)
-        return {"B": (dp, do, dx), "V": (dp, do, dx), "I": dx, "W": (dp, do)}[kind]
+            vjp, aux = ops.restore(kept, p, o)
+        if kind == "W":
+            return ops.weight_grads(aux, cots, p)
+        return ops.backward(vjp, g)
 
-    res = _Residuals(fn, p, o, x, mb, tw)
-    compiled = jax.jit(program).lower(p, o, x, mb, tw, res.shapes, x).compile()
+    compiled = jax.jit(program).lower(p, o, x, mb, tw, ops.shapes, ops.cotangent_shapes, x).compile()
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis.get("flops", 0.0))  # absent when the program has no floating-point work
@@ -80,30 +79,35 @@ def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layer
 
 @functools.lru_cache(maxsize=16)
 def measured_costs(cfg: ModelConfig, seq_len: int, layers_per_stage: int, z_loss: float = 0.0,
-                   kinds: tuple = ("F", "R", "V")) -> OpCosts:
+                   split: bool = False) -> OpCosts:
     """FLOPs of (kind, position) for one microbatch row through one virtual stage of `layers_per_stage`
-    layers (module docstring). B is priced as R + V (the fused op runs both programs in one slot)."""
+    layers (module docstring). B is priced as R + V of the unsplit backward (the fused op runs both,
+    and it is the reference work of cost.py). `split` (zero_bubble) prices R, I and W as the split
+    backward runs them (executor.StageOps, deferred_wgrad.py)."""
     cfg = cfg.replace(attention_impl="xla", scan_unroll=2)  # unrolled: the cost analysis sees every layer
-    kinds = tuple(dict.fromkeys(("F", "R", "V") + tuple(k for k in kinds if k != "B")))
-    cost = {}
-    for kind in kinds:
-        one = {pos: _flops(cfg, kind, pos, seq_len, 1, 1, z_loss) for pos in POSITIONS
+
+    def price(kind: str, split_op: bool) -> dict:
+        one = {pos: _flops(cfg, kind, pos, seq_len, 1, 1, z_loss, split_op) for pos in POSITIONS
                if not (kind == "F" and pos == "last")}
-        per_layer = _flops(cfg, kind, "mid", seq_len, 1, 2, z_loss) - one["mid"]
-        for pos in POSITIONS:
-            # the last stage's forward never runs on its own: it is its R (or B's recompute)
-            cost[(kind, pos)] = 0.0 if pos not in one else one[pos] + (layers_per_stage - 1) * per_layer
+        per_layer = _flops(cfg, kind, "mid", seq_len, 1, 2, z_loss, split_op) - one["mid"]
+        # the last stage's forward never runs on its own: it is its R (or B's recompute)
+        return {(kind, pos): 0.0 if pos not in one else one[pos] + (layers_per_stage - 1) * per_layer
+                for pos in POSITIONS}
+
+    cost = {**price("F", False), **price("R", False), **price("V", False)}
     for pos in POSITIONS:
         cost[("B", pos)] = cost[("R", pos)] + cost[("V", pos)]
+    if split:
+        for kind in ("R", "I", "W"):
+            cost.update(price(kind, True))
     return OpCosts(cost, "compiled")
 
 
 def op_costs(cfg: ModelConfig, seq_len: int, layers_per_stage: int, z_loss: float = 0.0,
-             kinds: tuple = ("F", "R", "V")) -> OpCosts:
+             split: bool = False) -> OpCosts:
     """measured_costs, or analytic_costs when compiling is unavailable (OpCosts.source says which)."""
-    kinds = tuple(k for k in ("F", "R", "V", "I", "W") if k in kinds or k in "FRV")  # B = R + V
     try:
-        return measured_costs(cfg, seq_len, layers_per_stage, z_loss, kinds)
+        return measured_costs(cfg, seq_len, layers_per_stage, z_loss, split=split)
     except Exception as e:  # noqa: BLE001  (any backend failure: the documented fallback)
         log.warning("pipeline op costs: compiling the stage branches failed (%s: %s); using the analytic "
                     "unit costs (gopher_jax/parallel/pipeline/cost.py)", type(e).__name__, e)
