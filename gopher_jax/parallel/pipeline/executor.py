@@ -162,6 +162,21 @@ def compile_program(schedule: Schedule) -> Program:
                    res_positions=res_positions)
 
 
+def _in_order(values):
+    """`values`, available only once all of them are computed: what follows starts after what made them.
+
+    A slot's ops (say F of one microbatch and R of another) are independent in the dataflow, and each
+    holds tensor-parallel all-reduces. XLA:CPU's thunk executor runs independent work concurrently,
+    so two devices of one all-reduce group could enter different all-reduces first and, with the
+    runtime's few threads all blocked in rendezvous, wait on each other forever (reproduced: the
+    interleaved_1f1b pp2 x tensor2 x data2 gradient test aborted with devices 4 and 6 stuck in the
+    attention and embedding all-reduces of one F+R slot while a second process loaded the cores).
+    One order for every device removes the cycle; on TPU it only stops the scheduler from
+    interleaving two ops of one slot, whose collectives still overlap their own compute.
+    """
+    return jax.lax.optimization_barrier(values)
+
+
 def split_layers(layers, stages: int, repeats: int):
     """[L, ...] -> [stages, repeats, L/(stages*repeats), ...]: virtual stage v = r*stages + d on device d."""
     def one(a):
@@ -419,6 +434,8 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
             def branch(st, row):
                 send_act, send_grad = zeros_act, zeros_act
                 for k, (kind, pos) in enumerate(combo):
+                    if k:  # the slot's ops run one after another: see _in_order
+                        st, send_act, send_grad = _in_order((st, send_act, send_grad))
                     st, a, g = run_op(kind, pos, st, row, k)
                     send_act = send_act if a is None else a
                     send_grad = send_grad if g is None else g
@@ -436,6 +453,7 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
             st, send_act, send_grad = jax.lax.switch(row["branch"][me], branches, st, row)
             # Every device sends every slot (lockstep); the table says whether the receiver keeps it.
             got_act = jax.lax.ppermute(send_act, AXIS, [(d, (d + 1) % pp) for d in range(pp)])
+            got_act, send_grad = _in_order((got_act, send_grad))
             got_grad = jax.lax.ppermute(send_grad, AXIS, [(d, (d - 1) % pp) for d in range(pp)])
             st = {**st, "act": store(st["act"], row["recv_act"][me], got_act),
                   "grad": store(st["grad"], row["recv_grad"][me], got_grad)}
