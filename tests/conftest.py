@@ -2,15 +2,14 @@
 import os
 
 # The CPU client aborts the process (LOG(FATAL)) when a collective's rendezvous waits longer than
-# its terminate timeout. On CI's 2 oversubscribed cores, 8 emulated devices plus a second pytest
-# worker occasionally aborted a pipeline-step test this way (gdb: SIGABRT from
-# AwaitAndLogIfStuck in the in-process all-reduce); with a 200 s limit, 12 repeated runs of the
-# same tests neither aborted nor logged a stuck warning. Allow 10 minutes so a slow rendezvous
-# stays slow instead of killing the worker; a real deadlock still ends the run.
+# its terminate timeout. On 2 oversubscribed cores, 8 emulated devices plus a second pytest worker
+# make a slow rendezvous normal: allow 5 minutes so slowness stays slowness. A real deadlock still
+# ends the run; the one CI hit (devices of one tensor group entering different all-reduces of a
+# pipeline slot) is fixed in the executor, see parallel/pipeline/executor.py `_in_order`.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
-    + " --xla_cpu_collective_call_terminate_timeout_seconds=600").strip()
+    + " --xla_cpu_collective_call_terminate_timeout_seconds=300").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
