@@ -3,10 +3,21 @@
 # slices over DCN), with the code copied from this checkout and installed on each worker.
 #
 #   ./launch_tpu.sh --name=gopher --zone=us-central2-b --accelerator=v4-16 [--create] [--delete] \
-#       [--num_slices=2] [--project=P] [--version=tpu-ubuntu2204-base] [--env=K=V]... [--dry-run] [--requeue] \
-#       -- gopher-jax train --gin_file=gin_configs/parallel/chinchilla_70b_v4.gin --workdir=gs://BUCKET/run
+#       [--num_slices=2] [--project=P] [--version=tpu-ubuntu2204-base] [--python=python3.11] [--env=K=V]... \
+#       [--dry-run] [--requeue] [--print-worker-setup] \
+#       -- gopher-jax train --gin_file=gin_configs/runs/chinchilla_70b.gin \
+#          --gin_file=gin_configs/parallel/chinchilla_70b_v4.gin --workdir=gs://BUCKET/run
 #
-# Steps: [create] -> copy code (tpu-vm scp) -> pip install -e .[tpu] -> run on --worker=all (one
+# Python: jax>=0.10 and flax>=0.12 need Python >= 3.11 (their wheels' Requires-Python), but the
+# runtime Google lists for v4 and older (tpu-ubuntu2204-base, Ubuntu 22.04) ships python3 = 3.10.
+# The worker set-up therefore uses --python (default python3.11; Ubuntu 22.04's universe has the
+# python3.11 and python3.11-venv packages, apt-installed when the interpreter is missing), checks its
+# version before installing anything, and installs into a venv at ~/gopher_jax_venv whose bin/ is put
+# first on PATH for the command. A wrong version stops with an error naming --python.
+# --print-worker-setup prints that set-up script (what runs on every worker) and exits.
+#
+# Steps: [create] -> copy code (tpu-vm scp) -> worker set-up (Python check, venv, pip install -e .[tpu])
+# -> run on --worker=all (one
 # gcloud ssh per slice, in parallel; output streamed here and saved in --logdir) -> collect each
 # worker's log -> [delete]. The workdir must be shared by all hosts (a gs:// bucket): every host
 # writes its part of each orbax checkpoint there. On TPU VMs jax.distributed configures itself
@@ -16,7 +27,9 @@
 set -euo pipefail
 
 NAME="" ZONE="" ACCELERATOR="" PROJECT="" VERSION="tpu-ubuntu2204-base"
-NUM_SLICES=1 CREATE=0 DELETE=0 DRY_RUN=0 REQUEUE=0 LOGDIR="tpu_logs"
+NUM_SLICES=1 CREATE=0 DELETE=0 DRY_RUN=0 REQUEUE=0 LOGDIR="tpu_logs" PYTHON="python3.11" PRINT_SETUP=0
+MIN_PYTHON="3.11"                  # setup.py python_requires: jax>=0.10 / flax>=0.12 need it
+VENV_DIR="gopher_jax_venv"         # under each worker's home
 EXIT_PREEMPTED=75                  # gopher_jax/train/signals.py: checkpoint written, rerun with --resume
 ENVS=()
 CMD=()
@@ -32,6 +45,8 @@ while [[ $# -gt 0 ]]; do
     --accelerator=*) ACCELERATOR="${1#*=}" ;;
     --project=*) PROJECT="${1#*=}" ;;
     --version=*) VERSION="${1#*=}" ;;
+    --python=*) PYTHON="${1#*=}" ;;
+    --print-worker-setup) PRINT_SETUP=1 ;;
     --num_slices=*) NUM_SLICES="${1#*=}" ;;
     --logdir=*) LOGDIR="${1#*=}" ;;
     --env=*) ENVS+=("${1#*=}") ;;
@@ -39,12 +54,41 @@ while [[ $# -gt 0 ]]; do
     --delete) DELETE=1 ;;
     --dry-run) DRY_RUN=1 ;;
     --requeue) REQUEUE=1 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     --) shift; CMD=("$@"); break ;;
     *) die "unknown argument '$1' (flags use --flag=value; put the command after --)" ;;
   esac
   shift
 done
+
+[[ "$PYTHON" =~ ^[A-Za-z0-9_./-]+$ ]] || die "--python=$PYTHON must be an interpreter name or path, e.g. --python=python3.11"
+
+# The script every worker runs before the command: find or install --python, check its version (before
+# installing anything), make the venv, install this checkout into it.
+worker_setup() {
+  cat <<SETUP
+set -euo pipefail
+py="$PYTHON"
+if ! command -v "\$py" >/dev/null 2>&1 && [[ "\$py" == python3.11 ]]; then
+  echo "worker \$(hostname): \$py not found; installing Ubuntu's python3.11 python3.11-venv" >&2
+  sudo DEBIAN_FRONTEND=noninteractive apt-get -qq update
+  sudo DEBIAN_FRONTEND=noninteractive apt-get -qq install -y python3.11 python3.11-venv
+fi
+command -v "\$py" >/dev/null 2>&1 || { echo "launch_tpu.sh: worker \$(hostname) has no '\$py'; pass --python=python3.11 (apt-installed when missing) or the path of a Python >= $MIN_PYTHON" >&2; exit 3; }
+version="\$("\$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+IFS=. read -r major minor <<<"\$version"
+if (( major < ${MIN_PYTHON%%.*} || (major == ${MIN_PYTHON%%.*} && minor < ${MIN_PYTHON#*.}) )); then
+  echo "launch_tpu.sh: worker \$(hostname): \$py is Python \$version but gopher_jax needs >= $MIN_PYTHON (jax and flax wheels); pass --python=python3.11 (apt-installed when missing) or --python=/path/to/python3.11+" >&2
+  exit 3
+fi
+mkdir -p ~/$REMOTE_DIR
+tar -xzf ~/gopher_jax.tgz -C ~/$REMOTE_DIR
+"\$py" -m venv ~/$VENV_DIR
+~/$VENV_DIR/bin/python -m pip install -q -e ~/$REMOTE_DIR'[tpu]'
+SETUP
+}
+
+if [[ $PRINT_SETUP -eq 1 ]]; then worker_setup; exit 0; fi
 
 [[ -n "$NAME" ]] || die "--name=NAME is required (the TPU VM or queued-resource name)"
 [[ -n "$ZONE" ]] || die "--zone=ZONE is required, e.g. --zone=us-central2-b"
@@ -112,8 +156,7 @@ if [[ ${#CMD[@]} -gt 0 ]]; then
   fi
   for node in "${NODES[@]}"; do
     run gcloud compute tpus tpu-vm scp "$TARBALL" "$node:~/gopher_jax.tgz" "${COMMON[@]}" --worker=all
-    run gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="mkdir -p ~/$REMOTE_DIR && \
-tar -xzf ~/gopher_jax.tgz -C ~/$REMOTE_DIR && python3 -m pip install -q -e ~/$REMOTE_DIR'[tpu]'"
+    run gcloud compute tpus tpu-vm ssh "$node" "${COMMON[@]}" --worker=all --command="$(worker_setup)"
   done
 
   COORDINATOR=""
@@ -137,7 +180,7 @@ tar -xzf ~/gopher_jax.tgz -C ~/$REMOTE_DIR && python3 -m pip install -q -e ~/$RE
     node="${NODES[$i]}"
     # pipefail: the worker's exit status is gopher-jax's, not tee's. GOPHER_JAX_DISTRIBUTED=auto:
     # every worker calls jax.distributed.initialize(), which reads the slice from the TPU metadata.
-    exports="set -o pipefail; export GOPHER_JAX_DISTRIBUTED=auto; "
+    exports="set -o pipefail; export PATH=\$HOME/$VENV_DIR/bin:\$PATH GOPHER_JAX_DISTRIBUTED=auto; "
     for kv in "${ENVS[@]+"${ENVS[@]}"}"; do exports+="export $(printf '%q' "$kv"); "; done
     if [[ $NUM_SLICES -gt 1 ]]; then
       exports+="export MEGASCALE_COORDINATOR_ADDRESS=$COORDINATOR:$MEGASCALE_PORT MEGASCALE_NUM_SLICES=$NUM_SLICES "

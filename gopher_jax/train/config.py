@@ -1,7 +1,7 @@
 """`TrainConfig` (gin name `train`) and `OptimizerConfig` (gin name `optimizer`).
 
-The gin surface scripts rely on: train.steps, train.batch_size, train.seq_len, train.log_every,
-train.eval_every, train.checkpoint_every.
+The gin surface scripts rely on: train.steps (or train.tokens), train.batch_size, train.seq_len,
+train.log_every, train.eval_every, train.checkpoint_every.
 """
 from __future__ import annotations
 
@@ -18,8 +18,12 @@ OPTIMIZERS = ("adam", "adamw")
 class TrainConfig:
     """What to train on and for how long."""
 
-    steps: int = 200  # optimizer updates in the whole run (also the schedule's length)
-    batch_size: int = 16  # global batch, in sequences
+    # The run's length: train.steps, or train.tokens (steps derived from batch x seq_len and the ramp,
+    # token_budget.py; then train.steps holds the derived count). Setting both to different counts is an error.
+    steps: int | None = None  # optimizer updates in the whole run (also the schedule's length); default 200
+    tokens: int = 0  # training tokens (0 = sized by train.steps)
+    batch_size: int = 16  # global batch, in sequences (the first stage's when train.batch_ramp is set)
+    batch_ramp: tuple = ()  # ((tokens_seen, new_batch_size), ...): the batch changes once that many tokens trained
     seq_len: int = 256  # tokens per sequence (packed documents)
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many, inside the step
     seed: int = 0  # parameter init and data order
@@ -40,12 +44,33 @@ class TrainConfig:
     max_rewinds: int = 3  # "rewind": stop the run after this many rewinds
 
     def __post_init__(self):
+        from gopher_jax.train import token_budget
+        token_budget.stages(batch_size=max(self.batch_size, 1), seq_len=1, batch_ramp=self.batch_ramp, steps=1)
+        if self.tokens < 0:
+            raise ValueError(f"train.tokens={self.tokens} must be >= 0 (0 = sized by train.steps)")
+        if self.tokens > 0 and self.batch_size > 0 and self.seq_len > 0:
+            derived = token_budget.steps_for_tokens(self.tokens, self.batch_size, self.seq_len, self.batch_ramp)
+            if self.steps not in (None, derived):
+                raise ValueError(f"train.steps={self.steps} and train.tokens={self.tokens:,} (= {derived} steps at "
+                                 f"this batch and seq_len) both size the run; set train.tokens=0 to use train.steps, "
+                                 f"or drop the train.steps binding")
+            object.__setattr__(self, "steps", derived)
+        elif self.steps is None:
+            object.__setattr__(self, "steps", 200)
+        object.__setattr__(self, "batch_ramp", tuple(tuple(int(v) for v in e) for e in self.batch_ramp))
         for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be positive")
-        if self.batch_size % self.microbatches:
-            raise ValueError(f"train.batch_size={self.batch_size} is not divisible by "
-                             f"train.microbatches={self.microbatches}; pick a divisor of the batch size")
+        for batch in (self.batch_size, *(b for _, b in self.batch_ramp)):
+            if batch % self.microbatches:
+                raise ValueError(f"batch size {batch} (train.batch_size / train.batch_ramp) is not divisible by "
+                                 f"train.microbatches={self.microbatches}; pick a divisor of every batch size")
+
+    def stages(self):
+        """Returns the run's constant-batch stages (token_budget.BatchStage list)."""
+        from gopher_jax.train import token_budget
+        return token_budget.stages(batch_size=self.batch_size, seq_len=self.seq_len, batch_ramp=self.batch_ramp,
+                                   tokens=self.tokens, steps=self.steps)
         from gopher_jax.train.spikes import POLICIES
         if self.spike_policy not in POLICIES:
             raise ValueError(f"train.spike_policy={self.spike_policy!r} is not one of {POLICIES}")

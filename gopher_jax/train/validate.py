@@ -28,6 +28,10 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
+def _fix_name(name: str) -> str:
+    return "train.batch_size" if name == "train.batch_size" else "that ramp batch"
+
+
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
@@ -76,10 +80,13 @@ def validate(model_config, train_config, mesh_config, rules, *, num_devices: int
                         f"pieces (train.tokenizer={t.tokenizer or '<embedded>'!r}); use "
                         f"ModelConfig.vocab_size={tokenizer_pieces} or a smaller tokenizer")
 
-    # batch vs processes
-    if t.batch_size % num_processes:
-        problems.append(f"train.batch_size={t.batch_size} does not split over {num_processes} processes (hosts); "
-                        f"use train.batch_size={_round_up(t.batch_size, num_processes)}")
+    # batch vs processes (every batch of the ramp, train.batch_ramp, too)
+    batches = [("train.batch_size", t.batch_size)] + [(f"train.batch_ramp batch at {at:,} tokens", b)
+                                                      for at, b in t.batch_ramp]
+    for name, batch in batches:
+        if batch % num_processes:
+            problems.append(f"{name}={batch} does not split over {num_processes} processes (hosts); "
+                            f"use {_fix_name(name)}={_round_up(batch, num_processes)}")
 
     sizes = mesh_sizes(mesh_config, num_devices, problems)
     if sizes is not None:
@@ -87,13 +94,14 @@ def validate(model_config, train_config, mesh_config, rules, *, num_devices: int
         rule = dict(rules)
         batch_axes = _as_tuple(rule.get(axes.BATCH))
         dp = math.prod(sizes[a] for a in batch_axes)
-        per_micro = t.batch_size // t.microbatches
-        if per_micro % dp:
-            names = " x ".join(f"MeshConfig.{a}={sizes[a]}" for a in batch_axes)
-            problems.append(
-                f"train.batch_size={t.batch_size} / train.microbatches={t.microbatches} = {per_micro} sequences "
-                f"per microbatch does not split over the {dp} data-parallel shards ({names}); use "
-                f"train.batch_size={_round_up(t.batch_size, dp * t.microbatches)}")
+        for name, batch in batches:
+            per_micro = batch // t.microbatches
+            if per_micro % dp:
+                names = " x ".join(f"MeshConfig.{a}={sizes[a]}" for a in batch_axes)
+                problems.append(
+                    f"{name}={batch} / train.microbatches={t.microbatches} = {per_micro} sequences "
+                    f"per microbatch does not split over the {dp} data-parallel shards ({names}); use "
+                    f"{_fix_name(name)}={_round_up(batch, dp * t.microbatches)}")
 
         # model dimensions vs the mesh axes the rules shard them over (heads vs tensor, ...)
         for axis, (param, size_of) in _AXIS_PARAMS.items():

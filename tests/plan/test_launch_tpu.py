@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(REPO, "launch_tpu.sh")
 TRAIN = ["gopher-jax", "train", "--gin_file=gin_configs/parallel/chinchilla_70b_v4.gin", "--workdir=gs://bucket/run"]
@@ -33,7 +35,7 @@ def launch(tmp_path, *args):
 
 
 def _remote(node, slice_env=""):
-    return (f"set -o pipefail; export GOPHER_JAX_DISTRIBUTED=auto; {slice_env}cd ~/gopher_jax && mkdir -p logs && "
+    return (f"set -o pipefail; export PATH=$HOME/gopher_jax_venv/bin:$PATH GOPHER_JAX_DISTRIBUTED=auto; {slice_env}cd ~/gopher_jax && mkdir -p logs && "
             + " ".join(TRAIN) + " 2>&1 | tee logs/train-$(hostname).log")
 
 
@@ -41,16 +43,16 @@ def test_two_worker_slice_create_run_delete(tmp_path):
     _, calls = launch(tmp_path, "--name=gj", ZONE, "--accelerator=v4-16", "--create", "--delete",
                       "--env=XLA_FLAGS=--xla_dump_to=/tmp/x", "--", *TRAIN)
     tarball = str(tmp_path / "gopher_jax-gj.tgz")
-    install = ("mkdir -p ~/gopher_jax && tar -xzf ~/gopher_jax.tgz -C ~/gopher_jax && "
-               "python3 -m pip install -q -e ~/gopher_jax'[tpu]'")
+    install = subprocess.run(["bash", SCRIPT, "--print-worker-setup"], capture_output=True, text=True,
+                             check=True).stdout.rstrip("\n")
     tpu = ["compute", "tpus", "tpu-vm"]
     assert calls == [
         [*tpu, "create", "gj", ZONE, "--accelerator-type=v4-16", "--version=tpu-ubuntu2204-base"],
         [*tpu, "scp", tarball, "gj:~/gopher_jax.tgz", ZONE, "--worker=all"],
         [*tpu, "ssh", "gj", ZONE, "--worker=all", f"--command={install}"],
         [*tpu, "ssh", "gj", ZONE, "--worker=all",
-         "--command=" + _remote("gj").replace("export GOPHER_JAX_DISTRIBUTED=auto; ",
-                                              "export GOPHER_JAX_DISTRIBUTED=auto; export "
+         "--command=" + _remote("gj").replace("GOPHER_JAX_DISTRIBUTED=auto; ",
+                                              "GOPHER_JAX_DISTRIBUTED=auto; export "
                                               "XLA_FLAGS=--xla_dump_to=/tmp/x; ")],
         [*tpu, "scp", "gj:~/gopher_jax/logs/*", "tpu_logs/", ZONE, "--worker=all"],
         [*tpu, "delete", "gj", ZONE, "--quiet"],
@@ -129,3 +131,45 @@ def test_requeue_loop_semantics(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert counter.read_text().strip() == "3"
     assert proc.stdout.count("preempted (exit 75): resuming") == 2
+
+
+# A stand-in interpreter: answers the set-up's version query with VERSION and makes a "venv" whose python
+# records what it is asked to run (the pip install) in CALLS.
+FAKE_PYTHON = """#!/bin/bash
+if [ "$1" = -c ]; then echo VERSION; exit 0; fi
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin"; printf '#!/bin/bash\\necho "$*" >> CALLS\\n' > "$3/bin/python"; chmod +x "$3/bin/python"; exit 0
+fi
+exit 1
+"""
+
+
+@pytest.mark.parametrize("version, ok", [("3.10", False), ("3.11", True), ("3.12", True)])
+def test_worker_setup_checks_the_python_version_before_installing(tmp_path, version, ok):
+    """The script each worker runs, run here with a python3 stand-in of 3.10 / 3.11 / 3.12 on PATH: 3.10
+    stops before any install with the flag that fixes it; 3.11+ makes the venv and pip-installs into it."""
+    setup = subprocess.run(["bash", SCRIPT, "--print-worker-setup", "--python=python3"], capture_output=True,
+                           text=True, check=True).stdout
+    home, bin_dir, calls = tmp_path / "home", tmp_path / "bin", tmp_path / "calls.txt"
+    home.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(FAKE_PYTHON.replace("VERSION", version).replace("CALLS", str(calls)))
+    (bin_dir / "python3").chmod(0o755)
+    subprocess.run(["tar", "-czf", str(home / "gopher_jax.tgz"), "-C", REPO, "setup.py"], check=True)
+    env = dict(os.environ, HOME=str(home), PATH=f"{bin_dir}:{os.environ['PATH']}")
+    proc = subprocess.run(["bash", "-c", setup], env=env, capture_output=True, text=True, timeout=60)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+        assert calls.read_text().split() == ["-m", "pip", "install", "-q", "-e", f"{home}/gopher_jax[tpu]"]
+    else:
+        assert proc.returncode == 3
+        assert "python3 is Python 3.10 but gopher_jax needs >= 3.11" in proc.stderr
+        assert "pass --python=python3.11" in proc.stderr
+        assert not calls.exists() and not (home / "gopher_jax_venv").exists()  # nothing installed
+
+
+def test_setup_py_states_the_minimum_the_launch_checks():
+    with open(os.path.join(REPO, "setup.py")) as f:
+        assert 'python_requires=">=3.11"' in f.read()
+    with open(SCRIPT) as f:
+        assert 'MIN_PYTHON="3.11"' in f.read()
