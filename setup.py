@@ -58,7 +58,7 @@ setup(
     packages=find_packages(include=["gopher_jax", "gopher_jax.*", "data_tasks", "data_tasks.*"]),
     # The fused CPU attention kernel is compiled from source on first use (gopher_jax/kernels).
     package_data={"gopher_jax.kernels": ["*.cc"]},
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # jax>=0.10 and flax>=0.12 wheels: Requires-Python >=3.11
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["gopher-jax=gopher_jax.cli:main"]},
