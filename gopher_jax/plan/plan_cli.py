@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_costs: str = "compiled") -> dict:
     """Returns the plan dict: bytes_per_device (+ breakdown), hbm_bytes_per_device, FLOPs, bubble, step time."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # abstract shapes only; never touch an accelerator
-    from gopher_jax.plan import configs, memory, throughput
+    from gopher_jax.plan import configs, memory, run_time, throughput
     from gopher_jax.plan.topology import mesh_axis_sizes, parse_topology
 
     topo = parse_topology(topology)
@@ -41,7 +41,8 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_c
             "bytes_per_device": mem["total"], "bytes_breakdown": mem["breakdown"], "hbm_bytes_per_device": hbm,
             "fits": mem["total"] <= hbm, "state_bytes_per_param": mem["state_bytes_per_param"],
             "mtnlg_bytes_per_param": mem["mtnlg_bytes_per_param"], "global_params": mem["global_params"],
-            "local_params": mem["local_params"], "activation_detail": mem["activation_detail"], **step}
+            "local_params": mem["local_params"], "activation_detail": mem["activation_detail"], **step,
+            **run_time.run_estimate(train, step["predicted_step_s"], topo.num_chips)}
 
 
 def format_plan(p: dict) -> str:
@@ -61,6 +62,8 @@ def format_plan(p: dict) -> str:
               _pipeline_line(p),
               f"pipeline bubble {p['pipeline_bubble']:.1%}; predicted {p['predicted_step_s']:.2f} s/step, "
               f"{p['predicted_tokens_per_s']:,.0f} tokens/s at MFU {p['mfu']:.0%} ({p['mfu_count']} FLOPs / bf16 spec peak)"]
+    from gopher_jax.plan.run_time import format_run_estimate
+    lines.append(format_run_estimate(p))  # the whole run: step time x steps (plan/run_time.py)
     return "\n".join(lines)
 
 
