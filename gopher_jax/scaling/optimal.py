@@ -38,11 +38,11 @@ def published() -> dict[str, dict]:
         "1": {"kind": "power", "a": K.APPROACH1_A, "k_N": K.APPROACH1_K_N, "b": 1 - K.APPROACH1_A,
               "k_D": 1 / (6 * K.APPROACH1_K_N), "source": "Chinchilla Table 3 (log-log fit, 67B row excluded)"},
         "2": {"kind": "power", "a": a2, "k_N": k2, "b": b2, "k_D": 1 / (6 * k2),
-              "source": "Chinchilla Table 2 exponents through Fig. 3's 63B at 5.76e23 (check)"},
+              "source": "Chinchilla Table 2 exponents through Fig. 3's 63B at 5.76e23"},
         "3": {"kind": "parametric", "E": K.CHINCHILLA_E, "A": K.CHINCHILLA_A, "B": K.CHINCHILLA_B,
               "alpha": K.CHINCHILLA_ALPHA, "beta": K.CHINCHILLA_BETA, "source": "Chinchilla Eq. 4 with Sec. 3.3 fit"},
         "kaplan": {"kind": "power", "a": ak, "k_N": kk, "b": bk, "k_D": 1 / (6 * kk),
-                   "source": "Kaplan N_opt = 1.3e9 (C/PF-day)^0.73 (check), D = C/(6N)"},
+                   "source": "Kaplan Sec. 6.1 N_opt = 1.3e9 (C/PF-day)^0.73, D = C/(6N)"},
     }
 
 

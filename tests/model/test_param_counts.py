@@ -27,7 +27,7 @@ def test_paper_config_counts_within_2_percent(name):
     cfg = config_from(f"gin_configs/models/{name}.gin")
     counts = count_params(cfg)
     assert counts["total"] == pytest.approx(PAPER_SIZES[name], rel=0.02)
-    # REFERENCE.md: every row matches 13*L*d^2 + V*d within 1%.
+    # Gopher Table 1 / Chinchilla Table 4 sizes: every row matches 13*L*d^2 + V*d within 1%.
     formula = 13 * cfg.num_layers * cfg.d_model**2 + cfg.vocab_size * cfg.d_model
     assert counts["total"] == pytest.approx(formula, rel=0.01)
     assert counts["vocab_padding"] == 0  # 32,000 is already a multiple of 128

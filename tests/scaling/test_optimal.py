@@ -11,7 +11,7 @@ from gopher_jax.scaling.optimal import laws_from_fit, optimal, plan, published, 
 
 PUB3 = dict(E=K.CHINCHILLA_E, A=K.CHINCHILLA_A, B=K.CHINCHILLA_B, alpha=K.CHINCHILLA_ALPHA, beta=K.CHINCHILLA_BETA)
 
-# The papers' numbers, typed in here from the papers (../shared/REFERENCE.md), not from constants.py:
+# The papers' numbers, typed in here from the papers' tables (Chinchilla Tables 2-3), not from constants.py:
 # the tests below check constants.py and the planner against them.
 # Chinchilla Table 3 (approach-1 projections): parameters, FLOPs, tokens.
 PAPER_TABLE3 = ((400e6, 1.92e19, 8.0e9), (1e9, 1.21e20, 20.2e9), (10e9, 1.23e22, 205.1e9),
