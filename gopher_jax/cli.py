@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("gopher_jax.interop.import_cli", "read a local Hugging Face Llama-family model into a run"),
     "plan": ("gopher_jax.plan.plan_cli", "analytic memory/throughput plan for a TPU topology"),
     "compile": ("gopher_jax.plan.compile_cli", "ahead-of-time compile for a TPU topology"),
+    "sweep": ("gopher_jax.sweep.sweep_cli", "run a grid of gin overrides x seeds on N workers (leases, resume)"),
+    "compare": ("gopher_jax.sweep.compare_cli", "compare a sweep's arms: CIs, paired tests, plots, results.jsonl"),
 }
 
 
