@@ -61,5 +61,8 @@ setup(
     python_requires=">=3.11",  # jax>=0.10 and flax>=0.12 wheels: Requires-Python >=3.11
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["gopher-jax=gopher_jax.cli:main"]},
+    # gopher-jax-lm-eval: lm-eval's own CLI with `--model gopher_jax` registered (needs the eval extra;
+    # lm-eval 0.4 reads no model plugin entry points, see gopher_jax/eval/lm_eval_cli.py).
+    entry_points={"console_scripts": ["gopher-jax=gopher_jax.cli:main",
+                                      "gopher-jax-lm-eval=gopher_jax.eval.lm_eval_cli:main"]},
 )

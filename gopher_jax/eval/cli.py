@@ -1,7 +1,8 @@
 """`gopher-jax eval`: score a checkpoint on a zero/few-shot task or on held-out text.
 
-  gopher-jax eval --workdir RUN --task lambada --data ../shared/data/eval/lambada_openai.jsonl --limit 500 --json
-  gopher-jax eval --workdir RUN --task text --data ../shared/data/corpus/wikitext2/valid.txt --stride 128
+  gopher-jax eval --workdir RUN --task lambada --data lambada_openai.jsonl --limit 500 --json   # lm-eval's {"text"}
+  gopher-jax eval --workdir RUN --task hellaswag --data_dir EVAL_DIR       # or GOPHER_JAX_EVAL_DIR=EVAL_DIR
+  gopher-jax eval --workdir RUN --task text --data wikitext2/valid.txt --stride 128
   gopher-jax eval --workdir RUN --task seqio --seqio_task NAME [--split validation]
   gopher-jax eval --workdir RUN --task seqio --component books     # a component of the run's mixture (validation)
   gopher-jax eval --workdir RUN --task piqa --mesh data=2,fsdp=2,tensor=2   # default --mesh data: all local devices
@@ -22,7 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     parser.add_argument("--task", required=True, choices=sorted(TASKS) + ["text", "seqio"],
                         help="a zero/few-shot task, 'text' (bits-per-byte of a file) or 'seqio'")
-    parser.add_argument("--data", default="", help="task file (default: the task's file in ../shared/data/eval)")
+    parser.add_argument("--data", default="",
+                        help="the task's file, in its public release format (docs/evaluation.md lists each)")
+    parser.add_argument("--data_dir", default="",
+                        help="a directory holding the tasks' files under their default names (e.g. piqa.jsonl); "
+                             "default: $GOPHER_JAX_EVAL_DIR")
     parser.add_argument("--shots", type=int, default=0, help="few-shot examples per prompt")
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N documents (0 = all)")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the few-shot example draw")
@@ -46,9 +51,14 @@ def run(args: argparse.Namespace) -> int:
     """Evaluates and prints the metrics; returns 0 (2 on a bad flag or missing file)."""
     from gopher_jax.eval import checkpoint_loader, perplexity
     from gopher_jax.eval.scorer import Scorer
-    from gopher_jax.eval.tasks import evaluate_task
+    from gopher_jax.eval.tasks import TASKS, evaluate_docs, load_docs
     from gopher_jax.eval.text_lm import TextLM
 
+    try:  # a missing or malformed task file fails before the checkpoint is loaded
+        docs = load_docs(args.task, args.data, args.data_dir, args.limit) if args.task in TASKS else None
+    except (FileNotFoundError, ValueError) as e:
+        print(f"gopher-jax eval: {e}", file=sys.stderr)
+        return 2
     try:
         loaded = checkpoint_loader.load(args.workdir, args.step, mesh=args.mesh)
     except (FileNotFoundError, RuntimeError, ValueError) as e:
@@ -67,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             docs = perplexity.seqio_documents(task, split, args.limit)
             metrics = perplexity.evaluate_documents(scorer, docs, lm.prefix_id, args.stride or None)
         else:
-            metrics = evaluate_task(args.task, lm, args.data, args.shots, args.limit, args.seed)
+            metrics = evaluate_docs(args.task, lm, docs, args.shots, args.seed)
     except (FileNotFoundError, ValueError) as e:
         print(f"gopher-jax eval: {e}", file=sys.stderr)
         return 2

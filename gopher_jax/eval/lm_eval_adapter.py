@@ -5,9 +5,10 @@
     lm = GopherJaxLM.from_workdir("RUN")
     lm_eval.simple_evaluate(model=lm, tasks=["lambada_openai"])
 
-or from the lm_eval CLI: `lm_eval --model gopher_jax --model_args workdir=RUN --tasks ...` after
-`import gopher_jax.eval.lm_eval_adapter` registers the name. Scoring goes through our TextLM, so
-lm-eval's tasks and ours tokenise and score identically.
+or from lm-eval's own command line with the model registered (lm-eval 0.4 reads no plugin entry
+points, so the `eval` extra's console script does the registering; see lm_eval_cli.py):
+`gopher-jax-lm-eval --model gopher_jax --model_args workdir=RUN --tasks ...`.
+Scoring goes through our TextLM, so lm-eval's tasks and ours tokenise and score identically.
 """
 from __future__ import annotations
 
@@ -49,10 +50,21 @@ class GopherJaxLM(LM):
     @classmethod
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "GopherJaxLM":
         """lm_eval --model_args 'workdir=RUN,step=200,batch_size=16,mesh=data' (mesh sizes use ';': 'data=2;fsdp=4')."""
-        kwargs = dict(kv.split("=", 1) for kv in arg_string.split(",") if kv)
+        return cls.create_from_arg_obj(dict(kv.split("=", 1) for kv in arg_string.split(",") if kv),
+                                       additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict, additional_config: dict | None = None) -> "GopherJaxLM":
+        """What lm-eval's CLI calls with the parsed --model_args; batch_size in model_args wins over
+        lm-eval's --batch_size (default 1), and 'auto' means ours (16)."""
+        kwargs = {k: v for k, v in arg_dict.items()}
         if "mesh" in kwargs:
-            kwargs["mesh"] = kwargs["mesh"].replace(";", ",")
-        kwargs.update({k: v for k, v in (additional_config or {}).items() if k == "batch_size" and v})
+            kwargs["mesh"] = str(kwargs["mesh"]).replace(";", ",")
+        outer = (additional_config or {}).get("batch_size")
+        if "batch_size" not in kwargs and outer and not str(outer).startswith("auto"):
+            kwargs["batch_size"] = int(outer)
+        if str(kwargs.get("batch_size", "")).startswith("auto"):
+            kwargs.pop("batch_size")
         return cls(**kwargs)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -1,7 +1,9 @@
 """Test-set decontamination in Gopher mode (drop at 13-gram Jaccard >= 0.8) and MT-NLG mode
 (cut matching 13-grams +- 200 characters, drop short fragments and documents split > 10 times),
-on a crafted training set containing real LAMBADA passages."""
+on a crafted training set containing real LAMBADA passages (the committed eval fixtures)."""
+import bz2
 import json
+import os
 
 import pytest
 
@@ -12,14 +14,13 @@ from gopher_jax.data.corpus.fuzzy_dedup import DedupConfig
 from gopher_jax.data.corpus.lsh import candidate_probability
 from gopher_jax.data.corpus.near_duplicates import pair_with_exact_jaccard, random_words
 
-EVAL = "../shared/data/eval"
+from tests.fixtures.paths import EVAL
 
 
 @pytest.fixture(scope="module")
 def passages():
-    with open(f"{EVAL}/lambada_openai.jsonl") as f:
-        recs = [json.loads(next(f)) for _ in range(40)]
-    return [f"{r['context']} {r['continuation']}" for r in recs]
+    with open(f"{EVAL}/lambada_openai.jsonl") as f:  # lm-eval's lambada_openai: {"text": ...}
+        return [json.loads(next(f))["text"] for _ in range(40)]
 
 
 @pytest.fixture(scope="module")
@@ -96,16 +97,28 @@ def test_mtnlg_split_limit_is_configurable(eval_file, training):
     assert out.alive and len(out.fragments) >= 10
 
 
-def test_eval_formats_load():
-    assert len(load_eval_texts(f"{EVAL}/lambada_openai.jsonl")) == 5153
-    hs = load_eval_texts(f"{EVAL}/hellaswag_val.txt.bz2")
-    assert len(hs) == 10042 and hs[0].startswith("A man is sitting on a roof. he")
-    wg = load_eval_texts(f"{EVAL}/winogrande.jsonl")[0]
-    assert wg.endswith("always got the easier cases.")
-    piqa = load_eval_texts(f"{EVAL}/copa.jsonl")[0]
-    assert piqa == "The man turned on the faucet, therefore water flowed from the spout."
+def test_eval_formats_load(tmp_path):
+    assert len(load_eval_texts(f"{EVAL}/lambada_openai.jsonl")) == 50
+    wg = load_eval_texts(f"{EVAL}/winogrande.jsonl")[0]  # the gold option fills the blank
+    assert wg == "Sarah was a much better surgeon than Maria so Maria always got the easier cases."
+    copa = load_eval_texts(f"{EVAL}/copa.jsonl")[0]
+    assert copa == "The man turned on the faucet. Water flowed from the spout."
+    # A whole directory of public release files: the ten fixture sets.
+    assert len(load_eval_sets([os.path.join(EVAL, f) for f in sorted(os.listdir(EVAL))])) == 10 * 50
+    # HellaSwag's 6-line text form and the internal {query, choices, gold} form.
+    hs = tmp_path / "hellaswag_val.txt.bz2"
+    hs.write_bytes(bz2.compress(b"Roof shingle removal: A man is sitting on a roof. he\n3\na\nb\nc\n"
+                                b"starts pulling up roofing on a roof.\n"))
+    assert load_eval_texts(str(hs)) == ["A man is sitting on a roof. he starts pulling up roofing on a roof."]
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text(json.dumps({"query": "Q: why?", "choices": ["a", "b"], "gold": 1}) + "\n")
+    assert load_eval_texts(str(mc)) == ["Q: why? b"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"foo": 1}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: unknown eval record keys \['foo'\]"):
+        load_eval_texts(str(bad))
     with pytest.raises(FileNotFoundError, match="eval set"):
-        load_eval_sets(["../shared/data/eval/nope.jsonl"])
+        load_eval_sets([str(tmp_path / "nope.jsonl")])
 
 
 def test_missing_eval_sets_are_named():

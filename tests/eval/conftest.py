@@ -4,8 +4,8 @@ import os
 import jax
 import pytest
 
-# The shared eval sets, relative to the repository (never copied into it).
-EVAL_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "eval"))
+# 50 items of each eval set in its public release format (tests/fixtures/SOURCES.md).
+from tests.fixtures.paths import EVAL as EVAL_DATA  # noqa: F401
 
 GIN = """
 ModelConfig.num_layers = 2

@@ -6,7 +6,6 @@ same first token, or their losses are not the training loop's eval_loss on the s
 """
 import json
 import math
-import os
 
 import jax
 import numpy as np
@@ -22,10 +21,9 @@ from gopher_jax.parallel.rules import DEFAULT_RULES
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
 from gopher_jax.train.evaluation import evaluate
 from gopher_jax.train.sharded import build_trainer
-from tests.eval.conftest import EVAL_DATA
+from tests.fixtures.paths import C4
 from tests.model.helpers import forward
 
-C4 = os.path.join(os.path.dirname(EVAL_DATA), "corpus", "c4_sample_500.jsonl")
 SEQ_LEN = 128
 MAX_DOC_TOKENS = 64  # documents (+ EOS) fit the scorer's 64-token window: one request each
 

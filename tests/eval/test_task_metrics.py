@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from gopher_jax.eval.tasks import evaluate_task, fewshot, lambada, loaders, multiple_choice, winogrande
+from gopher_jax.eval.tasks import (EVAL_DIR_ENV, evaluate_task, fewshot, lambada, load_docs, loaders,
+                                   multiple_choice, winogrande)
 
 from tests.eval.conftest import EVAL_DATA
 
@@ -71,19 +72,32 @@ def test_hellaswag_txt_parser(tmp_path):
     docs = loaders.read_docs(str(path))
     # lm-eval strips before removing tags, so "b [step]" keeps a trailing space (kept for fidelity).
     assert docs == [{"query": "Roof: A man. is on a roof. he", "choices": ["is a.", "b ", "c", "d"], "gold": 2}]
-    real = loaders.read_docs(os.path.join(EVAL_DATA, "hellaswag_val.txt.bz2"), limit=3)
-    assert len(real) == 3 and all(len(d["choices"]) == 4 for d in real)
 
 
-def test_every_shared_file_loads():
+def test_hellaswag_txt_and_release_jsonl_agree(tmp_path):
+    """The 6-line text form written from the release jsonl reads back as the same docs, except that
+    lm-eval capitalises ctx_b, which the text form (ctx_a and ctx_b merged) cannot know."""
+    recs = loaders.read_jsonl(os.path.join(EVAL_DATA, "hellaswag.jsonl"))
+    lines = [f"{r['activity_label']}: {r['ctx_a']} {r['ctx_b'].capitalize()}".strip() + f"\n{r['label']}\n"
+             + "\n".join(r["endings"]) for r in recs]
+    path = tmp_path / "hellaswag_val.txt"
+    path.write_text("\n".join(lines) + "\n")
+    assert loaders.read_docs(str(path)) == load_docs("hellaswag", str(os.path.join(EVAL_DATA, "hellaswag.jsonl")))
+
+
+def test_every_fixture_file_loads(monkeypatch):
+    monkeypatch.setenv(EVAL_DIR_ENV, EVAL_DATA)  # default file names in the directory
     for task in ("lambada", "piqa", "arc_easy", "arc_challenge", "openbookqa", "copa", "siqa", "boolq",
                  "hellaswag", "winogrande"):
         lm = FakeLM({})
         m = evaluate_task(task, lm, limit=4)
         assert m["n"] == 4, task
+        # LAMBADA asks one continuation per doc; the others one per choice (at least two).
+        assert len(lm.asked) == 4 if task == "lambada" else len(lm.asked) >= 8, task
 
 
-def test_unknown_task_and_missing_file():
+def test_unknown_task_and_missing_file(monkeypatch):
+    monkeypatch.delenv(EVAL_DIR_ENV, raising=False)
     with pytest.raises(ValueError, match="unknown task"):
         evaluate_task("nope", FakeLM({}))
     with pytest.raises(FileNotFoundError, match="--data"):

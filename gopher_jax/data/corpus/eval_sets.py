@@ -1,9 +1,10 @@
 """Loading evaluation sets as plain texts, for test-set decontamination.
 
-Formats (../shared/data/eval and lm-eval-harness style exports): jsonl with
-{context, continuation} (LAMBADA), {query, choices, gold} (multiple choice: question + gold
-answer), {context_options, continuation, gold} (Winogrande), {text}; HellaSwag's 6-line text
-blocks (*hellaswag*.txt[.bz2]); any other .txt is split like training text.
+Formats: each eval set's public release jsonl, recognised by its fields with the same definitions
+`gopher-jax eval` reads (gopher_jax/eval/tasks/public_formats.py: LAMBADA {text}, HellaSwag,
+PIQA, ARC, OpenBookQA, WinoGrande, BoolQ, COPA, Social IQa); the internal/llm-foundry forms
+{context, continuation}, {query, choices, gold}, {context_options, continuation, gold}; {text};
+HellaSwag's 6-line text blocks (*hellaswag*.txt[.bz2]); any other .txt is split like training text.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 
 from gopher_jax.data.corpus.reader import _open, split_text
+from gopher_jax.eval.tasks.public_formats import detect
 
 
 def _record_text(rec: dict, path: str, line: int) -> str:
@@ -24,8 +26,16 @@ def _record_text(rec: dict, path: str, line: int) -> str:
         gold = rec.get("gold")
         answer = rec["choices"][gold] if isinstance(gold, int) and 0 <= gold < len(rec["choices"]) else ""
         return f"{rec['query']} {answer}".strip()
-    raise ValueError(f"{path}:{line + 1}: unknown eval record keys {sorted(rec)}; expected text, "
-                     "context+continuation, query+choices+gold or context_options+continuation+gold")
+    fmt = detect(rec)
+    if fmt is not None:
+        try:
+            return fmt.text(rec)
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise ValueError(f"{path}:{line + 1}: a {fmt.name} record with a bad field ({type(e).__name__} {e}); "
+                             f"expected e.g. {fmt.example}") from e
+    raise ValueError(f"{path}:{line + 1}: unknown eval record keys {sorted(rec)}; expected a public release "
+                     "record (docs/evaluation.md lists each), text, context+continuation, "
+                     "query+choices+gold or context_options+continuation+gold")
 
 
 def _hellaswag(text: str) -> list[str]:

@@ -1,15 +1,24 @@
-"""Readers for the evaluation file formats in ../shared/data/eval (and lm-eval-style jsonl).
+"""Reading a task's file: its public release jsonl (public_formats.py), the internal form, or
+HellaSwag's 6-lines-per-item text form.
 
-Each returns a list of dicts in one of three shapes:
-  LAMBADA     {context, continuation}
-  choice      {query, choices, gold}                     (PIQA, ARC, OBQA, COPA, SIQA, BoolQ, HellaSwag)
-  partial     {context_options, continuation, gold}      (Winogrande partial scoring)
+Internal forms (also what llm-foundry's local eval data uses):
+  lambada   {context, continuation}
+  choice    {query, choices, gold}                     (PIQA, ARC, OBQA, COPA, SIQA, BoolQ, HellaSwag, RACE)
+  partial   {context_options, continuation, gold}      (Winogrande partial scoring)
 """
 from __future__ import annotations
 
 import bz2
 import json
-import re
+
+from gopher_jax.eval.tasks.public_formats import FORMATS, PublicFormat, hellaswag_preprocess
+
+INTERNAL_FIELDS = {
+    "lambada": ("context", "continuation"),
+    "choice": ("query", "choices", "gold"),
+    "choice_answer_norm": ("query", "choices", "gold"),
+    "partial": ("context_options", "continuation", "gold"),
+}
 
 
 def read_jsonl(path: str, limit: int = 0) -> list[dict]:
@@ -20,19 +29,15 @@ def read_jsonl(path: str, limit: int = 0) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                docs.append(json.loads(line))
+                rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n} is not valid JSON ({e}); expected one object per line") from e
+                raise ValueError(f"{path}:{n} is not valid JSON ({e}); expected one JSON object per line") from e
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{n} is a JSON {type(rec).__name__}; expected one JSON object per line")
+            docs.append(rec)
             if limit and len(docs) >= limit:
                 break
     return docs
-
-
-def hellaswag_preprocess(text: str) -> str:
-    """lm-eval's HellaSwag cleanup: drop WikiHow '[title]' markers and other bracketed tags."""
-    text = text.strip().replace(" [title]", ". ")
-    text = re.sub(r"\[.*?\]", "", text)
-    return text.replace("  ", " ")
 
 
 def read_hellaswag_txt(path: str, limit: int = 0) -> list[dict]:
@@ -58,7 +63,43 @@ def read_hellaswag_txt(path: str, limit: int = 0) -> list[dict]:
 
 
 def read_docs(path: str, limit: int = 0) -> list[dict]:
-    """Returns docs from a jsonl or HellaSwag txt(.bz2) file."""
+    """Returns the raw records of a jsonl file, or the docs of a HellaSwag txt(.bz2) file."""
     if path.endswith((".txt", ".txt.bz2")):
         return read_hellaswag_txt(path, limit)
     return read_jsonl(path, limit)
+
+
+def expected_fields(task: str, rule: str, fmt: PublicFormat | None) -> str:
+    """The 'what this file should look like' part of a load error: fields, release and one example line."""
+    internal = "{" + ", ".join(INTERNAL_FIELDS[rule]) + "}"
+    if fmt is None:
+        return f"a {task} file is jsonl, one object per line with fields {internal}"
+    return (f"a {task} file is jsonl, one object per line with fields {{{', '.join(fmt.fields)}}} as released in "
+            f"{fmt.release}, e.g.\n  {fmt.example}\n(the internal form {internal} is read too)")
+
+
+def load_task_docs(task: str, rule: str, fmt_name: str, path: str, limit: int = 0) -> list[dict]:
+    """Returns the first `limit` (0 = all) docs of `path` in the internal form of `rule`, converting
+    records in the task's public format; raises ValueError naming the expected fields otherwise."""
+    fmt = FORMATS.get(fmt_name)
+    if path.endswith((".txt", ".txt.bz2")):
+        if task != "hellaswag":
+            raise ValueError(f"{path}: only hellaswag reads a .txt file; {expected_fields(task, rule, fmt)}")
+        return read_hellaswag_txt(path, limit)
+    recs = read_jsonl(path, limit)
+    if not recs:
+        raise ValueError(f"{path} holds no records; {expected_fields(task, rule, fmt)}")
+    internal = INTERNAL_FIELDS[rule]
+    docs = []
+    for n, rec in enumerate(recs, 1):
+        if all(k in rec for k in internal):
+            docs.append(rec)
+        elif fmt is not None and fmt.matches(rec):
+            try:
+                docs.append(fmt.to_doc(rec))
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+                raise ValueError(f"{path} record {n}: {type(e).__name__} {e}; "
+                                 f"{expected_fields(task, rule, fmt)}") from e
+        else:
+            raise ValueError(f"{path} record {n} has fields {sorted(rec)}; {expected_fields(task, rule, fmt)}")
+    return docs
