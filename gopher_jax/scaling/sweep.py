@@ -1,11 +1,15 @@
-"""IsoFLOP sweeps: FLOP budgets x model sizes -> one gin override file per run and a manifest;
-run them locally one after another (or print the commands for a pod); collect the losses.
+"""IsoFLOP sweeps: FLOP budgets x model sizes, generated as a sweep spec and run on the sweep runner
+(gopher_jax/sweep: leases, resume, --workers, Ray); their losses are collected for `scaling fit`.
+
+The spec has two zipped axes, `budget` and `size`: one value pair per (budget, size) cell long
+enough to train, the size setting ModelConfig.* and the budget the cell's train.steps.
 
 Layout of a sweep directory:
   manifest.json           the plan: every run's sizes, N, steps, tokens, FLOPs and command
-  <run>/overrides.gin     ModelConfig.* sizes and train.steps / batch_size / seq_len
-  <run>/metrics.jsonl     written by `gopher-jax train --workdir=<run>`
-  <run>/DONE              written here when the training command exited 0
+  sweep.json              the same runs as the sweep runner's plan (`gopher-jax sweep --out DIR` resumes it)
+  <run>/overrides.gin     the run's bindings (ModelConfig.* sizes, train.steps / batch_size / seq_len)
+  <run>/metrics.jsonl     written by the run's `gopher-jax train --workdir=<run>`
+  <run>/DONE              written by the sweep worker when training exited 0
   runs.csv, curves.csv    written by `collect`: final losses (approaches 2, 3, Kaplan) and
                           whole training curves (approach 1)
 """
@@ -15,9 +19,6 @@ import dataclasses
 import json
 import os
 import shlex
-import subprocess
-import sys
-import time
 
 import numpy as np
 
@@ -56,13 +57,35 @@ class Size:
                 "num_heads": self.d_model // self.head_dim, "head_dim": self.head_dim}
 
 
+def _cell_params(model: dict, steps: int, seq_len: int, batch_size: int) -> list[str]:
+    """Returns the bindings of one (budget, size) cell, in the order overrides.gin lists them."""
+    return ([f"ModelConfig.{k} = {v}" for k, v in model.items()]
+            + [f"train.steps = {steps}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}",
+               # held-out loss once, at the end (it is the loss the fits read); one checkpoint
+               "train.eval_every = 0", f"train.checkpoint_every = {steps}"])
+
+
+def isoflop_spec(cells: list[dict], run_gin, model_gin, seq_len: int, batch_size: int):
+    """Returns the sweep spec of the cells: axes budget x size, zipped (each cell one pair)."""
+    from gopher_jax.sweep.spec import Axis, AxisValue, SweepSpec
+
+    budget = Axis("budget", tuple(AxisValue(f"{c['budget']:.0e}".replace("+", ""), (),
+                                            tuple(_cell_params({}, c["steps"], seq_len, batch_size))) for c in cells))
+    size = Axis("size", tuple(AxisValue(f"{c['model']['num_layers']}x{c['model']['d_model']}", (),
+                                        tuple(_cell_params(c["model"], 0, 0, 0)[:len(c["model"])])) for c in cells))
+    return SweepSpec(tuple(run_gin) + tuple(model_gin), (), (budget, size), (("budget", "size"),))
+
+
 def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), model_gin=(),
                seq_len: int = 128, batch_size: int = 8, method: str = "chinchilla", min_steps: int = 20) -> dict:
     """Returns the manifest: one run per (budget, size) whose step count spends the budget.
 
-    Runs that would take fewer than `min_steps` steps are left out (listed under 'skipped').
+    Runs that would take fewer than `min_steps` steps are left out (listed under 'skipped'). Each
+    run's name and workdir are the sweep runner's (arm labels + config hash, see gopher_jax/sweep/plan.py).
     """
-    runs, skipped = [], []
+    from gopher_jax.sweep.plan import expand
+
+    cells, skipped = [], []
     for c in sorted(float(b) for b in budgets):
         for size in sizes:
             model = size.overrides()
@@ -71,38 +94,40 @@ def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), m
             cfg = base.replace(**model)
             fpt = flops_per_token(cfg, seq_len, method)
             steps = int(round(c / (fpt * batch_size * seq_len)))
-            name = f"C{c:.0e}_L{size.num_layers}_d{size.d_model}".replace("+", "")
+            label = f"C{c:.0e}_L{size.num_layers}_d{size.d_model}".replace("+", "")
             if steps < min_steps:
-                skipped.append({"name": name, "steps": steps, "reason": f"< min_steps={min_steps}"})
+                skipped.append({"name": label, "steps": steps, "reason": f"< min_steps={min_steps}"})
                 continue
             tokens = steps * batch_size * seq_len
-            workdir = os.path.join(out_dir, name)
-            cmd = ["gopher-jax", "train", *[f"--gin_file={g}" for g in (*run_gin, *model_gin)],
-                   f"--gin_file={os.path.join(workdir, 'overrides.gin')}", f"--workdir={workdir}"]
-            runs.append({"name": name, "budget": c, "C": fpt * tokens, "N": count_params(cfg),
-                         "N_non_embedding": count_params(cfg, embeddings=False), "flops_per_token": fpt,
-                         "steps": steps, "tokens": tokens, "tokens_per_step": batch_size * seq_len,
-                         "model": model, "workdir": workdir, "command": cmd})
-    if not runs:
+            cells.append({"budget": c, "C": fpt * tokens, "N": count_params(cfg),
+                          "N_non_embedding": count_params(cfg, embeddings=False), "flops_per_token": fpt,
+                          "steps": steps, "tokens": tokens, "tokens_per_step": batch_size * seq_len, "model": model})
+    if not cells:
         raise ValueError(f"every run of the sweep is shorter than min_steps={min_steps}; raise the budgets "
                          f"{list(budgets)} or lower the batch size / sequence length")
+    runs = []
+    for cell, rp in zip(cells, expand(isoflop_spec(cells, run_gin, model_gin, seq_len, batch_size))):
+        workdir = os.path.join(out_dir, rp.name)
+        runs.append({"name": rp.name, **cell, "workdir": workdir, "params": list(rp.params),
+                     "command": ["gopher-jax", "train", *rp.train_args(workdir)]})
     return {"budgets": sorted(float(b) for b in budgets), "seq_len": seq_len, "batch_size": batch_size,
             "method": method, "run_gin": list(run_gin), "model_gin": list(model_gin), "runs": runs,
             "skipped": skipped}
 
 
 def overrides_gin(run: dict, seq_len: int, batch_size: int) -> str:
-    """Returns the gin text of one run's overrides."""
+    """Returns the gin text of one run's overrides (the bindings its command passes)."""
     lines = [f"# {run['name']}: N={run['N']:,} params, {run['tokens']:,} tokens, C={run['C']:.4g} FLOPs"]
-    lines += [f"ModelConfig.{k} = {v}" for k, v in run["model"].items()]
-    lines += [f"train.steps = {run['steps']}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}",
-              # held-out loss once, at the end (it is the loss the fits read); one checkpoint
-              "train.eval_every = 0", f"train.checkpoint_every = {run['steps']}"]
+    lines += [p for p in _cell_params(run["model"], run["steps"], seq_len, batch_size)]
     return "\n".join(lines) + "\n"
 
 
 def write_sweep(manifest: dict, out_dir: str) -> str:
-    """Writes manifest.json and every run's overrides.gin; returns the manifest path."""
+    """Writes manifest.json, the runner's sweep.json and every run's overrides.gin; returns the manifest path."""
+    from gopher_jax.sweep.plan import expand, write_plan
+
+    spec = _spec_of(manifest)
+    write_plan(out_dir, spec, expand(spec), extra={"isoflop_manifest": "manifest.json"})
     for run in manifest["runs"]:
         os.makedirs(run["workdir"], exist_ok=True)
         with open(os.path.join(run["workdir"], "overrides.gin"), "w") as f:
@@ -111,6 +136,11 @@ def write_sweep(manifest: dict, out_dir: str) -> str:
     with open(path, "w") as f:
         json.dump(manifest, f, indent=2)
     return path
+
+
+def _spec_of(manifest: dict):
+    return isoflop_spec(manifest["runs"], manifest["run_gin"], manifest["model_gin"], manifest["seq_len"],
+                        manifest["batch_size"])
 
 
 def load_manifest(out_dir: str) -> dict:
@@ -124,29 +154,32 @@ def load_manifest(out_dir: str) -> dict:
 
 
 def shell_commands(manifest: dict) -> list[str]:
-    """Returns one shell line per run (for a pod: run each on a worker)."""
+    """Returns one shell line per run (for a pod: run each on a worker, or `gopher-jax sweep --out DIR`)."""
     return [shlex.join(r["command"]) for r in manifest["runs"]]
 
 
-def run_local(manifest: dict, *, log=print) -> dict[str, int]:
-    """Trains every unfinished run in order with this Python; returns {run: exit code}."""
+def run_local(out_dir: str, *, workers: int = 1, log=print) -> dict[str, int]:
+    """Trains every unfinished run of the written sweep in `out_dir` on the sweep runner (finished runs
+    are skipped, killed ones resume); returns {run: 0, or the exit code its FAILED marker records}."""
+    from gopher_jax.sweep import status
+    from gopher_jax.sweep.local_executor import run_local as run_workers
+    from gopher_jax.sweep.plan import load_plan
+
+    from gopher_jax.sweep.devices import devices_per_worker
+    from gopher_jax.sweep.validate_arms import validate_runs
+
+    runs = load_plan(out_dir)[1]
+    validate_runs(runs, devices_per_worker(workers))  # every cell before any trains (raises ArmError)
+    names = [r.name for r in runs]
+    status.clear_failed(out_dir, names)
+    run_workers(out_dir, names, workers=workers)
     codes = {}
-    for i, run in enumerate(manifest["runs"]):
-        done = os.path.join(run["workdir"], "DONE")
-        if os.path.exists(done):
-            log(f"[{i + 1}/{len(manifest['runs'])}] {run['name']}: already done")
-            codes[run["name"]] = 0
-            continue
-        cmd = [sys.executable, "-m", "gopher_jax.cli", *run["command"][1:]]
-        log(f"[{i + 1}/{len(manifest['runs'])}] {run['name']}: {run['steps']} steps, N={run['N']:,}")
-        t0 = time.time()
-        with open(os.path.join(run["workdir"], "train.log"), "w") as logf:
-            code = subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT).returncode
-        codes[run["name"]] = code
-        if code == 0:
-            open(done, "w").close()
-        log(f"    exit {code} in {time.time() - t0:.0f}s" + ("" if code == 0 else
-            f" (see {os.path.join(run['workdir'], 'train.log')})"))
+    for n in names:
+        run_dir = os.path.join(out_dir, n)
+        state = status.run_status(run_dir)
+        codes[n] = 0 if state == status.DONE else status.read_marker(run_dir, status.FAILED_FILE).get("exit_code", 1)
+        if codes[n]:
+            log(f"{n}: exit {codes[n]} (see {os.path.join(run_dir, 'train.log')})")
     return codes
 
 

@@ -2,8 +2,8 @@
 
 One command end to end on a laptop:
   gopher-jax scaling sweep --out /tmp/isoflop --run --collect --fit
-generates the gin overrides and manifest, trains each run in turn, collects runs.csv/curves.csv,
-fits approaches 1-3 and writes the plots next to them.
+generates the sweep (a budget x size spec on the sweep runner, gopher_jax/sweep), trains the runs,
+collects runs.csv/curves.csv, fits approaches 1-3 and writes the plots next to them.
 """
 from __future__ import annotations
 
@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FLOP count that turns a budget into steps")
     parser.add_argument("--min_steps", type=int, default=20, help="leave out runs shorter than this")
     parser.add_argument("--dry-run", dest="dry_run", action="store_true", help="write the plan, print the commands")
-    parser.add_argument("--run", action="store_true", help="train unfinished runs here, one after another")
+    parser.add_argument("--run", action="store_true",
+                        help="train unfinished runs here on the sweep runner (finished runs are skipped, killed "
+                             "ones resume; `gopher-jax sweep --out DIR --executor=ray` runs the same plan on Ray)")
+    parser.add_argument("--workers", type=int, default=1, help="with --run: local worker processes")
     parser.add_argument("--collect", action="store_true", help="gather metrics.jsonl into runs.csv and curves.csv")
     parser.add_argument("--fit", action="store_true", help="after --collect: fit approaches and write plots")
     parser.add_argument("--bootstrap", type=int, default=100, help="bootstrap resamples for --fit")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     if args.run:
-        failed = sum(code != 0 for code in S.run_local(manifest).values())
+        failed = sum(code != 0 for code in S.run_local(args.out, workers=args.workers).values())
     if args.collect:
         runs_csv, curves_csv, missing = S.write_collected(manifest, args.out)
         print(f"collected -> {runs_csv}, {curves_csv}" + (f"; no metrics yet for {missing}" if missing else ""))

@@ -48,14 +48,30 @@ def worker_cpus(index: int, workers: int) -> set[int]:
     return set(cores[index * per:(index + 1) * per] if index < workers - 1 else cores[index * per:])
 
 
-def child_setup(cpus: set[int] | None):
-    """Returns a preexec_fn: pin the child to `cpus`, and have the kernel SIGKILL it when its parent
-    dies, so killing a sweep never leaves a worker training on behind its back."""
-    def setup():
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        try:
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except OSError:  # not Linux: the worker outlives a killed sweep until its run ends
-            pass
-    return setup
+CPUS_ENV = "GOPHER_JAX_SWEEP_CPUS"  # cores a worker pins itself to, e.g. "0,1"
+PARENT_ENV = "GOPHER_JAX_SWEEP_PARENT"  # pid of the sweep command that started the worker
+
+
+def child_env(cpus: set[int] | None) -> dict[str, str]:
+    """Returns the variables that make a worker process pin itself and die with this process
+    (read by apply_child_setup in the worker: no preexec_fn, so no fork of a threaded parent)."""
+    env = {PARENT_ENV: str(os.getpid())}
+    if cpus:
+        env[CPUS_ENV] = ",".join(str(c) for c in sorted(cpus))
+    return env
+
+
+def apply_child_setup(environ=os.environ) -> None:
+    """In a worker: pins it to its cores and has the kernel SIGKILL it when its parent dies, so
+    killing a sweep never leaves a worker training on behind its back."""
+    if environ.get(CPUS_ENV):
+        os.sched_setaffinity(0, {int(c) for c in environ[CPUS_ENV].split(",")})
+    parent = environ.get(PARENT_ENV)
+    if not parent:
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:  # not Linux: the worker outlives a killed sweep until its run ends
+        return
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        os._exit(1)

@@ -46,8 +46,8 @@ def run_local(out: str, names: list[str], *, workers: int = 1, ttl_s: float = le
         progress.update()
         return code
     env = {**os.environ, **devices.worker_env(workers)}
-    procs = [subprocess.Popen(worker_command(out, ttl_s, f"w{i}"), env=env,
-                              preexec_fn=devices.child_setup(devices.worker_cpus(i, workers)))
+    procs = [subprocess.Popen(worker_command(out, ttl_s, f"w{i}"),
+                              env={**env, **devices.child_env(devices.worker_cpus(i, workers))})
              for i in range(workers)]
     while any(p.poll() is None for p in procs):
         progress.update()

@@ -46,7 +46,8 @@ def build_spec(args) -> spec.SweepSpec:
             raise spec.SweepSpecError("give either --spec or --gin_file/--gin_param/--axis flags, not both")
         return spec.load_spec(args.spec)
     if not args.axis:
-        raise spec.SweepSpecError("nothing to sweep: pass --spec=FILE or at least one --axis (e.g. train.seed=0,1,2)")
+        raise spec.SweepSpecError("nothing to sweep: pass --spec=FILE or at least one --axis (e.g. train.seed=0,1,2), "
+                                  "or --out=DIR of a planned sweep (DIR/sweep.json) to resume it")
     return spec.from_flags(args.gin_file or ["gin_configs/runs/pretrain.gin", "gin_configs/models/tiny.gin"],
                            args.gin_param, args.axis, args.zip, args.baseline, args.seed_axis)
 
@@ -65,10 +66,16 @@ def devices_per_run(args) -> int:
 
 
 def prepare(args) -> tuple[list[plan.RunPlan], dict]:
-    """Expands and validates the sweep, writes DIR/sweep.json; returns (runs, parameter counts)."""
+    """Expands and validates the sweep, writes DIR/sweep.json; returns (runs, parameter counts).
+
+    With neither --spec nor --axis, the plan already in DIR (e.g. one `scaling sweep` generated) is resumed."""
+    from gopher_jax.sweep.validate_arms import validate_runs
+    from gopher_jax.train import workdir_fs
+    if not (args.spec or args.axis) and workdir_fs.exists(workdir_fs.join(args.out, plan.PLAN_FILE)):
+        _, runs = plan.load_plan(args.out)
+        return runs, validate_runs(runs, devices_per_run(args))
     sw = build_spec(args)
     runs = plan.expand(sw)
-    from gopher_jax.sweep.validate_arms import validate_runs
     counts = validate_runs(runs, devices_per_run(args))
     plan.write_plan(args.out, sw, runs, extra={"params": {n: c["total"] for n, c in counts.items()}})
     return runs, counts

@@ -44,9 +44,15 @@ def _output_to(path: str):
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    # Python's own streams too: a host (pytest, Ray) may have pointed sys.stdout away from fd 1.
+    py_streams = sys.stdout, sys.stderr
+    log = open(target, "a", buffering=1, encoding="utf-8")
+    sys.stdout = sys.stderr = log
     try:
         yield
     finally:
+        sys.stdout, sys.stderr = py_streams
+        log.close()
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
@@ -172,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=float, default=leases.DEFAULT_TTL_S, help="lease time-to-live, seconds")
     p.add_argument("--tag", default="", help="added to the owner name in leases")
     args = p.parse_args(argv)
+    from gopher_jax.sweep.devices import apply_child_setup
+    apply_child_setup()  # pinned cores, and die with the sweep command that started this worker
     from gopher_jax.platforms import default_to_cpu
     default_to_cpu()
     return work(args.out, leases.make_owner(args.tag), only=args.only, ttl_s=args.ttl,

@@ -110,10 +110,16 @@ def test_collect_and_fit_synthetic_sweep(tmp_path, capsys):
 
 
 def test_run_local_records_failures(tmp_path):
-    manifest = {"runs": [{"name": "r0", "workdir": str(tmp_path / "r0"), "steps": 1, "N": 1,
-                          "command": ["gopher-jax", "no-such-command"]}]}
-    os.makedirs(tmp_path / "r0")
+    """A run that fails to train is recorded through the sweep runner: its exit code, no DONE, its log."""
+    bad_data = tmp_path / "bad_data.gin"
+    bad_data.write_text("train.train_task = 'no_such_task'\n")
+    out = str(tmp_path / "sweep")
+    m = S.plan_sweep([1e11], [S.Size.parse("2x64")], base=load_config("gin_configs/models/tiny.gin"), out_dir=out,
+                     seq_len=32, batch_size=8, min_steps=1, model_gin=["gin_configs/models/tiny.gin"],
+                     run_gin=["gin_configs/runs/pretrain.gin", str(bad_data)])
+    S.write_sweep(m, out)
     logs = []
-    codes = S.run_local(manifest, log=logs.append)
-    assert codes == {"r0": 2} and not os.path.exists(tmp_path / "r0" / "DONE")
-    assert "train.log" in logs[-1]
+    codes = S.run_local(out, log=logs.append)
+    name = m["runs"][0]["name"]
+    assert codes == {name: 1} and not os.path.exists(os.path.join(out, name, "DONE"))
+    assert "train.log" in logs[-1] and "no_such_task" in open(os.path.join(out, name, "train.log")).read()
