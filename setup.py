@@ -41,7 +41,9 @@ EXTRAS = {
              # tests/interop compare exported/imported models with transformers itself (PyTorch, fp32)
              # and score an export with lm-eval's HF backend (which needs accelerate). PyPI's torch
              # wheel also pulls CUDA libraries (~3 GB, unused on CPU); see docs/interop.md.
-             "torch", "transformers>=5", "safetensors", "tokenizers", "accelerate"],
+             "torch", "transformers>=5", "safetensors", "tokenizers", "accelerate",
+             # tests/sweep/test_sweep_ray.py runs a sweep on a local Ray cluster (`gopher-jax sweep --executor=ray`).
+             "ray"],
     # TPU VMs, and ahead-of-time compilation for TPU topologies on a CPU host (`gopher-jax compile`):
     # jax's own extra pins the libtpu that matches the installed jax (0.10.2 -> libtpu 0.0.42.1).
     "tpu": ["jax[tpu]"],
@@ -49,6 +51,9 @@ EXTRAS = {
     "hf": ["safetensors", "tokenizers"],
     "beam": ["apache-beam", "google-crc32c", "sentencepiece<0.2.3"],  # crc32c: TFRecord checksums
     "eval": ["lm-eval>=0.4.5,<0.5"],  # the lm-evaluation-harness adapter (gopher_jax/eval/lm_eval_adapter.py)
+    # `gopher-jax sweep --executor=ray`, and leases in a gs:// sweep directory (write-if-absent needs the
+    # GCS client's generation preconditions, which tf.io.gfile lacks); docs/ablations.md.
+    "sweep": ["ray", "google-cloud-storage"],
 }
 
 setup(
