@@ -10,7 +10,8 @@ by `build_training_data`, exactly as `gopher-jax train` reads it), at the tiny r
     after 10,000 consumed batches (states taken by drawing that many batches), against the old
     replay iterator `input_pipeline.make_batches(..., state=state) + next()`, which re-runs the
     tf.data pipeline and skips the consumed batches: timed at --replay_small and --replay_large
-    consumed batches and extrapolated linearly to 10,000 (marked `extrapolated`).
+    consumed batches (after one warm-up build) and extrapolated linearly to 10,000 (marked `extrapolated`)
+    when the slope is positive; otherwise no number is written, with the reason.
 (b) throughput: batches/s and tokens/s of `next()` (tokens = row positions, padding included, and
     `real_tokens` = non-padding targets), against the median train-step time of each --models
     entry: `input_fraction` = next() time / step time.
@@ -112,20 +113,25 @@ def restore_mixture(td, consumed: list[int], repeats: int) -> dict:
 
 
 def restore_replay(name: str, batch_size: int, seq_len: int, small: int, large: int, target: int) -> dict:
-    """(a) for the old replay iterator: make_batches(state=...) + next() at `small` and `large`, extrapolated."""
+    """(a) for the old replay iterator: make_batches(state=...) + next() at `small` and `large`; the cost at
+    `target` extrapolated linearly only when the measured slope is positive (else no number, and why)."""
     from gopher_jax.data.input_pipeline import make_batches
     kw = dict(batch_size=batch_size, seq_len=seq_len, seed=0, shuffle=True, repeat=True)
     base = make_batches(name, **kw).get_state()  # the state's shape; only batches_consumed differs
+    next(make_batches(name, **kw))  # warm: the first tf.data build pays one-time costs the others do not
     out = {}
     for n in (small, large):
         state = {**base, "batches_consumed": n}
         _, wall, cpu = _timed(lambda: next(make_batches(name, **kw, state=state)))
         out[str(n)] = {"restore_s": wall, "restore_cpu_s": cpu}
     per_batch = (out[str(large)]["restore_s"] - out[str(small)]["restore_s"]) / (large - small)
-    out[str(target)] = {"restore_s": out[str(small)]["restore_s"] + per_batch * (target - small),
-                        "extrapolated": True, "per_consumed_batch_s": per_batch,
-                        # a negative slope means load noise swamped the replay cost: rerun on quiet cores
-                        "valid": per_batch > 0}
+    if per_batch > 0:
+        out[str(target)] = {"restore_s": out[str(small)]["restore_s"] + per_batch * (target - small),
+                            "extrapolated": True, "per_consumed_batch_s": per_batch}
+    else:  # load noise swamped the replay cost: a line through these points predicts nothing
+        out[str(target)] = {"restore_s": None, "extrapolated": True,
+                            "not_extrapolated_because": f"the {large}-batch restore was not slower than the "
+                                                        f"{small}-batch one (slope {per_batch:.3g} s/batch)"}
     return out
 
 
@@ -235,7 +241,8 @@ def main(argv=None) -> int:
     result = run(args)
     summary = {
         "restore_s": {n: v["restore_s"] for n, v in result["restore_mixture"].items() if isinstance(v, dict)},
-        "replay_restore_s": {n: v["restore_s"] for n, v in result.get("restore_replay", {}).items()},
+        "replay_restore_s": {n: v["restore_s"] for n, v in result.get("restore_replay", {}).items()
+                             if v["restore_s"] is not None},
         "input_next_s": result["input"]["next_s"],
         **{f"{m}_input_fraction": r["input_fraction"] for m, r in result["models"].items()},
         **{f"{m}_real_over_synthetic": r["real_over_synthetic"] for m, r in result["models"].items()}}
