@@ -41,7 +41,8 @@ def load(name: str) -> dict:
 def host_and_date(data: dict) -> str:
     host = data["host"]
     cores = f", {host['cpu_count']} cores" if host.get("cpu_count") else ""
-    return f"{host['cpu_model']}{cores}, {host['date'][:10]}"
+    load = f" (load {host['load_avg_1m']:.0f})" if host.get("load_avg_1m") is not None else ""
+    return f"{host['cpu_model']}{cores}{load}, {host['date'][:10]}"
 
 
 def link(page: str, name: str) -> str:
