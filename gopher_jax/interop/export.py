@@ -142,7 +142,8 @@ def export_hf(workdir: str, out_dir: str, *, step: int | None = None,
     config = hf_mapping.hf_config(cfg, arch, **ids)
     atomic_write(os.path.join(out_dir, "config.json"), lambda f: json.dump(config, f, indent=2))
     atomic_write(os.path.join(out_dir, "generation_config.json"),
-                 lambda f: json.dump({"bos_token_id": ids["start_id"], "eos_token_id": ids["eos_id"]}, f, indent=2))
+                 lambda f: json.dump({"bos_token_id": ids["start_id"], "eos_token_id": ids["eos_id"],
+                                      "pad_token_id": ids["pad_id"]}, f, indent=2))
     seconds = time.perf_counter() - start
     log(f"exported step {step} of {workdir} as {hf_mapping.ARCHITECTURES[arch]} to {out_dir} "
         f"({writer.total_bytes / 2**20:.1f} MiB in {len(files)} file(s), {seconds:.1f} s)")

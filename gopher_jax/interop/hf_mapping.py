@@ -105,19 +105,19 @@ def architecture(cfg) -> str:
         f"Retrain with those gin switches to get an exportable model (docs/interop.md lists what exports).")
 
 
-def hf_config(cfg, arch: str, *, eos_id: int | None, start_id: int | None, **_) -> dict:
+def hf_config(cfg, arch: str, *, eos_id: int | None, start_id: int | None, pad_id: int | None = None, **_) -> dict:
     """Returns the config.json dict of `cfg` exported as `arch` (float32 weights).
 
     `start_id` (SEGMENT_START_ID) is exported as the BOS: our models read every document after it.
+    `pad_id` is the tokenizer's pad token, the EOS (tokenizer_export.py says why not the start token).
     """
     common = dict(
         architectures=[ARCHITECTURES[arch]], vocab_size=cfg.vocab_size, hidden_size=cfg.d_model,
         num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
         max_position_embeddings=cfg.max_len, tie_word_embeddings=cfg.tie_embeddings,
-        # No BOS piece in our tokenizer: documents are read after the segment-start token (pad, 0).
-        # pad_token_id stays unset: our pad id is also the segment start, and generate() would mask it out
-        # of every prompt (the tokenizer still pads batches with it, with an attention mask).
-        bos_token_id=start_id, eos_token_id=eos_id, pad_token_id=None, dtype="float32", torch_dtype="float32",
+        # No BOS piece in our tokenizer: documents are read after the segment-start token (<pad>, 0).
+        # pad_token_id is the EOS, never the start token, which generate() would mask out of every prompt.
+        bos_token_id=start_id, eos_token_id=eos_id, pad_token_id=pad_id, dtype="float32", torch_dtype="float32",
         # rope_theta for transformers 4.x, rope_parameters for 5.x.
         rope_theta=cfg.rope_theta, rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         initializer_range=0.02, use_cache=True)

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"gopher-jax import: {e}", file=sys.stderr)
         return 2
     w = args.workdir
-    print(f"evaluate: gopher-jax eval --workdir={w} --task=lambada\n"
+    print(f"evaluate: gopher-jax eval --workdir={w} --task=lambada --data=lambada_openai.jsonl  "
+          f"(docs/evaluation.md: each task's file)\n"
           f"sample:   gopher-jax sample --workdir={w} --prompt='...'\n"
           f"train on: gopher-jax train --gin_file={os.path.join(w, 'config.gin')} --workdir={w} --resume")
     return 0

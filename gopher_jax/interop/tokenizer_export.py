@@ -16,6 +16,12 @@ ranked by piece score and byte fallback; the inverse decoder.
 pad piece), the token every packed training document is read after; exported as `bos_token`.
 `encode(text, add_special_tokens=False)` equals `SentencePieceProcessor.encode(text)`.
 
+The exported `pad_token` is the EOS piece, not <pad>: <pad> is the start token that begins every
+prompt, and transformers' `generate(ids, pad_token_id=tokenizer.pad_token_id)` without an attention
+mask masks out every pad-id input (unless pad == eos), so a <pad> pad token would hide the start
+token and change the continuation. Padding with EOS is safe: batches are padded with an attention
+mask, and generate() infers no mask when pad == eos.
+
 One documented difference: the control pieces (<pad>, </s>, <unk>) written literally inside a text
 are plain text to SentencePiece; `split_special_tokens=true` makes transformers do the same.
 """
@@ -114,7 +120,7 @@ def write_tokenizer(model_path: str, out_dir: str, *, max_len: int) -> dict:
     """Writes tokenizer.model/.json, tokenizer_config.json and special_tokens_map.json to `out_dir`.
 
     Returns {"eos_id", "pad_id", "start_id"} for config.json (start_id: the segment-start token,
-    exported as BOS).
+    exported as BOS; pad_id: the EOS, see the module docstring; None without an EOS piece).
     """
     import sentencepiece as spm
 
@@ -125,8 +131,9 @@ def write_tokenizer(model_path: str, out_dir: str, *, max_len: int) -> dict:
         return sp.id_to_piece(i) if 0 <= i < sp.get_piece_size() else None
 
     # Our models have no BOS piece; what they read first is SEGMENT_START_ID (= pad, 0), so that is the
-    # BOS transformers and lm-eval see (lm-eval's prefix token for rolling loglikelihoods).
-    specials = {"eos_token": piece(sp.eos_id()), "unk_token": piece(sp.unk_id()), "pad_token": piece(sp.pad_id()),
+    # BOS transformers and lm-eval see (lm-eval's prefix token for rolling loglikelihoods). The pad token
+    # is the EOS, never the start token (module docstring).
+    specials = {"eos_token": piece(sp.eos_id()), "unk_token": piece(sp.unk_id()), "pad_token": piece(sp.eos_id()),
                 "bos_token": piece(SEGMENT_START_ID)}
     config = {
         # The generic fast tokenizer loads tokenizer.json as is (see the module docstring for why not LlamaTokenizer).
@@ -144,5 +151,5 @@ def write_tokenizer(model_path: str, out_dir: str, *, max_len: int) -> dict:
     atomic_write(os.path.join(out_dir, "tokenizer_config.json"), lambda f: json.dump(config, f, indent=2))
     atomic_write(os.path.join(out_dir, "special_tokens_map.json"),
                  lambda f: json.dump({k: v for k, v in specials.items() if v is not None}, f, indent=2))
-    return {"eos_id": sp.eos_id() if sp.eos_id() >= 0 else None, "pad_id": sp.pad_id() if sp.pad_id() >= 0 else None,
-            "start_id": SEGMENT_START_ID}
+    eos = sp.eos_id() if sp.eos_id() >= 0 else None
+    return {"eos_id": eos, "pad_id": eos, "start_id": SEGMENT_START_ID}

@@ -6,9 +6,10 @@ import gin
 import jax
 import numpy as np
 
-SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data"))
-TRAIN_TEXT = os.path.join(SHARED, "corpus", "tinyshakespeare.txt")
-HELD_OUT_TEXT = os.path.join(SHARED, "corpus", "gutenberg", "pg1342.txt")  # Pride and Prejudice: never trained on
+from tests.fixtures import paths
+
+TRAIN_TEXT = paths.SHAKESPEARE  # 200 KB of tinyshakespeare
+HELD_OUT_TEXT = paths.gutenberg(1342)  # Pride and Prejudice's opening chapters: never trained on
 
 SMALL = """
 ModelConfig.num_layers = 2

@@ -48,14 +48,37 @@ def test_trained_rope_swiglu_model_matches_transformers_llama(trained_run, tmp_p
     diff = max_logit_difference(trained_run, out)
     print(f"llama (trained rope+swiglu): max abs logit difference {diff:.2e}")
     assert diff <= TOLERANCE
-    # generate() on bare input ids must not mask the segment-start token (id 0, also the pad piece).
+    capsys.readouterr()
+    # The common call generate(ids, pad_token_id=tokenizer.pad_token_id), with no attention mask, continues
+    # the prompt exactly as `gopher-jax sample` does (greedy): the pad token is not the start token
+    # (<pad>, id 0, which every prompt begins with), so generate() masks nothing out.
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    ids = torch.tensor([AutoTokenizer.from_pretrained(out)("It is a truth")["input_ids"]])
-    bare = model.generate(ids, max_new_tokens=6, do_sample=False)
-    masked = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False)
-    assert bare.tolist() == masked.tolist()
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.pad_token_id == tok.eos_token_id != tok.bos_token_id == config["bos_token_id"] == 0
+    prompt = "It is a truth universally"
+    ids = torch.tensor([tok(prompt)["input_ids"]])
+    new = 12
+    gen = model.generate(ids, pad_token_id=tok.pad_token_id, max_new_tokens=new, do_sample=False,
+                         output_logits=True, return_dict_in_generate=True)
+    assert cli.main(["sample", f"--workdir={trained_run}", f"--prompt={prompt}", "--temperature=0",
+                     f"--max_new_tokens={new}", "--json"]) == 0
+    ours = json.loads(capsys.readouterr().out.strip().splitlines()[-1])[0]["completion"]
+    hf = gen.sequences[0, ids.shape[1]:].tolist()
+    hf = hf[:hf.index(tok.eos_token_id)] if tok.eos_token_id in hf else hf
+    prompt_ids = ids[0, 1:].tolist()
+    assert ours == tok.decode(prompt_ids + hf)[len(tok.decode(prompt_ids)):]
+    # The check can fail: generate()'s first-step logits are our model's after the whole prompt, start
+    # token included, and hiding the start token (what a <pad> pad token made generate() do) moves them.
+    loaded = checkpoint_loader.load(trained_run)
+    reference = helpers.our_logits(loaded.config, loaded.params, ids.numpy())[0, -1]
+    assert np.abs(gen.logits[0][0].numpy() - reference).max() <= TOLERANCE
+    hidden = torch.ones_like(ids)
+    hidden[0, 0] = 0
+    masked = model.generate(ids, attention_mask=hidden, pad_token_id=tok.pad_token_id, max_new_tokens=1,
+                            do_sample=False, output_logits=True, return_dict_in_generate=True)
+    assert np.abs(masked.logits[0][0].numpy() - reference).max() > 100 * TOLERANCE
 
 
 VARIANTS = {

@@ -8,14 +8,15 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from gopher_jax.data.tokenizer import SEGMENT_START_ID
 from gopher_jax.interop.tokenizer_export import write_tokenizer
+from tests.fixtures import paths
 from tests.interop import helpers
 
 
 def _real_texts() -> list[str]:
-    with open(os.path.join(helpers.SHARED, "corpus", "c4_sample_500.jsonl"), encoding="utf-8") as f:
-        texts = [json.loads(line)["text"] for line in f][:150]
-    with open(os.path.join(helpers.SHARED, "corpus", "gutenberg", "pg2600.txt"), encoding="utf-8-sig") as f:
-        book = f.read()[200_000:260_000]  # War and Peace: CRLF line ends, indentation, French accents
+    with open(paths.C4, encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    with open(paths.gutenberg(2600), encoding="utf-8-sig") as f:
+        book = f.read()[1_000:26_000]  # War and Peace: CRLF line ends, indentation, French accents
     texts += [book[i:i + 1500] for i in range(0, len(book), 1500)]  # many chunks start with spaces
     return texts + helpers.held_out_texts() + [
         " leading space", "  two leading", "trailing  ", "tabs\tand\nnewlines\r\n", "1234567 3.14159",
@@ -29,8 +30,10 @@ def test_autotokenizer_encodes_and_decodes_like_sentencepiece(tmp_path):
     sp = spm.SentencePieceProcessor(model_file=model)
     tok = AutoTokenizer.from_pretrained(out)
     assert isinstance(tok, PreTrainedTokenizerFast)  # transformers' own class: no custom code
-    assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (sp.eos_id(), sp.pad_id(), SEGMENT_START_ID)
-    assert ids == {"eos_id": sp.eos_id(), "pad_id": sp.pad_id(), "start_id": SEGMENT_START_ID}
+    # The pad token is the EOS, not <pad>: <pad> is the start token, which generate() would mask out.
+    assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (sp.eos_id(), sp.eos_id(), SEGMENT_START_ID)
+    assert tok.pad_token_id != tok.bos_token_id == sp.pad_id()
+    assert ids == {"eos_id": sp.eos_id(), "pad_id": sp.eos_id(), "start_id": SEGMENT_START_ID}
     texts = _real_texts()
     byte_fallback = 0
     for text in texts:
@@ -41,4 +44,4 @@ def test_autotokenizer_encodes_and_decodes_like_sentencepiece(tmp_path):
         assert tok.decode(expected) == sp.decode(expected) == text, repr(text[:80])
         byte_fallback += any(sp.id_to_piece(i).startswith("<0x") for i in expected)
     assert byte_fallback > 10  # the comparison really covered byte-fallback pieces
-    assert len(texts) > 150
+    assert len(texts) > 120
