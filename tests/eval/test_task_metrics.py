@@ -82,7 +82,7 @@ def test_hellaswag_txt_and_release_jsonl_agree(tmp_path):
              + "\n".join(r["endings"]) for r in recs]
     path = tmp_path / "hellaswag_val.txt"
     path.write_text("\n".join(lines) + "\n")
-    assert loaders.read_docs(str(path)) == load_docs("hellaswag", str(os.path.join(EVAL_DATA, "hellaswag.jsonl")))
+    assert loaders.read_docs(str(path)) == load_docs("hellaswag", os.path.join(EVAL_DATA, "hellaswag.jsonl"))
 
 
 def test_every_fixture_file_loads(monkeypatch):

@@ -1,7 +1,6 @@
 """The exported tokenizer, loaded by transformers' AutoTokenizer, tokenizes real text exactly as our
 SentencePiece model does (byte fallback, dummy prefix, runs of whitespace, digits, decode)."""
 import json
-import os
 
 import sentencepiece as spm
 from transformers import AutoTokenizer, PreTrainedTokenizerFast

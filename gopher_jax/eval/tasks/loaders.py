@@ -86,7 +86,10 @@ def load_task_docs(task: str, rule: str, fmt_name: str, path: str, limit: int = 
         if task != "hellaswag":
             raise ValueError(f"{path}: only hellaswag reads a .txt file; {expected_fields(task, rule, fmt)}")
         return read_hellaswag_txt(path, limit)
-    recs = read_jsonl(path, limit)
+    try:
+        recs = read_jsonl(path, limit)
+    except ValueError as e:
+        raise ValueError(f"{e}; {expected_fields(task, rule, fmt)}") from e
     if not recs:
         raise ValueError(f"{path} holds no records; {expected_fields(task, rule, fmt)}")
     internal = INTERNAL_FIELDS[rule]

@@ -13,6 +13,7 @@ test-set decontamination indexes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from typing import Callable
 
@@ -150,7 +151,6 @@ def _siqa(rec):
 
 
 def _line(**kw) -> str:
-    import json
     return json.dumps(kw)
 
 
