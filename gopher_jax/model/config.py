@@ -18,6 +18,7 @@ BLOCKS = ("sequential", "parallel")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("auto", "xla", "cpu_fused")
+MATMUL_IMPLS = ("auto", "xla", "xla_f32acc", "cpu_gemm")  # gopher_jax/kernels/matmul_impl.py
 
 
 @gin.configurable
@@ -62,6 +63,12 @@ class ModelConfig:
     # kernel of gopher_jax/kernels (CPU only; compiled on first use); "auto": cpu_fused on a
     # one-device CPU mesh when the kernel builds, else xla. Same numerics to fp32 rounding.
     attention_impl: str = "auto"
+    # GEMM of every Dense layer and the output head (forward, dx, dW): "xla" (XLA's dot in `dtype`,
+    # what TPUs/GPUs compile well); "xla_f32acc" (XLA's dot with fp32 accumulation: on XLA:CPU the
+    # bf16 x bf16 -> fp32 dot runs on the bf16 units); "cpu_gemm" (the C++ kernel of
+    # gopher_jax/kernels, one-device CPU only); "auto": per GEMM shape, the fastest of these measured
+    # on this host (cached per host, printed at start-up) on a one-device CPU, else "xla".
+    matmul_impl: str = "auto"
     dtype: str = "float32"  # activation / matmul dtype ("bfloat16" for mixed precision)
     param_dtype: str = "float32"  # parameter storage dtype
 
@@ -72,6 +79,7 @@ class ModelConfig:
         _check_choice("block", self.block, BLOCKS)
         _check_choice("remat_policy", self.remat_policy, REMAT_POLICIES)
         _check_choice("attention_impl", self.attention_impl, ATTENTION_IMPLS)
+        _check_choice("matmul_impl", self.matmul_impl, MATMUL_IMPLS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("param_dtype", self.param_dtype, DTYPES)
         for name in ("num_layers", "d_model", "num_heads", "head_dim", "vocab_size", "max_len",

@@ -1,6 +1,8 @@
 """The decoder-only transformer: embeddings, a stack of `Block`s (scanned or unrolled), logits."""
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,7 @@ from gopher_jax.model import axes
 from gopher_jax.model import positions as pos
 from gopher_jax.model.block import Block
 from gopher_jax.model.config import ModelConfig
-from gopher_jax.model.dense import dense, matmul_transposed
+from gopher_jax.model.dense import dense, matmul_impl_for, matmul_transposed
 from gopher_jax.model.norms import Norm
 from gopher_jax.model.remat import remat_policy
 
@@ -78,7 +80,10 @@ class Decoder(nn.Module):
 
         x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:
-            logits = matmul_transposed(x.astype(dtype), embedder.embedding.astype(dtype))
+            table = embedder.embedding.astype(dtype)
+            impl = matmul_impl_for(cfg, dtype, math.prod(x.shape[:-1]), table.shape[1], table.shape[0],
+                                   transposed_w=True)
+            logits = matmul_transposed(x.astype(dtype), table, impl)
         else:
             logits = dense(cfg, cfg.padded_vocab_size, (axes.EMBED, axes.VOCAB), name="logits_dense")(x)
         logits = nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))

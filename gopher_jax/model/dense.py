@@ -6,6 +6,7 @@ created in its real shape and fan-in is computed over the contracted axes.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -38,57 +39,89 @@ def kernel_init(config: ModelConfig, names: Sequence[str], *, in_axes: Sequence[
     return nn.with_logical_partitioning(init, tuple(names))
 
 
-@jax.custom_vjp
-def matmul(x, w):
-    """Returns x @ w for x [..., n] and w [n, m]: a matmul whose backward XLA's CPU backend runs fast.
+def _impl_dot(a, b, impl, **trans):
+    from gopher_jax.kernels.matmul_impl import dot
+    return dot(a, b, impl=impl, **trans)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul(x, w, impl="xla"):
+    """Returns x @ w for x [..., n] and w [n, m] with the GEMM `impl` (kernels/matmul_impl.py).
 
     Autodiff of a dot leaves it to XLA which operand of the weight gradient x^T @ dy to
     transpose, and on CPU it transposes the large activation gradient dy (a full memory pass of
     [tokens, out] per layer, ~40% of the MLP's time at the gopher_44m shape). Here the backward
     transposes x, which for every projection but the output is the smaller operand, and the
-    weight gradient comes out in the kernel's own layout. Numerically identical to `x @ w`.
+    weight gradient comes out in the kernel's own layout. With impl="xla" numerically identical
+    to `x @ w`; the other impls accumulate in fp32 and round to x's dtype.
     """
-    return jnp.dot(x, w)
+    return _matmul_fwd(x, w, impl)[0]
 
 
-def _matmul_fwd(x, w):
-    return jnp.dot(x, w), (x, w)
+def _matmul_fwd(x, w, impl):
+    if impl == "xla":
+        return jnp.dot(x, w), (x, w)
+    y = _impl_dot(x.reshape(-1, x.shape[-1]), w, impl)
+    return y.reshape(*x.shape[:-1], w.shape[-1]), (x, w)
 
 
-def _matmul_bwd(res, dy):
+def _matmul_bwd(impl, res, dy):
     x, w = res
     x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-    dw = jnp.dot(x2.T, dy2)
-    dx = jnp.dot(dy, w.T)
+    if impl == "xla":
+        dw = jnp.dot(x2.T, dy2)
+        dx = jnp.dot(dy, w.T)
+    else:
+        dw = _impl_dot(x2, dy2.astype(x.dtype), impl, trans_a=True)
+        dx = _impl_dot(dy2.astype(x.dtype), w, impl, trans_b=True).reshape(x.shape)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-@jax.custom_vjp
-def matmul_transposed(x, w):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def matmul_transposed(x, w, impl="xla"):
     """Returns x @ w.T for x [..., n] and w [m, n] (tied-embedding logits against the [vocab, d] table).
 
-    The backward computes the table gradient as (x^T @ dy)^T: it transposes the small activation
-    and the [d, vocab] result instead of the [tokens, vocab] logit gradient.
+    The backward computes the table gradient as (x^T @ dy)^T (impl="xla": it transposes the small
+    activation and the [d, vocab] result instead of the [tokens, vocab] logit gradient) or, with
+    the other impls, as dy^T @ x with the transpose folded into the GEMM.
     """
-    return jnp.dot(x, w.T)
+    return _matmul_transposed_fwd(x, w, impl)[0]
 
 
-def _matmul_transposed_fwd(x, w):
-    return jnp.dot(x, w.T), (x, w)
+def _matmul_transposed_fwd(x, w, impl):
+    if impl == "xla":
+        return jnp.dot(x, w.T), (x, w)
+    y = _impl_dot(x.reshape(-1, x.shape[-1]), w, impl, trans_b=True)
+    return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
 
 
-def _matmul_transposed_bwd(res, dy):
+def _matmul_transposed_bwd(impl, res, dy):
     x, w = res
     x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-    dw = jnp.dot(x2.T, dy2).T
-    dx = jnp.dot(dy, w)
+    if impl == "xla":
+        dw = jnp.dot(x2.T, dy2).T
+        dx = jnp.dot(dy, w)
+    else:
+        dy2 = dy2.astype(x.dtype)
+        dw = _impl_dot(dy2, x2, impl, trans_a=True)
+        dx = _impl_dot(dy2, w, impl).reshape(x.shape)
     return dx.astype(x.dtype), dw.astype(w.dtype)
 
 
 matmul_transposed.defvjp(_matmul_transposed_fwd, _matmul_transposed_bwd)
+
+
+def matmul_impl_for(config: ModelConfig, dtype, rows: int, n_in: int, n_out: int, *,
+                    transposed_w: bool = False) -> str:
+    """Returns the concrete GEMM for a [rows, n_in] @ [n_in, n_out] matmul under `config.matmul_impl`."""
+    from gopher_jax.kernels import matmul_impl
+    if config.matmul_impl == "auto":
+        return matmul_impl.choose(dtype, rows, n_in, n_out, transposed_b=transposed_w)
+    matmul_impl.check_explicit(config.matmul_impl)
+    return config.matmul_impl
 
 
 class Dense(nn.Module):
@@ -114,7 +147,8 @@ class Dense(nn.Module):
         split = not self.is_initializing()  # (init makes every collection mutable: create params only)
         if split and self.is_mutable_collection(WGRAD_INPUTS):  # zero-bubble: keep x for the deferred dW
             self.put_variable(WGRAD_INPUTS, "x", x2)
-        y = matmul(x2, kernel.astype(dtype).reshape(n_in, -1))
+        w = kernel.astype(dtype).reshape(n_in, -1)
+        y = matmul(x2, w, matmul_impl_for(cfg, dtype, math.prod(lead), n_in, w.shape[1]))
         if split:
             # A zero added to the output when the pipeline passes this collection; its gradient is dy,
             # which the weight-gradient pass turns into dW = x^T dy (pipeline/deferred_wgrad.py).

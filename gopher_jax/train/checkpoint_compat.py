@@ -28,7 +28,7 @@ Leaf = tuple  # (shape, dtype name)
 
 _GUARD_COUNTERS = tuple(f for f in SpikeGuardState._fields if f != "inner")
 # ModelConfig fields that change no array of the train state (the rest may).
-_NOT_STRUCTURAL = {"attention_impl", "remat_policy", "scan_unroll", "dtype", "init_std", "embed_init_std",
+_NOT_STRUCTURAL = {"attention_impl", "matmul_impl", "remat_policy", "scan_unroll", "dtype", "init_std", "embed_init_std",
                    "norm_eps", "rope_theta"}
 _BINDING = re.compile(r"^([A-Za-z_][\w.]*)\s*=\s*(.*)$")
 

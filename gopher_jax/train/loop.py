@@ -104,7 +104,7 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True, train_ta
     eval_sets = load_eval_sets(td.evals, train_cfg.batch_size, jax.process_index(), nproc)
 
     from gopher_jax.train.mfu import global_peak, mfu_fields
-    peak_info = global_peak()  # all processes' devices: tokens/s below is global too
+    peak_info = global_peak(dtype=model_cfg.dtype)  # all devices, in the run's matmul dtype; tokens/s is global too
     peak = peak_info.flops
     flops_tok = _flops_per_token(model_cfg, train_cfg.seq_len)
     log = MetricsLog(workdir, enabled=lead)

@@ -7,11 +7,16 @@
   keeps), the embedding lookup as a gather (no FLOPs), and no recomputation (remat is hardware
   work, not model work; PaLM App. B).
 * Global tokens/s: every process's tokens (the global batch), as the loop already measures.
-* Global peak (`global_peak`): on TPU, the chip's bf16 spec peak (gopher_jax/plan/hardware.py) per
-  device x all devices of all processes. On CPU, the measured fp32 matmul peak of each host, summed
-  over hosts: emulated CPU devices, and several processes on one host, share that host's cores, so
-  a host is counted once however many devices or processes it runs. Elsewhere (GPU, an unknown
-  TPU), the measured bf16 matmul peak of one device x all devices.
+* Global peak (`global_peak(dtype=)`), one per precision, the precision the run computes in
+  (`ModelConfig.dtype`): on TPU, the chip's bf16 spec peak (gopher_jax/plan/hardware.py) per
+  device x all devices of all processes (an fp32 run's matmuls run as bf16 passes there too). On
+  CPU, the measured matmul peak of each host in that dtype, summed over hosts: for bf16 the best of
+  the project's bf16 GEMMs (XLA's dot, XLA's dot with fp32 accumulation, the cpu_gemm kernel), so
+  a bf16 run is divided by the bf16 units' peak and an fp32 run by the fp32 peak, and an MFU never
+  exceeds 1 by dividing bf16 work by an fp32 peak. Emulated CPU devices, and several processes on
+  one host, share that host's cores, so a host is counted once however many devices or processes
+  it runs. Elsewhere (GPU, an unknown TPU), the measured matmul peak in that dtype of one device x
+  all devices.
 
 `mfu_6n` (6 x all parameters per token, the yardstick of the scaling papers and of most peers) is
 reported beside it; `mfu_count` names the count every `mfu` value uses.
@@ -40,20 +45,35 @@ class Peak:
     hosts: int  # distinct hosts counted (CPU); processes otherwise
 
 
-def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, seconds: float = 1.0) -> float:
-    """Returns the best FLOP/s of a jitted [size x size] matmul on device 0 over ~`seconds`.
+def _matmul_candidates(dtype, device) -> list:
+    """The project's GEMMs for `dtype` on `device`'s platform (see kernels/matmul_impl.py)."""
+    from gopher_jax.kernels import cpu_gemm, matmul_impl
 
-    On a CPU host one device's matmul uses all the host's cores, so this is the host's peak.
+    impls = ["xla"]
+    if jnp.dtype(dtype) == jnp.bfloat16:
+        impls.append("xla_f32acc")
+    if device.platform == "cpu" and cpu_gemm.available():
+        impls.append("cpu_gemm")
+    return [jax.jit(lambda x, i=i: matmul_impl.dot(x, x, impl=i)) for i in impls]
+
+
+def measure_matmul_peak(dtype=jnp.float32, size: int = 2048, seconds: float = 1.0) -> float:
+    """Returns the best FLOP/s of a jitted [size x size] matmul in `dtype` on device 0 over ~`seconds`.
+
+    The best over the GEMMs the model can use for that dtype (`_matmul_candidates`), alternating
+    between them. On a CPU host one device's matmul uses all the host's cores: the host's peak.
     """
     device = jax.local_devices()[0]
     a = jax.device_put(jnp.ones((size, size), dtype), device)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
+    fns = _matmul_candidates(dtype, device)
+    for f in fns:
+        f(a).block_until_ready()
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = max(best, 2.0 * size**3 / (time.perf_counter() - t))
+        for f in fns:
+            t = time.perf_counter()
+            f(a).block_until_ready()
+            best = max(best, 2.0 * size**3 / (time.perf_counter() - t))
     return best
 
 
@@ -65,39 +85,42 @@ def spec_peak_per_device(device) -> float | None:
     return CHIPS[name].peak_flops_per_device if name else None
 
 
-def _per_host_cpu_peaks(seconds: float) -> list[float]:
+def _per_host_cpu_peaks(seconds: float, dtype) -> list[float]:
     """Returns one measured matmul peak per distinct host of this job.
 
     One process per host (the lowest index) measures while the others wait on the coordination
     service's key-value store, so processes sharing a host neither compete for its cores during the
     measurement nor count it twice."""
     if jax.process_count() == 1:
-        return [measure_matmul_peak(jnp.float32, seconds=seconds)]
+        return [measure_matmul_peak(dtype, seconds=seconds)]
     from jax._src import distributed
 
     kv, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
     timeout_ms = 10 * 60 * 1000
+    tag = jnp.dtype(dtype).name
     kv.key_value_set(f"gopher_jax/mfu/host/{me}", socket.gethostname(), allow_overwrite=True)
     hosts = [kv.blocking_key_value_get(f"gopher_jax/mfu/host/{i}", timeout_ms) for i in range(n)]
     leaders = sorted({hosts.index(h) for h in hosts})
     if me in leaders:
-        kv.key_value_set(f"gopher_jax/mfu/peak/{me}", repr(measure_matmul_peak(jnp.float32, seconds=seconds)),
+        kv.key_value_set(f"gopher_jax/mfu/peak/{tag}/{me}", repr(measure_matmul_peak(dtype, seconds=seconds)),
                          allow_overwrite=True)
-    return [float(kv.blocking_key_value_get(f"gopher_jax/mfu/peak/{i}", timeout_ms)) for i in leaders]
+    return [float(kv.blocking_key_value_get(f"gopher_jax/mfu/peak/{tag}/{i}", timeout_ms)) for i in leaders]
 
 
-def global_peak(seconds: float = 1.0) -> Peak:
-    """Returns the peak FLOP/s of every device of every process (see the module docstring)."""
+def global_peak(seconds: float = 1.0, dtype="float32") -> Peak:
+    """Returns the peak FLOP/s of every device of every process for matmuls in `dtype` (the run's
+    ModelConfig.dtype; see the module docstring)."""
     devices = jax.devices()
+    name = {"float32": "fp32", "bfloat16": "bf16"}.get(jnp.dtype(dtype).name, jnp.dtype(dtype).name)
     if devices[0].platform == "cpu":
-        peaks = _per_host_cpu_peaks(seconds)
-        return Peak(sum(peaks), f"measured fp32 matmul, {len(peaks)} host(s)", len(peaks))
+        peaks = _per_host_cpu_peaks(seconds, dtype)
+        return Peak(sum(peaks), f"measured {name} matmul, {len(peaks)} host(s)", len(peaks))
     spec = spec_peak_per_device(devices[0])
     if spec is not None:
         return Peak(spec * len(devices), f"{devices[0].device_kind} bf16 spec x {len(devices)} devices",
                     jax.process_count())
-    measured = measure_matmul_peak(jnp.bfloat16, seconds=seconds)
-    return Peak(measured * len(devices), f"measured bf16 matmul of one {devices[0].device_kind} x "
+    measured = measure_matmul_peak(dtype, seconds=seconds)
+    return Peak(measured * len(devices), f"measured {name} matmul of one {devices[0].device_kind} x "
                                          f"{len(devices)} devices", jax.process_count())
 
 

@@ -89,3 +89,17 @@ def test_progress_bar_mfu_equals_the_benchmarks(tmp_path):
     # The progress bar names the count beside the number (tqdm writes to stderr).
     assert "model_causal" in proc.stderr and "mfu_6n=" in proc.stderr
     assert "(model_causal FLOPs;" in proc.stdout
+
+
+def test_peak_is_measured_in_the_runs_precision():
+    """A bf16 run divides by the best bf16 GEMM of the host (fp32 sums included), an fp32 run by fp32."""
+    import jax.numpy as jnp
+
+    from gopher_jax.kernels import cpu_gemm
+
+    device = mfu.jax.local_devices()[0]
+    n_bf16 = len(mfu._matmul_candidates(jnp.bfloat16, device))
+    assert n_bf16 == len(mfu._matmul_candidates(jnp.float32, device)) + 1 == 2 + cpu_gemm.available()
+    bf16, fp32 = mfu.global_peak(seconds=0.01, dtype="bfloat16"), mfu.global_peak(seconds=0.01)
+    assert bf16.source == "measured bf16 matmul, 1 host(s)" and fp32.source == "measured fp32 matmul, 1 host(s)"
+    assert bf16.flops > 0 and fp32.flops > 0

@@ -1,0 +1,86 @@
+"""A blocked CPU GEMM (cpu_gemm.cc) called through the XLA FFI: fp32 or bf16 operands, fp32 sums.
+
+`gemm(a, b, trans_a=, trans_b=)` returns op(a) @ op(b) in float32, where op transposes while the
+kernel packs its operands (no transpose in memory). bf16 operands run on the AVX512-BF16
+dot-product instructions when the CPU has them (`has_bf16_dot()`), otherwise they are widened to
+fp32 while packing. The library is built with g++ on first use and cached per host
+(kernels/build.py); GOPHER_JAX_DISABLE_CPU_GEMM=1 turns it off. Threads per call:
+GOPHER_JAX_GEMM_THREADS (default: all hardware threads).
+
+Whether it is used is decided per host and per GEMM shape by a measured probe
+(kernels/matmul_impl.py): XLA's own dot is the alternative and the fallback.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gopher_jax.kernels.build import build_library
+
+__all__ = ["available", "unavailable_reason", "has_bf16_dot", "gemm"]
+
+_SOURCE = Path(__file__).with_name("cpu_gemm.cc")
+_TARGET = "gopher_cpu_gemm_v1"
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _load() -> bool:
+    with _lock:
+        if "ok" in _state:
+            return _state["ok"]
+        if os.environ.get("GOPHER_JAX_DISABLE_CPU_GEMM", "") not in ("", "0"):
+            _state.update(ok=False, reason="disabled by GOPHER_JAX_DISABLE_CPU_GEMM")
+            return False
+        try:
+            lib = ctypes.CDLL(str(build_library(_SOURCE, "gopher_cpu_gemm")))
+            jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.GopherGemm), platform="cpu")
+            bf16_dot = bool(lib.GopherGemmHasBf16Dot())
+        except Exception as e:  # noqa: BLE001 - any failure means "use XLA"
+            _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
+            return False
+        _state.update(ok=True, reason="", lib=lib, bf16_dot=bf16_dot)
+        return True
+
+
+def available() -> bool:
+    """True if the GEMM library is built and registered (builds it on the first call)."""
+    return _load()
+
+
+def unavailable_reason() -> str:
+    """Why `available()` is False ('' if it is True)."""
+    _load()
+    return _state.get("reason", "")
+
+
+def has_bf16_dot() -> bool:
+    """True if bf16 operands run on the CPU's bf16 dot-product instructions (AVX512-BF16)."""
+    return _load() and _state["bf16_dot"]
+
+
+def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
+    """Returns op(a) @ op(b) as float32 for 2-D a, b of one dtype (float32 or bfloat16).
+
+    op(a) is a [M, K] (or a.T for a [K, M] with trans_a); op(b) is b [K, N] (or b.T for b [N, K]
+    with trans_b). Raises ValueError on other ranks, dtypes or mismatched contracting sizes.
+    """
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm takes 2-D operands; got {a.shape} and {b.shape}")
+    if a.dtype != b.dtype or a.dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"gemm operands must both be float32 or both bfloat16; got {a.dtype}, {b.dtype}")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    if k != kb:
+        raise ValueError(f"gemm contracting sizes differ: op(a) is [{m}, {k}], op(b) is [{kb}, {n}]")
+    if not available():
+        raise RuntimeError(f"the CPU GEMM kernel is unavailable: {unavailable_reason()}")
+    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32),
+                            vmap_method="sequential")(a, b, trans_a=np.int64(trans_a),
+                                                      trans_b=np.int64(trans_b))

@@ -1,0 +1,201 @@
+"""Which GEMM runs a Dense layer's matmuls (`ModelConfig.matmul_impl`), chosen per host by measurement.
+
+Concrete implementations (`IMPLS`), all computing op(a) @ op(b) for 2-D operands:
+
+* "xla": XLA's dot in the operand dtype (bf16 x bf16 -> bf16). What TPUs and GPUs compile well.
+* "xla_f32acc": XLA's dot with fp32 accumulation (`preferred_element_type=float32`), rounded to
+  the operand dtype afterwards. For fp32 operands it is "xla". On XLA:CPU (jax >= 0.10) a
+  bf16 x bf16 -> fp32 dot runs on the bf16 dot-product units through XLA's YNNPACK fusion, while
+  bf16 -> bf16 does not: measured 2.0-2.3x apart on an AMD EPYC (Zen 4, AVX512-BF16) host.
+* "cpu_gemm": the FFI kernel of kernels/cpu_gemm.cc (AVX512-BF16 / AVX-512 FMA, fp32 sums).
+
+`ModelConfig.matmul_impl="auto"` resolves, per (dtype, GEMM shape), with `choose`: XLA ("xla")
+off CPU and on multi-device meshes (a custom call has no sharding rule: XLA would gather its
+operands onto every device) and for GEMMs under `_MIN_PROBE_FLOPS`; on a one-device CPU it times every candidate on that shape (forward,
+input gradient and weight gradient together; large shapes timed on fewer rows, see
+`_PROBE_FLOPS`) and takes the fastest, the kernel only if it beats XLA by `_KERNEL_MARGIN`. Results
+are cached per host (CPU features, jax version, kernel source) in the kernel cache directory
+(`matmul_probe_<key>.json`; GOPHER_JAX_MATMUL_REPROBE=1 measures again) and each decision is
+printed once per process with its numbers, so a run's start-up says what it picked and why.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import math
+import os
+import sys
+import threading
+import time
+
+import jax
+import jax.numpy as jnp
+
+from gopher_jax.kernels import build, cpu_gemm
+
+IMPLS = ("xla", "xla_f32acc", "cpu_gemm")
+CHOICES = ("auto",) + IMPLS  # ModelConfig.matmul_impl
+_KERNEL_MARGIN = 1.05  # the kernel must be this much faster than XLA's best to replace it (timing noise)
+_PROBE_FLOPS = 1.5e9  # per probed GEMM: rows are cut until 2*M*K*N fits (GFLOP/s is flat in M there)
+# Below this (2*M*K*N of the forward) a GEMM takes well under a millisecond: "xla" without a
+# probe, so unit-test-sized models (and their many shapes) pay no probing time.
+_MIN_PROBE_FLOPS = 1e8
+_PROBE_REPS = 3  # timed rounds after a warm-up; candidates alternate within a round, best round kept
+
+_lock = threading.Lock()
+_decisions: dict[tuple, dict] = {}  # (dtype, m, k, n, transposed_b) -> decision record
+_disk: dict | None = None
+
+
+def dot(a, b, *, impl: str, trans_a: bool = False, trans_b: bool = False):
+    """Returns op(a) @ op(b) for 2-D a, b with the GEMM `impl`, in a's dtype (fp32 sums except "xla")."""
+    if impl == "cpu_gemm":
+        return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(a.dtype)
+    lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
+    if impl == "xla_f32acc":
+        return jnp.dot(lhs, rhs, preferred_element_type=jnp.float32).astype(a.dtype)
+    if impl == "xla":
+        return jnp.dot(lhs, rhs)
+    raise ValueError(f"matmul impl {impl!r} is not one of {IMPLS}")
+
+
+def _on_single_cpu() -> tuple[bool, str]:
+    """Whether a custom call can run here unsharded: a CPU platform and no multi-device mesh."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        platform = jax.default_backend()
+        if platform != "cpu":
+            return False, f"platform is {platform}"
+        return True, ""
+    # The mesh's own platform: an ahead-of-time compile for a TPU topology runs on a CPU host.
+    device = getattr(mesh, "abstract_device", None)
+    platform = getattr(device, "platform", None) or jax.default_backend()
+    if platform != "cpu":
+        return False, f"mesh platform is {platform}"
+    if mesh.size != 1:
+        return False, f"{mesh.size}-device mesh (a custom call cannot shard)"
+    return True, ""
+
+
+def check_explicit(impl: str) -> None:
+    """Raises ValueError/RuntimeError if an explicitly requested `impl` cannot run here."""
+    if impl != "cpu_gemm":
+        return
+    ok, why = _on_single_cpu()
+    if not ok:
+        raise ValueError(f"ModelConfig.matmul_impl='cpu_gemm' cannot run here ({why}); "
+                         f"use matmul_impl='auto' or 'xla'")
+    if not cpu_gemm.available():
+        raise RuntimeError(f"ModelConfig.matmul_impl='cpu_gemm' but the CPU GEMM kernel is unavailable: "
+                           f"{cpu_gemm.unavailable_reason()}; use matmul_impl='auto' or 'xla'")
+
+
+def choose(dtype, m: int, k: int, n: int, *, transposed_b: bool = False) -> str:
+    """Returns the concrete impl `auto` uses for x [m, k] @ w ([k, n], or [n, k] with transposed_b)."""
+    dtype = jnp.dtype(dtype)
+    ok, _ = _on_single_cpu()
+    if not ok or 2.0 * m * k * n < _MIN_PROBE_FLOPS:
+        return "xla"
+    key = (dtype.name, int(m), int(k), int(n), bool(transposed_b))
+    with _lock:
+        if key not in _decisions:
+            # Outside any trace: JAX's trace state is per thread, so the probe runs eagerly even when
+            # `choose` is called while a train step is being traced.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                _decisions[key] = pool.submit(_decide, *key).result()
+        return _decisions[key]["impl"]
+
+
+def decisions() -> list[dict]:
+    """Returns every decision `auto` made in this process (shape, impl, measured GFLOP/s, reason)."""
+    with _lock:
+        return [dict(d) for d in _decisions.values()]
+
+
+def _candidates(dtype_name: str) -> list[str]:
+    impls = ["xla", "xla_f32acc"] if dtype_name == "bfloat16" else ["xla"]
+    if cpu_gemm.available():
+        impls.append("cpu_gemm")
+    return impls
+
+
+def _disk_path():
+    src = (os.path.dirname(__file__) + "/cpu_gemm.cc")
+    with open(src, "rb") as f:
+        key = build.host_key(f.read(), repr((_PROBE_FLOPS, _PROBE_REPS, _KERNEL_MARGIN)).encode())
+    return build.cache_root() / f"matmul_probe_{key}.json"
+
+
+def _load_disk() -> dict:
+    global _disk
+    if _disk is None:
+        _disk = {}
+        if os.environ.get("GOPHER_JAX_MATMUL_REPROBE", "") in ("", "0"):
+            try:
+                _disk = json.loads(_disk_path().read_text())
+            except (OSError, ValueError):
+                _disk = {}
+    return _disk
+
+
+def _save_disk(entry_key: str, record: dict) -> None:
+    disk = _load_disk()
+    disk[entry_key] = record
+    try:
+        path = _disk_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(disk, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: measure again next time
+
+
+def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict:
+    entry_key = f"{dtype_name} {m}x{k}x{n} {'nt' if transposed_b else 'nn'}"
+    record = _load_disk().get(entry_key)
+    cached = record is not None
+    if record is None:
+        rates, rows = _probe(jnp.dtype(dtype_name), m, k, n, transposed_b)
+        best_xla = max((r for i, r in rates.items() if i != "cpu_gemm"))
+        impl = max((i for i in rates if i != "cpu_gemm"), key=rates.get)
+        if rates.get("cpu_gemm", 0.0) > _KERNEL_MARGIN * best_xla:
+            impl = "cpu_gemm"
+        record = {"impl": impl, "gflops": {i: round(r / 1e9, 1) for i, r in rates.items()}, "probe_rows": rows}
+        _save_disk(entry_key, record)
+    record = dict(record, shape=entry_key, cached=cached)
+    rates = ", ".join(f"{i} {g:.0f}" for i, g in record["gflops"].items())
+    print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']} "
+          f"[GFLOP/s measured on {record['probe_rows']} rows{', cached for this host' if cached else ''}: "
+          f"{rates}; cpu_gemm needs >{_KERNEL_MARGIN:.2f}x XLA]", file=sys.stderr, flush=True)
+    return record
+
+
+def _probe(dtype, m: int, k: int, n: int, transposed_b: bool) -> tuple[dict, int]:
+    """Returns ({impl: FLOP/s of forward + dx + dW on this shape}, rows timed)."""
+    rows = max(1, min(m, int(_PROBE_FLOPS // (2 * k * n))))
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.normal(keys[0], (rows, k), dtype)
+    w = jax.random.normal(keys[1], (n, k) if transposed_b else (k, n), dtype)
+    dy = jax.random.normal(keys[2], (rows, n), dtype)
+
+    def step(impl):
+        def f(x, w, dy):
+            y = dot(x, w, impl=impl, trans_b=transposed_b)
+            dx = dot(dy, w, impl=impl, trans_b=not transposed_b)
+            dw = dot(dy, x, impl=impl, trans_a=True) if transposed_b else dot(x, dy, impl=impl, trans_a=True)
+            return y, dx, dw
+        return jax.jit(f)
+
+    impls = _candidates(dtype.name)
+    fns = {i: step(i) for i in impls}
+    for f in fns.values():
+        jax.block_until_ready(f(x, w, dy))
+    best = {i: math.inf for i in impls}
+    for _ in range(_PROBE_REPS):
+        for i, f in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(f(x, w, dy))
+            best[i] = min(best[i], time.perf_counter() - t)
+    flops = 3 * 2.0 * rows * k * n
+    return {i: flops / t for i, t in best.items()}, rows

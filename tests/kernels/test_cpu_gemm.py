@@ -1,0 +1,145 @@
+"""CPU GEMM kernel (gopher_jax/kernels/cpu_gemm.cc) and the matmul_impl switch == XLA's dot.
+
+Ragged shapes (none a multiple of the kernel's 12 x 32 tile or of its 256-deep K slices, odd K for
+the bf16 pairs). No timing assertions: the probe's speed is what `auto` measures per host.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gopher_jax.kernels import cpu_gemm, matmul_impl
+from gopher_jax.model.dense import matmul, matmul_transposed
+
+F32_RTOL = 1e-6  # ||ours - xla|| / ||xla||: fp32 sums in another order
+BF16_RTOL = 1e-2  # bf16 rounding of the result (8 mantissa bits: 2^-8 = 0.4% per element)
+SHAPES = [(37, 53, 45), (13, 1, 70), (130, 300, 97)]  # (M, K, N)
+
+
+def _rand(shape, dtype, seed):
+    return jnp.asarray(np.random.RandomState(seed).randn(*shape), dtype)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.linalg.norm(a - b) / np.linalg.norm(b)
+
+
+def test_kernel_is_available():
+    assert cpu_gemm.available(), cpu_gemm.unavailable_reason()
+
+
+@pytest.mark.parametrize("m,k,n", SHAPES)
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("trans_b", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_gemm_matches_xla(m, k, n, trans_a, trans_b, dtype):
+    a = _rand((k, m) if trans_a else (m, k), dtype, 0)
+    b = _rand((n, k) if trans_b else (k, n), dtype, 1)
+    ours = jax.jit(lambda a, b: cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b))(a, b)
+    assert ours.shape == (m, n) and ours.dtype == jnp.float32
+    # The reference sums the same (bf16-exact) products in fp32: both are fp32-accurate.
+    a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
+    ref = jnp.dot(a32.T if trans_a else a32, b32.T if trans_b else b32, precision="highest")
+    assert _rel(ours, ref) < F32_RTOL
+
+
+def test_gemm_rejects_bad_operands():
+    with pytest.raises(ValueError, match="contracting sizes differ"):
+        cpu_gemm.gemm(jnp.ones((3, 4)), jnp.ones((5, 6)))
+    with pytest.raises(ValueError, match="must both be float32 or both bfloat16"):
+        cpu_gemm.gemm(jnp.ones((3, 4)), jnp.ones((4, 6), jnp.bfloat16))
+
+
+def _loss_and_grads(fn, impl, x, w, dy):
+    """A Dense-style op's output and both gradients (dx, dW) for the upstream gradient dy."""
+    y, vjp = jax.vjp(lambda x, w: fn(x, w, impl), x, w)
+    return (y, *vjp(dy))
+
+
+@pytest.mark.parametrize("impl", ["xla_f32acc", "cpu_gemm"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_matmul_forward_and_both_gradients_match_xla(impl, dtype, transposed):
+    fn = matmul_transposed if transposed else matmul
+    m, k, n = 130, 257, 97
+    x = _rand((2, m // 2, k), dtype, 2)
+    w = _rand((n, k) if transposed else (k, n), dtype, 3)
+    dy = _rand((2, m // 2, n), dtype, 4)
+    ours = jax.jit(lambda *a: _loss_and_grads(fn, impl, *a))(x, w, dy)
+    if dtype == "float32":
+        ref = jax.jit(lambda *a: _loss_and_grads(fn, "xla", *a))(x, w, dy)
+        tol = F32_RTOL
+    else:  # XLA's bf16 dot rounds differently; compare both to the exact-product fp32 result
+        ref = jax.jit(lambda *a: _loss_and_grads(fn, "xla", *a))(*(t.astype(jnp.float32) for t in (x, w, dy)))
+        tol = BF16_RTOL
+    for name, o, r in zip(("y", "dx", "dW"), ours, ref):
+        assert o.shape == r.shape and o.dtype == jnp.dtype(dtype), name
+        assert _rel(o, r) < tol, (name, _rel(o, r))
+
+
+def test_matmul_under_grad_of_jit_scan():
+    """The custom call composes with scan (the layer stack) and nested grad like XLA's dot."""
+    w = _rand((3, 40, 40), "float32", 5)
+    x = _rand((7, 40), "float32", 6)
+
+    def loss(w, impl):
+        y, _ = jax.lax.scan(lambda h, wl: (jnp.tanh(matmul(h, wl, impl)), None), x, w)
+        return jnp.sum(y ** 2)
+
+    g_ours = jax.jit(jax.grad(lambda w: loss(w, "cpu_gemm")))(w)
+    g_ref = jax.jit(jax.grad(lambda w: loss(w, "xla")))(w)
+    assert _rel(g_ours, g_ref) < 1e-5
+
+
+def test_auto_skips_the_probe_for_tiny_gemms(monkeypatch):
+    monkeypatch.setattr(matmul_impl, "_probe", lambda *a: pytest.fail("probed a tiny GEMM"))
+    assert matmul_impl.choose("bfloat16", 16, 32, 48) == "xla"
+
+
+def test_auto_falls_back_to_xla_on_a_multi_device_mesh(monkeypatch):
+    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    assert jax.device_count() >= 2  # tests/conftest.py forces 8 CPU devices
+    mesh = jax.make_mesh((jax.device_count(),), ("data",))
+    with jax.set_mesh(mesh):
+        assert matmul_impl.choose("bfloat16", 64, 32, 48) == "xla"
+        with pytest.raises(ValueError, match="cannot shard"):
+            matmul_impl.check_explicit("cpu_gemm")
+
+
+def test_auto_falls_back_to_xla_off_cpu(monkeypatch):
+    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    assert matmul_impl.choose("float32", 64, 32, 48) == "xla"
+    with pytest.raises(ValueError, match="platform is tpu"):
+        matmul_impl.check_explicit("cpu_gemm")
+
+
+def test_auto_falls_back_when_the_kernel_is_unavailable(monkeypatch, tmp_path):
+    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
+    monkeypatch.setattr(matmul_impl, "_disk", None)
+    monkeypatch.setattr(matmul_impl, "_decisions", {})
+    monkeypatch.setattr(cpu_gemm, "_state", {"ok": False, "reason": "test: no compiler"})
+    assert matmul_impl.choose("float32", 24, 16, 8) == "xla"
+    with pytest.raises(RuntimeError, match="test: no compiler"):
+        matmul_impl.check_explicit("cpu_gemm")
+
+
+def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
+    monkeypatch.setattr(matmul_impl, "_disk", None)
+    monkeypatch.setattr(matmul_impl, "_decisions", {})
+    impl = matmul_impl.choose("bfloat16", 64, 48, 40, transposed_b=True)
+    record, = matmul_impl.decisions()
+    assert impl == record["impl"] in matmul_impl.IMPLS and not record["cached"]
+    assert set(record["gflops"]) == {"xla", "xla_f32acc", "cpu_gemm"}
+    assert all(g > 0 for g in record["gflops"].values())
+    assert "matmul_impl=auto: bfloat16 64x48x40 nt" in capsys.readouterr().err
+    # A new process on this host reads the decision instead of measuring again.
+    monkeypatch.setattr(matmul_impl, "_disk", None)
+    monkeypatch.setattr(matmul_impl, "_decisions", {})
+    monkeypatch.setattr(matmul_impl, "_probe", lambda *a: pytest.fail("probed again"))
+    assert matmul_impl.choose("bfloat16", 64, 48, 40, transposed_b=True) == impl
+    assert matmul_impl.decisions()[0]["cached"]
