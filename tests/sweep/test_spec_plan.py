@@ -16,11 +16,11 @@ def test_spec_file_expands_to_the_product(tmp_path):
     rope1 = next(r for r in runs if r.arm == "position=rope" and r.seed == "1")
     assert rope1.name.startswith("position-rope_seed-1_") and len(rope1.config_hash) == plan.HASH_CHARS
     assert rope1.params[-2:] == ("ModelConfig.position='rope'", "train.seed=1")  # axes after the base
-    assert "train.steps = 100" in rope1.params and rope1.gin_files == tuple(BASE)
+    assert "train.steps = 60" in rope1.params and rope1.gin_files == tuple(BASE)
     assert plan.baseline_arm(sw, runs) == "position=relative"
     # the same spec names the same runs (finished runs are found again), a changed binding a new one
     assert [r.name for r in plan.expand(spec.load_spec("gin_configs/sweeps/positions.gin"))] == [r.name for r in runs]
-    changed = spec.from_mapping({"base_gin_files": BASE, "base_params": ["train.steps = 101"],
+    changed = spec.from_mapping({"base_gin_files": BASE, "base_params": ["train.steps = 61"],
                                  "axes": {"ModelConfig.position": ["rope"], "train.seed": [1]}})
     assert plan.expand(changed)[0].config_hash != rope1.config_hash
     path = plan.write_plan(str(tmp_path), sw, runs)
@@ -43,8 +43,8 @@ def test_file_axes_dicts_and_zip():
 
 
 def test_flags_build_the_same_spec():
-    flags = spec.from_flags(BASE, ["train.steps = 100", "train.eval_every = 50", "train.checkpoint_every = 50",
-                                   "train.log_every = 10"],
+    flags = spec.from_flags(BASE, ["train.steps = 60", "train.seq_len = 64", "train.log_every = 5",
+                                   "train.eval_every = 20", "train.eval_batches = 4", "train.checkpoint_every = 60"],
                             ["ModelConfig.position=relative,rope,alibi", "train.seed=0,1,2"], baseline="position=relative")
     assert [r.name for r in plan.expand(flags)] == [r.name for r in plan.expand(spec.load_spec(
         "gin_configs/sweeps/positions.gin"))]
