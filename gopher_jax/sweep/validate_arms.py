@@ -13,7 +13,7 @@ class ArmError(ValueError):
 
 
 def import_configurables() -> None:
-    """Imports every gin configurable `gopher-jax train` knows (the same set its command imports)."""
+    """Imports every gin configurable `gopher-jax train` knows (the modules its command imports)."""
     import data_tasks  # noqa: F401
     import gopher_jax.data.input_pipeline  # noqa: F401
     import gopher_jax.data.training_data  # noqa: F401
@@ -22,6 +22,7 @@ def import_configurables() -> None:
     import gopher_jax.parallel.rules  # noqa: F401
     import gopher_jax.train.checkpoint_errors  # noqa: F401
     import gopher_jax.train.config  # noqa: F401
+    import gopher_jax.train.loop  # noqa: F401  (faults.*, and whatever else the loop makes configurable)
 
 
 def check_run(run: RunPlan, num_devices: int) -> dict:
