@@ -22,6 +22,7 @@ _FILE_SUFFIXES = {"py", "gin", "md", "json", "jsonl", "png", "txt", "log", "csv"
 # Flags of programs other than gopher-jax that the docs name inline.
 EXTERNAL_FLAGS = {
     "--setup_file", "--sdk_container_image", "--experiments",  # Beam pipeline options (after `--`)
+    "--model", "--model_args", "--tasks", "--include_package", "--num_fewshot",  # lm-eval's CLI (gopher-jax-lm-eval)
     "--node-count", "--node-prefix", "--worker", "--runtime-version",  # gcloud, as launch_tpu.sh calls it
 }
 # Dotted names in the docs that are not Python symbols, each with what it is.
@@ -138,8 +139,9 @@ def _flag_names(words: list[str]) -> list[str]:
     for w in words:
         if w == "--":
             break
-        if w.startswith("--") and len(w) > 2 and w != "--...":
-            names.append(w.split("=", 1)[0])
+        for alt in w.replace("\\|", "|").split("|"):   # `[--md|--csv|--json]`: each alternative
+            if alt.startswith("--") and len(alt) > 2 and alt != "--...":
+                names.append(alt.split("=", 1)[0])
     return names
 
 
@@ -227,10 +229,24 @@ def _registered(selector: str) -> bool:
     return bool(gin.config._REGISTRY.matching_selectors(selector))
 
 
+def sweep_spec_field(key: str) -> bool:
+    """Whether key is a field of a sweep spec (`sweep.axes`, ...): gin syntax, but no configurable."""
+    if not key.startswith("sweep.") or key.count(".") != 1:
+        return False
+    try:
+        from gopher_jax.sweep.spec import _SPEC_FIELDS
+    except ImportError:
+        return False
+    return key.split(".", 1)[1] in _SPEC_FIELDS
+
+
 def gin_binding_error(key: str) -> str | None:
-    """None if `configurable.param` names a real parameter of a registered configurable, else why not."""
+    """None if `configurable.param` names a real parameter of a registered configurable (or a sweep
+    spec field, gopher_jax/sweep/spec.py), else why not."""
     import gin
     import_configurables()
+    if sweep_spec_field(key):
+        return None
     try:
         gin.bind_parameter(key, None)
     except Exception as e:  # gin raises ValueError / KeyError with the reason
@@ -381,7 +397,7 @@ def symbol_problems(snippets: list[Snippet]) -> list[str]:
             continue
         parts = m.group(1).split(".")
         if (parts[-1] in _FILE_SUFFIXES or _registered(".".join(parts[:-1])) or _registered(m.group(1))
-                or m.group(1) in NOT_SYMBOLS):
+                or m.group(1) in NOT_SYMBOLS or sweep_spec_field(m.group(1))):
             continue
         problem = _dotted_problem(parts)
         if problem:

@@ -35,7 +35,7 @@ def doc_commands() -> list[Command]:
     return [c for c in commands_in(snippets) if not (len(c.words) > 1 and c.words[1].endswith(":"))]
 
 
-# (page, start of the command) -> why it is parsed but not run. Keep it short.
+# (page, a fragment of the command) -> why it is parsed but not run. Keep it short.
 SKIPPED_BY_DESIGN = {
     ("docs/data_input.md", "gopher-jax data process --runner=dataflow"): "needs Dataflow and a gs:// bucket",
     ("docs/data_input.md", "gopher-jax data pack --manifest=gs://"): "needs a gs:// bucket",
@@ -63,12 +63,15 @@ RUN_HERE = [
     ("docs/data_pipeline.md", "gopher-jax data process --gin_file gin_configs/data/gopher.gin --input web="),
     ("docs/data_input.md", "gopher-jax data process --input massiveweb=raw/web"),
     ("docs/evaluation.md", "gopher-jax eval --workdir RUN --task lambada"),
-    ("docs/evaluation.md", "gopher-jax eval --workdir RUN --task piqa --mesh"),
+    ("docs/evaluation.md", "--mesh data=2,fsdp=2,tensor=2"),
     ("docs/evaluation.md", "gopher-jax sample --workdir RUN --prompt"),
 ]
-# Other eval / sample commands take the same path as the ones that run: parsed (flags, choices) only,
-# since each compiles its scorer anew (~10 s on 2 shared cores).
-PARSED_ONLY = {"eval", "sample"}
+# Kinds of command parsed (flags, choices, required arguments) but not run here, and why.
+PARSED_ONLY = {
+    "eval": "the same path as the evals in RUN_HERE; each compiles its scorer anew (~10 s on 2 shared cores)",
+    "sample": "the same path as the sample in RUN_HERE",
+    "compare": "needs a finished sweep (tests/sweep/ compares a trained one)",
+}
 # Arguments shortened so a documented command runs in seconds (same code path, fewer items).
 SHORTER = {"--limit": "4", "--max_new_tokens": "4", "--bootstrap": "0"}
 EXTRA_ARGS = {"scaling fit": ["--bootstrap=0"], "eval": ["--limit=4"]}
@@ -80,8 +83,8 @@ def _key(cmd: Command) -> tuple[str, str]:
 
 def _listed(cmd: Command, table) -> str | None:
     page, text = _key(cmd)
-    for (p, start), value in (table.items() if isinstance(table, dict) else ((k, k) for k in table)):
-        if p == page and text.startswith(start):
+    for (p, fragment), value in (table.items() if isinstance(table, dict) else ((k, k) for k in table)):
+        if p == page and fragment in text:
             return value
     return None
 
@@ -100,10 +103,10 @@ def places(tmp_path_factory):
     return {"RUN": run, "runs/mt": run, "runs/tiny": str(tmp / "tiny"), "DIR": str(tmp / "dir"),
             "/tmp/out": str(tmp / "out"), "/tmp/o": str(tmp / "o"), "/tmp/stats.json": str(tmp / "stats.json"),
             "/tmp/isoflop_tiny": str(tmp / "isoflop"), "processed": str(tmp / "processed"),
-            "runs.csv": str(tmp / "runs.csv"), "x.jsonl": os.path.join(CORPUS, "c4_sample_100.jsonl"),
+            "runs.csv": str(tmp / "runs.csv"), "runs/positions": str(tmp / "positions"), "x.jsonl": os.path.join(CORPUS, "c4_sample_100.jsonl"),
             "raw/web": os.path.join(CORPUS, "c4_sample_100.jsonl"), "raw/books": os.path.join(CORPUS, "gutenberg"),
             "raw/news": os.path.join(CORPUS, "wikitext2"), "/data/web": os.path.join(CORPUS, "c4_sample_100.jsonl"),
-            "EVAL_DIR": EVAL}
+            "EVAL_DIR": EVAL, "lambada_openai.jsonl": os.path.join(EVAL, "lambada_openai.jsonl")}
 
 
 def bind(words: list[str], places: dict) -> list[str]:
@@ -209,6 +212,8 @@ def run_launch(cmd: Command, tmp_path) -> None:
     proc = subprocess.run(["bash", os.path.join(REPO, "launch_tpu.sh"), *launch[1:], "--", *inner],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, f"{cmd.where}: {cmd.text}\n{proc.stderr[-2000:]}"
+    if inner[:1] != ["gopher-jax"]:
+        return   # e.g. `-- pip install ...`: the dry run above is the whole check
     _, args = parse(inner)
     accel = next(w.split("=", 1)[1] for w in launch if w.startswith("--accelerator="))
     gin_files, gin_params = _gin(args)
@@ -229,8 +234,8 @@ def test_the_collector_finds_the_documented_commands():
 def test_the_lists_name_only_documented_commands():
     # A stale entry (its command left the docs) would silently stop covering anything.
     for table in (SKIPPED_BY_DESIGN, RUN_HERE):
-        for page, start in (table if isinstance(table, list) else table.keys()):
-            assert any(_key(c)[0] == page and _key(c)[1].startswith(start) for c in COMMANDS), (page, start)
+        for page, fragment in (table if isinstance(table, list) else table.keys()):
+            assert any(_key(c)[0] == page and fragment in _key(c)[1] for c in COMMANDS), (page, fragment)
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=[c.where for c in COMMANDS])
@@ -261,6 +266,9 @@ def test_documented_command(cmd: Command, places, tmp_path, monkeypatch):
             return   # continues an existing run's own config.gin: nothing to validate beyond parsing
         recipe = _tpu_recipe(gin_files)
         validate_on(gin_files, gin_params, recipe_topology(recipe) if recipe else None)
+    elif command == "sweep":   # validates every arm and writes the plan; training is tests/sweep/'s
+        words += [] if "--dry-run" in words else ["--dry-run"]
+        assert gopher_jax(words) == 0, cmd.text
     elif command == "scaling sweep":
         words = [w for w in words if w not in ("--run", "--collect", "--fit")]
         words += [] if "--dry-run" in words else ["--dry-run"]
