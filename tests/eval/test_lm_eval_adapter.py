@@ -122,12 +122,19 @@ def test_adapter_and_our_scorer_agree(loaded, reference):
         assert res[f"gj_{t}"]["acc,none"] == ours[t]["acc"], t
 
 
-def test_lm_evals_own_command_line_runs_the_model(run_dir, loaded, reference, tmp_path, capsys):
+def test_lm_evals_own_command_line_runs_the_model(run_dir, loaded, reference, tmp_path, capsys, monkeypatch):
     """`gopher-jax-lm-eval` is lm-eval's CLI with `--model gopher_jax` registered (lm-eval 0.4 has no
     model plugin entry points); its JSON results equal our scorer on the same items."""
+    from lm_eval.tasks import TaskManager
+
     from gopher_jax.eval.lm_eval_cli import main
 
     _, _, include = reference
+    # Only cost, not behaviour: the CLI's TaskManager would index lm-eval's thousands of built-in task
+    # YAMLs (~15 s here) besides --include_path; ours include the two they need by absolute path.
+    defaults = TaskManager.__init__.__defaults__
+    assert defaults == (None, None, True, None)  # (verbosity, include_path, include_defaults, metadata)
+    monkeypatch.setattr(TaskManager.__init__, "__defaults__", (None, None, False, None))
     main(["--model", "gopher_jax", "--model_args", f"workdir={run_dir},batch_size=8", "--tasks", "gj_piqa",
           "--include_path", str(include), "--limit", "4", "--output_path", str(tmp_path)])
     assert "gj_piqa" in capsys.readouterr().out  # lm-eval's results table
