@@ -4,7 +4,7 @@ compile time and the compile's host memory.
     python benchmarks/compile_recipes.py [--recipes gopher_1_4b_v4,gopher_7_1b_v4] [--out_dir benchmarks/results]
 
 For each recipe, runs `gopher-jax compile --gin_file=gin_configs/parallel/<recipe>.gin
---topology=<its topology> --json` in a fresh process (gopher_jax/plan/compile_cli.py: the real train
+--topology=<the topology its header names> --json` in a fresh process (gopher_jax/plan/compile_cli.py: the real train
 step lowered and compiled for the TPU topology through libtpu; no chip is opened) and writes
 benchmarks/results/compile_<recipe>.json: that report, the topology, `peak_rss_bytes` of the compile
 process, `wall_s` of the whole command, and `host` (CPU model, cores, load, date, commit, jax and
@@ -16,8 +16,10 @@ Compile time depends on the host and its load (the report records the 1-minute l
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -27,13 +29,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.host_info import host_info  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The topology each recipe is written for (its header in gin_configs/parallel/<recipe>.gin).
-RECIPE_TOPOLOGIES = {
-    "gopher_1_4b_v4": "v4:2x2x1",
-    "gopher_7_1b_v4": "v4:4x4x4",
-    "chinchilla_70b_v4": "v4:8x8x16",
-    "gopher_280b_v3": "4xv3:32x32",
-}
+
+
+def recipe_topologies() -> dict[str, str]:
+    """Each TPU recipe (gin_configs/parallel/<model>_v*.gin) -> the topology its header's commands name."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(REPO, "gin_configs", "parallel", "*_v*.gin"))):
+        with open(path) as f:
+            found = re.findall(r"--topology=(\S+)", f.read())
+        if not found:
+            raise ValueError(f"{path}: its header names no --topology (e.g. `gopher-jax plan ... --topology=v4:2x2x1`)")
+        out[os.path.basename(path)[:-4]] = found[0]
+    return out
 
 
 def compile_recipe(recipe: str, topology: str) -> dict:
@@ -58,14 +65,15 @@ def compile_recipe(recipe: str, topology: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipes", default=",".join(RECIPE_TOPOLOGIES),
+    topologies = recipe_topologies()
+    p.add_argument("--recipes", default=",".join(topologies),
                    help="comma-separated recipe names (gin_configs/parallel/<name>.gin)")
     p.add_argument("--out_dir", default=os.path.join(REPO, "benchmarks", "results"))
     args = p.parse_args(argv)
     for recipe in args.recipes.split(","):
-        if recipe not in RECIPE_TOPOLOGIES:
-            p.error(f"unknown recipe {recipe!r}; known: {', '.join(RECIPE_TOPOLOGIES)}")
-        result = compile_recipe(recipe, RECIPE_TOPOLOGIES[recipe])
+        if recipe not in topologies:
+            p.error(f"unknown recipe {recipe!r}; known: {', '.join(topologies)}")
+        result = compile_recipe(recipe, topologies[recipe])
         path = os.path.join(args.out_dir, f"compile_{recipe}.json")
         with open(path, "w") as f:
             json.dump(result, f, indent=1)

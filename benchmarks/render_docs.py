@@ -68,7 +68,15 @@ def throughput_44m(page: str) -> str:
             f"{host_and_date(d)}; {link(page, 'compare_pytorch.json')}.")
 
 
-RECIPES = ("gopher_1_4b_v4", "gopher_7_1b_v4", "chinchilla_70b_v4", "gopher_280b_v3")
+def _model_size(recipe: str) -> float:
+    """Parameters a recipe's name gives ("gopher_1_4b_v4" -> 1.4e9), for ordering the table."""
+    m = re.search(r"_(\d+(?:_\d+)?)([mb])_", recipe + "_")
+    return float(m.group(1).replace("_", ".")) * (1e9 if m.group(2) == "b" else 1e6) if m else float("inf")
+
+
+# The TPU recipes (the ones benchmarks/compile_recipes.py compiles), smallest model first.
+RECIPES = tuple(sorted((os.path.basename(p)[:-4] for p in glob.glob(os.path.join(REPO, "gin_configs", "parallel",
+                                                                                 "*_v*.gin"))), key=_model_size))
 
 
 def _compile_results() -> list[dict]:

@@ -109,3 +109,15 @@ def test_an_unsourced_figure_is_named():
     page = "gopher_44m trains at 1,250 tokens/s on this VM.\n\nIt trains at 1,121 tokens/s\n" \
            "(benchmarks/results/compare_pytorch.json).\n"
     assert unsourced_figures("docs/x.md", page) == ["docs/x.md:1: gopher_44m trains at 1,250 tokens/s on this VM."]
+
+
+def test_compile_results_are_for_the_topology_each_recipe_names():
+    # A recipe moved to another slice makes its compile result stale: rerun benchmarks/compile_recipes.py.
+    from benchmarks import compile_recipes
+    import json
+    topologies = compile_recipes.recipe_topologies()
+    assert set(topologies) == set(render_docs.RECIPES)
+    for path in glob.glob(os.path.join(REPO, "benchmarks", "results", "compile_*.json")):
+        with open(path) as f:
+            result = json.load(f)
+        assert result["report"]["topology"] == topologies[result["recipe"]], path
