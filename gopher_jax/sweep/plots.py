@@ -63,7 +63,7 @@ def plot_deltas(table: dict, path: str) -> str | None:
     rows = [r for r in table["arms"] if r["arm"] != table["baseline"] and r.get("delta") is not None]
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(rows) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(rows) + 3), 4.5))
     x = np.arange(len(rows))
     err = [r["delta_ci"] if r.get("delta_ci") is not None else 0.0 for r in rows]
     ax.bar(x, [r["delta"] for r in rows], yerr=err, capsize=6, color="tab:blue", alpha=0.8)
@@ -73,8 +73,8 @@ def plot_deltas(table: dict, path: str) -> str | None:
                         va="bottom" if r["delta"] >= 0 else "top", fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, [r["arm"] for r in rows], rotation=15)
-    ax.set_ylabel(f"Δ {table['metric']} vs {table['baseline']}")
-    ax.set_title(f"paired Δ over seeds ± {round(table['level'] * 100)}% t-interval (lower is better)")
+    ax.set_ylabel(f"Δ {table['metric']}\nvs {table['baseline']}")
+    ax.set_title(f"arm − baseline, paired by seed: mean ± {round(table['level'] * 100)}% t-interval", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     out = _save(fig, path)

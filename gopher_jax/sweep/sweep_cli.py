@@ -94,6 +94,10 @@ def dry_run_lines(out: str, runs: list[plan.RunPlan], counts: dict, ttl: float) 
 
 def run(args: argparse.Namespace) -> int:
     """Runs the sweep command; returns 0 when every run is done, 1 if any failed, 2 on a bad spec."""
+    import os
+    from gopher_jax.train import workdir_fs
+    if workdir_fs.scheme(args.out) is None:  # workers (Ray's too) may start in another directory
+        args.out = os.path.abspath(args.out)
     try:
         runs, counts = prepare(args)
     except (spec.SweepSpecError, ValueError, FileNotFoundError) as e:
