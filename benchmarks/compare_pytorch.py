@@ -6,9 +6,13 @@
 PyTorch is not a dependency of gopher_jax: install `torch transformers` in any interpreter and pass
 it as --torch_python (default: this one). Each round runs our benchmark (train_throughput.py, the
 gopher_44m model at seq 512, batch 8 unless overridden) and then the torch reference
-(torch_gpt2_reference.py) in fresh processes, one after the other, so both see the same machine
-state; the reported ratio is median(ours tokens/s) / median(torch tokens/s) over the rounds.
-The shapes match: 8 layers, d_model 512, 16 heads x 32, MLP 2048, vocab 32,000 tied, AdamW, fp32.
+(torch_gpt2_reference.py) in fresh processes, in both precisions: ours in fp32 and with
+ModelConfig.dtype="bfloat16" (fp32 master weights, bf16 matmuls on the host's bf16 units where
+ModelConfig.matmul_impl=auto finds them faster), torch.compile in fp32 and under autocast-bf16,
+alternating ours/torch, so all four see the same machine state. `ratio` is median(ours-best) /
+median(torch-best) over the rounds, `ratio_paired` the median of per-round ratios; the JSON records
+the CPU model and its matmul flags (AMX, AVX512-BF16) and what matmul_impl=auto picked and why.
+The shapes match: 8 layers, d_model 512, 16 heads x 32, MLP 2048, vocab 32,000 tied, AdamW.
 Architectures differ as the projects do: ours is Gopher's (RMSNorm, Transformer-XL relative
 attention, no biases); add `--gin_param=ModelConfig.position="learned"` for GPT-2's positions.
 """
@@ -45,6 +49,11 @@ def model_shape(gin_files: list[str], gin_params: list[str]) -> dict:
                 head_dim=c.head_dim)
 
 
+def best_of(entry: dict, side: str) -> float:
+    """Returns the higher tokens/s of `side`'s fp32 and bf16 runs in one round."""
+    return max(entry[f"{side}_fp32"]["tokens_per_s"], entry[f"{side}_bf16"]["tokens_per_s"])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=3)
@@ -69,6 +78,8 @@ def main(argv=None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.setdefault("JAX_PLATFORMS", "cpu")
     from gopher_jax import host_memory
+    from gopher_jax.kernels.build import host_description
+    from host_info import host_info
     ours_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--seq_len={args.seq_len}",
                 f"--batch_size={args.batch_size}", f"--steps={args.steps}", f"--host_hugepages={args.host_hugepages}",
                 *[f"--gin_file={f}" for f in gin_files], *[f"--gin_param={g}" for g in args.gin_param]]
@@ -80,40 +91,66 @@ def main(argv=None) -> int:
                  *[f"--{k}={shape[k]}" for k in ("layers", "d_model", "heads", "d_ff", "vocab")],
                  f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}", f"--steps={args.steps}"]
 
+    # Both precisions on both sides: ours with ModelConfig.dtype (fp32 master weights either way),
+    # torch with and without autocast-bf16. Each round runs all four back to back, in an order that
+    # alternates ours/torch and reverses every other round, so every pair shares the machine's state.
+    variants = {"ours_fp32": ours_cmd + ['--gin_param=ModelConfig.dtype="float32"'],
+                "torch_compile_fp32": torch_cmd,
+                "ours_bf16": ours_cmd + ['--gin_param=ModelConfig.dtype="bfloat16"'],
+                "torch_compile_bf16": torch_cmd + ["--bf16"]}
+    if args.eager:
+        variants["torch_eager_fp32"] = torch_cmd + ["--eager"]
     rounds = []
     for r in range(args.rounds):
-        entry = {"ours": run_json(ours_cmd, env)}
-        entry["torch_compile"] = run_json(torch_cmd, env)
-        if args.eager:
-            entry["torch_eager"] = run_json(torch_cmd + ["--eager"], env)
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        entry = {name: run_json(variants[name], env) for name in order}
+        entry["ratio_best"] = best_of(entry, "ours") / best_of(entry, "torch_compile")
         rounds.append(entry)
-        print(f"round {r + 1}/{args.rounds}: ours {entry['ours']['tokens_per_s']:.0f} tok/s "
-              f"(MFU {entry['ours']['mfu_6n']:.1%} by 6N), torch.compile "
-              f"{entry['torch_compile']['tokens_per_s']:.0f} tok/s", flush=True)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {entry[n]['tokens_per_s']:.0f}" for n in variants)
+              + f" tok/s; ours-best / torch.compile-best {entry['ratio_best']:.2f}", flush=True)
 
     def med(impl, key):
         return statistics.median(e[impl][key] for e in rounds)
 
-    peak = med("ours", "peak_gflops") * 1e9
-    result = {"shape": shape, "seq_len": args.seq_len, "batch_size": args.batch_size, "gin_file": gin_files,
-              "gin_param": args.gin_param, "rounds": rounds, "peak_gflops": peak / 1e9,
-              "ours_tokens_per_s": med("ours", "tokens_per_s"), "ours_mfu": med("ours", "mfu"),
-              "ours_mfu_count": rounds[0]["ours"]["mfu_count"],
-              "ours_mfu_6n": med("ours", "mfu_6n"), "ours_compile_s": med("ours", "compile_s"),
-              "torch_compile_tokens_per_s": med("torch_compile", "tokens_per_s"),
-              "torch_compile_s": med("torch_compile", "compile_s")}
-    torch_n = rounds[0]["torch_compile"]["params"]
+    best_ours = max(("ours_fp32", "ours_bf16"), key=lambda n: med(n, "tokens_per_s"))
+    best_torch = max(("torch_compile_fp32", "torch_compile_bf16"), key=lambda n: med(n, "tokens_per_s"))
+    peak = med(best_ours, "peak_gflops") * 1e9
+    result = {"host": {**host_info(), **host_description()}, "shape": shape, "seq_len": args.seq_len,
+              "batch_size": args.batch_size, "gin_file": gin_files, "gin_param": args.gin_param,
+              "rounds": rounds, "variants": {n: " ".join(c) for n, c in variants.items()},
+              # The headline keys (rendered into README.md): each side's faster precision.
+              "ours_best": best_ours, "torch_compile_best": best_torch, "peak_gflops": peak / 1e9,
+              "peak_source": rounds[0][best_ours]["peak_source"],
+              "ours_tokens_per_s": med(best_ours, "tokens_per_s"), "ours_mfu": med(best_ours, "mfu"),
+              "ours_mfu_count": rounds[0][best_ours]["mfu_count"], "ours_mfu_6n": med(best_ours, "mfu_6n"),
+              "ours_compile_s": med(best_ours, "compile_s"),
+              "torch_compile_tokens_per_s": med(best_torch, "tokens_per_s"),
+              "torch_compile_s": med(best_torch, "compile_s"),
+              "matmul_auto_decisions": {n: rounds[-1][n].get("matmul_auto_decisions") for n in ("ours_fp32", "ours_bf16")}}
+    for n in variants:
+        result[f"{n}_tokens_per_s"] = med(n, "tokens_per_s")
+    for n in ("ours_fp32", "ours_bf16"):  # each precision against its own precision's peak
+        result[f"{n}_mfu"] = med(n, "mfu")
+        result[f"{n}_peak_gflops"] = med(n, "peak_gflops")
+    torch_n = rounds[0]["torch_compile_fp32"]["params"]
     result["torch_compile_mfu_6n"] = 6.0 * torch_n * result["torch_compile_tokens_per_s"] / peak
-    # Each side against its own BLAS: on some CPUs (e.g. MKL on AMD) torch's matmul peak is far
-    # below XLA's, and then the tokens/s ratio says more about the BLAS than about the step.
-    result["torch_peak_gflops"] = med("torch_compile", "peak_gflops")
+    # Each side against its own BLAS in the precision it ran: on some CPUs (e.g. MKL on AMD) torch's
+    # matmul peak is far below XLA's, and then the tokens/s ratio says more about the BLAS than the step.
+    result["torch_peak_gflops"] = med(best_torch, "peak_gflops")
     result["torch_compile_mfu_6n_own_peak"] = (6.0 * torch_n * result["torch_compile_tokens_per_s"]
                                                / (result["torch_peak_gflops"] * 1e9))
-    result["host_hugepages"] = rounds[0]["ours"].get("host_hugepages")
+    result["host_hugepages"] = rounds[0]["ours_fp32"].get("host_hugepages")
     result["torch_host_hugepages"] = host_memory.active(env)
+    # ratio: median(ours-best) / median(torch-best); ratio_paired: the median of per-round ratios
+    # (each round's four runs share the machine's load: the steadier figure on a busy host).
     result["ratio"] = result["ours_tokens_per_s"] / result["torch_compile_tokens_per_s"]
+    result["ratio_paired"] = statistics.median(e["ratio_best"] for e in rounds)
+    result["ours_bf16_over_fp32"] = statistics.median(
+        e["ours_bf16"]["tokens_per_s"] / e["ours_fp32"]["tokens_per_s"] for e in rounds)
+    result["torch_bf16_over_fp32"] = statistics.median(
+        e["torch_compile_bf16"]["tokens_per_s"] / e["torch_compile_fp32"]["tokens_per_s"] for e in rounds)
     if args.eager:
-        result["torch_eager_tokens_per_s"] = med("torch_eager", "tokens_per_s")
+        result["torch_eager_tokens_per_s"] = med("torch_eager_fp32", "tokens_per_s")
         result["ratio_vs_eager"] = result["ours_tokens_per_s"] / result["torch_eager_tokens_per_s"]
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=1))
     if args.json:

@@ -3,12 +3,14 @@
 Run by compare_pytorch.py in its own interpreter (only torch and transformers are needed):
 
     python benchmarks/torch_gpt2_reference.py --layers 8 --d_model 512 --heads 16 --d_ff 2048 \
-        --vocab 32000 --seq_len 512 --batch_size 8 --steps 4 [--eager]
+        --vocab 32000 --seq_len 512 --batch_size 8 --steps 4 [--eager] [--bf16]
 
 Prints one JSON line: compile_s (first step), step_s (median of the timed steps), tokens_per_s,
-params, and peak_gflops: torch's own best fp32 matmul rate on this machine (2048^2 for 2 s, as
-train_throughput.py measures XLA's), so each side's MFU can be read against its own BLAS.
-fp32, no dropout, tied embeddings, one fixed random batch: the same work as our benchmark.
+params, and peak_gflops: torch's own best matmul rate on this machine in the run's precision
+(2048^2 for 2 s, as train_throughput.py measures XLA's), so each side's MFU can be read against
+its own BLAS. fp32 (or, with --bf16, fp32 master weights under torch.autocast("cpu", bfloat16):
+torch's mixed precision, the peer of our ModelConfig.dtype="bfloat16"), no dropout, tied
+embeddings, one fixed random batch: the same work as our benchmark.
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ import statistics
 import time
 
 
-def matmul_peak_gflops(torch, seconds: float = 2.0, n: int = 2048) -> float:
-    """Returns the best fp32 n x n matmul rate torch reaches here, GFLOP/s."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak_gflops(torch, seconds: float = 2.0, n: int = 2048, dtype=None) -> float:
+    """Returns the best n x n matmul rate torch reaches here in `dtype` (default fp32), GFLOP/s."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
@@ -36,6 +38,7 @@ def main() -> None:
                           ("seq_len", 512), ("batch_size", 8), ("steps", 4)):
         p.add_argument(f"--{name}", type=int, default=default)
     p.add_argument("--eager", action="store_true", help="skip torch.compile")
+    p.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (fp32 master weights)")
     args = p.parse_args()
 
     import torch
@@ -53,8 +56,9 @@ def main() -> None:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(input_ids=inputs).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(input_ids=inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -71,11 +75,12 @@ def main() -> None:
         loss = step()
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
-    print(json.dumps({"impl": "torch_eager" if args.eager else "torch_compile", "torch": torch.__version__,
+    print(json.dumps({"impl": ("torch_eager" if args.eager else "torch_compile") + ("_bf16" if args.bf16 else ""),
+                      "precision": "autocast_bf16" if args.bf16 else "fp32", "torch": torch.__version__,
                       "threads": torch.get_num_threads(), "compile_s": compile_s, "step_s": step_s,
                       "step_s_all": times, "tokens_per_s": args.batch_size * args.seq_len / step_s,
                       "loss": float(loss), "params": sum(p.numel() for p in model.parameters()),
-                      "peak_gflops": matmul_peak_gflops(torch)}))
+                      "peak_gflops": matmul_peak_gflops(torch, dtype=torch.bfloat16 if args.bf16 else None)}))
 
 
 if __name__ == "__main__":

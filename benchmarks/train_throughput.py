@@ -4,7 +4,9 @@
         --seq_len=512 --batch_size=8 --json benchmarks/results/gopher_44m_seq512.json
 
 Measures, in one process: the peak MFU divides by (`gopher_jax.train.mfu.global_peak`, as the
-training loop does: on CPU the best fp32 jitted 2048² matmul) and the bf16 matmul peak, the compile
+training loop does: on CPU the best jitted 2048² matmul in the run's ModelConfig.dtype) and both
+precisions' peaks, the CPU model and its matmul flags, what ModelConfig.matmul_impl=auto picked per
+GEMM shape and why (`matmul_auto_decisions`), the compile
 time of the train step (lower + compile), the steady-state step time (median of `--steps` timed steps
 after a warm-up step), tokens/s, FLOPs per token by each count, and MFU by the one definition
 (`gopher_jax.train.mfu.mfu_fields`, the function the loop's progress bar and metrics.jsonl use):
@@ -47,14 +49,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def measure_peaks() -> dict:
-    """Returns the peak MFU divides by (the training loop's `global_peak`) and the bf16 matmul peak."""
+def measure_peaks(dtype: str) -> dict:
+    """Returns the peak MFU divides by (the training loop's `global_peak` in the run's `dtype`) and
+    both precisions' matmul peaks (fp32 and bf16, each the best of the project's GEMMs)."""
     import jax.numpy as jnp
 
     from gopher_jax.train.mfu import global_peak, measure_matmul_peak
-    peak = global_peak(seconds=2.0)
+    other = "bfloat16" if jnp.dtype(dtype) == jnp.float32 else "float32"
+    peak = global_peak(seconds=2.0, dtype=dtype)
+    peaks = {jnp.dtype(dtype).name: peak.flops, other: measure_matmul_peak(other, seconds=2.0)}
     return {"peak_gflops": peak.flops / 1e9, "peak_source": peak.source,
-            "peak_gflops_bf16": measure_matmul_peak(jnp.bfloat16, seconds=2.0) / 1e9}
+            "peak_gflops_fp32": peaks["float32"] / 1e9, "peak_gflops_bf16": peaks["bfloat16"] / 1e9}
 
 
 def synthetic_batches(batch_size: int, seq_len: int, vocab: int):
@@ -91,6 +96,8 @@ def run(args) -> dict:
     import jax
 
     from gopher_jax import gin_utils, host_memory
+    from gopher_jax.kernels.build import host_description
+    from gopher_jax.kernels.matmul_impl import decisions
     from gopher_jax.model.config import ModelConfig
     from gopher_jax.model.param_count import count_params
     from gopher_jax.parallel.mesh import MeshConfig, build_mesh
@@ -106,7 +113,9 @@ def run(args) -> dict:
               "batch_size": args.batch_size, "data": args.data, "devices": 1,
               "jax": jax.__version__, "cpu_count": os.cpu_count(),
               "host_hugepages": host_memory.active(), "thp_mode": host_memory.thp_mode()}
-    result.update(measure_peaks() if not args.no_peak else {"peak_gflops": float("nan"), "peak_gflops_bf16": float("nan")})
+    result.update(host_description(), dtype=model_cfg.dtype, matmul_impl=model_cfg.matmul_impl)
+    result.update(measure_peaks(model_cfg.dtype) if not args.no_peak else
+                  {"peak_gflops": float("nan"), "peak_gflops_bf16": float("nan")})
 
     mesh = build_mesh(MeshConfig(data=1, fsdp=1, tensor=1, pipeline=1), devices=jax.devices()[:1])
     trainer = build_trainer(model_cfg, opt_cfg, train_cfg, mesh, sharding_rules())
@@ -146,7 +155,8 @@ def run(args) -> dict:
         loss=float(metrics["loss"]), params=n,
         **{f"flops_per_token_{m}": flops.flops_per_token(model_cfg, args.seq_len, m) for m in flops.METHODS},
         **mfu_of(model_cfg, args.seq_len, tokens / step_s, result["peak_gflops"] * 1e9),
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        matmul_auto_decisions=decisions())
     return result
 
 

@@ -91,3 +91,23 @@ def build_library(source: Path, name: str, extra_flags: tuple[str, ...] = ()) ->
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return lib
+
+
+# CPU features that decide which GEMM can reach the matmul units (recorded beside benchmark numbers).
+MATMUL_CPU_FLAGS = ("amx_tile", "amx_bf16", "avx512_bf16", "avx512f", "avx512_vnni", "avx2", "fma")
+
+
+def host_description() -> dict:
+    """Returns {"cpu_model", "cpu_flags"}: /proc/cpuinfo's model name and its MATMUL_CPU_FLAGS present."""
+    import platform
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    flags = set(cpu_signature().split(":", 1)[-1].split())
+    return {"cpu_model": model, "cpu_flags": [f for f in MATMUL_CPU_FLAGS if f in flags]}

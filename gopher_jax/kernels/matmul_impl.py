@@ -36,7 +36,9 @@ from gopher_jax.kernels import build, cpu_gemm
 IMPLS = ("xla", "xla_f32acc", "cpu_gemm")
 CHOICES = ("auto",) + IMPLS  # ModelConfig.matmul_impl
 _KERNEL_MARGIN = 1.05  # the kernel must be this much faster than XLA's best to replace it (timing noise)
-_PROBE_FLOPS = 1.5e9  # per probed GEMM: rows are cut until 2*M*K*N fits (GFLOP/s is flat in M there)
+_PROBE_FLOPS = 3e9  # per probed GEMM: rows are cut until 2*M*K*N fits (GFLOP/s is flat in M there) ...
+_PROBE_MIN_ROWS = 256  # ... but never below this many (a few rows of a wide GEMM are unrepresentative)
+_PROBE_MAX_K, _PROBE_MAX_N = 2048, 4096
 # Below this (2*M*K*N of the forward) a GEMM takes well under a millisecond: "xla" without a
 # probe, so unit-test-sized models (and their many shapes) pay no probing time.
 _MIN_PROBE_FLOPS = 1e8
@@ -122,7 +124,7 @@ def _candidates(dtype_name: str) -> list[str]:
 def _disk_path():
     src = (os.path.dirname(__file__) + "/cpu_gemm.cc")
     with open(src, "rb") as f:
-        key = build.host_key(f.read(), repr((_PROBE_FLOPS, _PROBE_REPS, _KERNEL_MARGIN)).encode())
+        key = build.host_key(f.read(), repr((_PROBE_FLOPS, _PROBE_MIN_ROWS, _PROBE_REPS, _KERNEL_MARGIN)).encode())
     return build.cache_root() / f"matmul_probe_{key}.json"
 
 
@@ -156,24 +158,27 @@ def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict
     record = _load_disk().get(entry_key)
     cached = record is not None
     if record is None:
-        rates, rows = _probe(jnp.dtype(dtype_name), m, k, n, transposed_b)
+        rates, probed = _probe(jnp.dtype(dtype_name), m, k, n, transposed_b)
         best_xla = max((r for i, r in rates.items() if i != "cpu_gemm"))
         impl = max((i for i in rates if i != "cpu_gemm"), key=rates.get)
         if rates.get("cpu_gemm", 0.0) > _KERNEL_MARGIN * best_xla:
             impl = "cpu_gemm"
-        record = {"impl": impl, "gflops": {i: round(r / 1e9, 1) for i, r in rates.items()}, "probe_rows": rows}
+        record = {"impl": impl, "gflops": {i: round(r / 1e9, 1) for i, r in rates.items()}, "probe_shape": probed}
         _save_disk(entry_key, record)
     record = dict(record, shape=entry_key, cached=cached)
     rates = ", ".join(f"{i} {g:.0f}" for i, g in record["gflops"].items())
     print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']} "
-          f"[GFLOP/s measured on {record['probe_rows']} rows{', cached for this host' if cached else ''}: "
+          f"[GFLOP/s measured at {record.get('probe_shape', '?')}{', cached for this host' if cached else ''}: "
           f"{rates}; cpu_gemm needs >{_KERNEL_MARGIN:.2f}x XLA]", file=sys.stderr, flush=True)
     return record
 
 
-def _probe(dtype, m: int, k: int, n: int, transposed_b: bool) -> tuple[dict, int]:
-    """Returns ({impl: FLOP/s of forward + dx + dW on this shape}, rows timed)."""
-    rows = max(1, min(m, int(_PROBE_FLOPS // (2 * k * n))))
+def _probe(dtype, m: int, k: int, n: int, transposed_b: bool) -> tuple[dict, str]:
+    """Returns ({impl: FLOP/s of forward + dx + dW on this shape}, the M x K x N timed)."""
+    # Wider layers than these are timed at these widths (rates are flat there): a probe of a large
+    # model's shapes stays a few seconds and never allocates its full-size weights.
+    k, n = min(k, _PROBE_MAX_K), min(n, _PROBE_MAX_N)
+    rows = min(m, max(_PROBE_MIN_ROWS, int(_PROBE_FLOPS // (2 * k * n))))
     keys = jax.random.split(jax.random.PRNGKey(0), 3)
     x = jax.random.normal(keys[0], (rows, k), dtype)
     w = jax.random.normal(keys[1], (n, k) if transposed_b else (k, n), dtype)
@@ -198,4 +203,4 @@ def _probe(dtype, m: int, k: int, n: int, transposed_b: bool) -> tuple[dict, int
             jax.block_until_ready(f(x, w, dy))
             best[i] = min(best[i], time.perf_counter() - t)
     flops = 3 * 2.0 * rows * k * n
-    return {i: flops / t for i, t in best.items()}, rows
+    return {i: flops / t for i, t in best.items()}, f"{rows}x{k}x{n}"

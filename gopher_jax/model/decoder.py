@@ -81,8 +81,8 @@ class Decoder(nn.Module):
         x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:
             table = embedder.embedding.astype(dtype)
-            impl = matmul_impl_for(cfg, dtype, math.prod(x.shape[:-1]), table.shape[1], table.shape[0],
-                                   transposed_w=True)
+            impl = "xla" if self.is_initializing() else matmul_impl_for(  # init: shapes only, no probe
+                cfg, dtype, math.prod(x.shape[:-1]), table.shape[1], table.shape[0], transposed_w=True)
             logits = matmul_transposed(x.astype(dtype), table, impl)
         else:
             logits = dense(cfg, cfg.padded_vocab_size, (axes.EMBED, axes.VOCAB), name="logits_dense")(x)

@@ -148,7 +148,9 @@ class Dense(nn.Module):
         if split and self.is_mutable_collection(WGRAD_INPUTS):  # zero-bubble: keep x for the deferred dW
             self.put_variable(WGRAD_INPUTS, "x", x2)
         w = kernel.astype(dtype).reshape(n_in, -1)
-        y = matmul(x2, w, matmul_impl_for(cfg, dtype, math.prod(lead), n_in, w.shape[1]))
+        # Initialisation only needs shapes: no GEMM probe for its (often smaller) batch.
+        impl = matmul_impl_for(cfg, dtype, math.prod(lead), n_in, w.shape[1]) if split else "xla"
+        y = matmul(x2, w, impl)
         if split:
             # A zero added to the output when the pipeline passes this collection; its gradient is dy,
             # which the weight-gradient pass turns into dW = x^T dy (pipeline/deferred_wgrad.py).

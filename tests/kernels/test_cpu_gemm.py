@@ -143,3 +143,25 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
     monkeypatch.setattr(matmul_impl, "_probe", lambda *a: pytest.fail("probed again"))
     assert matmul_impl.choose("bfloat16", 64, 48, 40, transposed_b=True) == impl
     assert matmul_impl.decisions()[0]["cached"]
+
+
+@pytest.mark.parametrize("tie_embeddings", [True, False])
+def test_decoder_loss_and_gradients_with_the_kernel_equal_xla(tie_embeddings):
+    """Every Dense and the output head through the kernel: same loss and parameter gradients."""
+    from tests.model.helpers import init_params, small_config
+
+    from gopher_jax.model.decoder import Decoder
+
+    cfg = small_config(tie_embeddings=tie_embeddings, use_bias=True)
+    params = init_params(cfg)
+    tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, cfg.vocab_size)
+
+    def loss(params, impl):
+        logits = Decoder(cfg.replace(matmul_impl=impl)).apply({"params": params}, tokens)
+        return jnp.mean(jax.nn.log_softmax(logits)[..., 0])
+
+    ours = jax.jit(jax.value_and_grad(lambda p: loss(p, "cpu_gemm")))(params)
+    ref = jax.jit(jax.value_and_grad(lambda p: loss(p, "xla")))(params)
+    assert ours[0] == pytest.approx(float(ref[0]), rel=1e-6)
+    for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(ours[1]), jax.tree_util.tree_leaves(ref[1])):
+        assert _rel(g, r) < 1e-5, jax.tree_util.keystr(path)
