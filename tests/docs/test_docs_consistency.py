@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docs import doc_checks, doc_sources
+from tests.docs import doc_checks, doc_sources, symbol_checks
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_every_gin_binding_names_a_real_parameter(snippets):
 
 
 def test_every_python_symbol_resolves(snippets):
-    assert not (p := doc_checks.symbol_problems(snippets)), _report(p)
+    assert not (p := symbol_checks.symbol_problems(snippets)), _report(p)
 
 
 def test_the_readme_lists_every_schedule_extra_and_package():
@@ -138,11 +138,11 @@ def test_a_wrong_binding_is_named():
 
 
 def test_a_wrong_symbol_or_keyword_is_named():
-    problems = doc_checks.symbol_problems(_planted(PLANTED))
+    problems = symbol_checks.symbol_problems(_planted(PLANTED))
     assert any("_this_hosts_data_state" in p for p in problems), problems
     assert any("no 'no_such_function'" in p for p in problems), problems
     assert any("takes no argument 'paths'" in p for p in problems), problems
-    assert not doc_checks.symbol_problems(_planted(CORRECTED))
+    assert not symbol_checks.symbol_problems(_planted(CORRECTED))
 
 
 def test_a_wrong_binding_in_a_gin_comment_is_named(tmp_path, monkeypatch):
