@@ -90,15 +90,15 @@ def _compile_results() -> list[dict]:
 def compile_table(page: str) -> str:
     """gin_configs/parallel/README.md: every recipe's compiled memory per device against plan's."""
     rows = ["| recipe | topology (devices) | mesh | compile GiB/device (of HBM) | plan GiB/device | compile vs plan "
-            "| plan's step s @40% MFU | compile s (host RSS GiB) | host, date (results file) |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "| compile s (host RSS GiB) | host, date (results file) |",
+            "|---|---|---|---|---|---|---|---|"]
     for d in _compile_results():
         r = d["report"]
         mesh = " x ".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1 device"
         rows.append(
             f"| `{d['recipe']}.gin` | {r['topology']} ({r['num_devices']}) | {mesh} "
             f"| {r['bytes_per_device'] / GIB:.2f} of {r['hbm_bytes_per_device'] / GIB:.0f} "
-            f"| {r['plan_bytes_per_device'] / GIB:.2f} | {r['memory_gap']:+.1%} | {r['predicted_step_s']:.1f} "
+            f"| {r['plan_bytes_per_device'] / GIB:.2f} | {r['memory_gap']:+.1%} "
             f"| {r['compile_s']:.0f} ({d['peak_rss_bytes'] / GIB:.1f}) "
             f"| {host_and_date(d)} ({link(page, 'compile_' + d['recipe'] + '.json')}) |")
     missing = [r for r in RECIPES if r not in {d["recipe"] for d in _compile_results()}]
