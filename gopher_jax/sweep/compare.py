@@ -74,7 +74,8 @@ def compare_arms(records: list[dict], *, baseline: str | None = None, metric: st
              f"run's last step; mean over seeds ± {pct}% t-interval (t_(n-1) · sd/sqrt(n))",
              f"Δ: mean over shared seeds of (arm − {baseline}); ± its {pct}% t-interval; p: two-sided paired t-test "
              f"by seed; bootstrap: {pct}% percentile interval of the mean paired difference "
-             f"({stats.BOOTSTRAP_RESAMPLES} resamples)",
+             f"({stats.BOOTSTRAP_RESAMPLES} resamples; with few seeds it cannot reach past the observed differences, "
+             f"so it is narrower than the t-interval: read Δ ± t-interval and p first)",
              "tokens: trained tokens (steps × batch × seq_len); FLOPs: training FLOPs = the loop's per-token count "
              "× tokens; tokens/s and MFU: median over the run's logged windows (summary.json), mean over seeds"]
     notes += [f"{r['arm']}: no CI ({r['ci_note']})" for r in rows if r["ci_note"]]

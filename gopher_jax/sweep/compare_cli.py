@@ -17,7 +17,7 @@ from gopher_jax.train import workdir_fs
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `gopher-jax compare`."""
-    parser.add_argument("paths", nargs="+", metavar="DIR [RUN...]",
+    parser.add_argument("paths", nargs="+", metavar="PATH",
                         help="a sweep directory, then optionally more sweep directories or train workdirs")
     parser.add_argument("--baseline", default=None, help="arm to compare against (default: the sweep's baseline)")
     parser.add_argument("--metric", default=compare.DEFAULT_METRIC,

@@ -69,8 +69,7 @@ def plot_deltas(table: dict, path: str) -> str | None:
     ax.bar(x, [r["delta"] for r in rows], yerr=err, capsize=6, color="tab:blue", alpha=0.8)
     for xi, r in zip(x, rows):
         if r.get("p_value") is not None:
-            ax.annotate(f"p={r['p_value']:.2g}", (xi, r["delta"]), ha="center",
-                        va="bottom" if r["delta"] >= 0 else "top", fontsize=8)
+            ax.annotate(f"p={r['p_value']:.2g}", (xi + 0.06, r["delta"] / 2), ha="left", va="center", fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, [r["arm"] for r in rows], rotation=15)
     ax.set_ylabel(f"Δ {table['metric']}\nvs {table['baseline']}")
