@@ -54,60 +54,11 @@ def best_of(entry: dict, side: str) -> float:
     return max(entry[f"{side}_fp32"]["tokens_per_s"], entry[f"{side}_bf16"]["tokens_per_s"])
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=4, help="timed steps per process (after one warm-up/compile step)")
-    p.add_argument("--gin_file", action="append", default=[])
-    p.add_argument("--gin_param", action="append", default=[])
-    p.add_argument("--seq_len", type=int, default=512)
-    p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch + transformers")
-    p.add_argument("--eager", action="store_true", help="also time torch without torch.compile")
-    p.add_argument("--json", default="")
-    p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
-                   help="our side only: auto runs it under glibc.malloc.hugetlb=1 when the host supports it, "
-                        "as `gopher-jax` runs itself (gopher_jax/host_memory.py); off: without. The torch side "
-                        "always runs in the environment given (on the Zen 5 dev VM the tunable slowed it "
-                        "from ~610 to ~550 tokens/s, so the peer keeps its faster setting)")
-    args = p.parse_args(argv)
-    from gopher_jax.platforms import default_to_cpu
-    default_to_cpu()  # this process imports jax for the model's shape: no libtpu noise without a TPU
-    gin_files = args.gin_file or ["gin_configs/models/gopher_44m.gin"]
-
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.setdefault("JAX_PLATFORMS", "cpu")
+def summarise(rounds: list[dict], variants: dict, args, shape: dict, gin_files: list[str], env: dict) -> dict:
+    """Returns the result JSON of the rounds run so far (medians, ratios, host, auto's GEMM picks)."""
     from gopher_jax import host_memory
     from gopher_jax.kernels.build import host_description
     from host_info import host_info
-    ours_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--seq_len={args.seq_len}",
-                f"--batch_size={args.batch_size}", f"--steps={args.steps}", f"--host_hugepages={args.host_hugepages}",
-                *[f"--gin_file={f}" for f in gin_files], *[f"--gin_param={g}" for g in args.gin_param]]
-    shape = model_shape(gin_files, args.gin_param)  # the peer always matches our config
-    if shape["heads"] * shape["head_dim"] != shape["d_model"]:
-        print(f"note: heads x head_dim = {shape['heads'] * shape['head_dim']} != d_model {shape['d_model']}; "
-              f"GPT-2 ties them, so its attention width differs", file=sys.stderr)
-    torch_cmd = [args.torch_python, os.path.join(HERE, "torch_gpt2_reference.py"),
-                 *[f"--{k}={shape[k]}" for k in ("layers", "d_model", "heads", "d_ff", "vocab")],
-                 f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}", f"--steps={args.steps}"]
-
-    # Both precisions on both sides: ours with ModelConfig.dtype (fp32 master weights either way),
-    # torch with and without autocast-bf16. Each round runs all four back to back, in an order that
-    # alternates ours/torch and reverses every other round, so every pair shares the machine's state.
-    variants = {"ours_fp32": ours_cmd + ['--gin_param=ModelConfig.dtype="float32"'],
-                "torch_compile_fp32": torch_cmd,
-                "ours_bf16": ours_cmd + ['--gin_param=ModelConfig.dtype="bfloat16"'],
-                "torch_compile_bf16": torch_cmd + ["--bf16"]}
-    if args.eager:
-        variants["torch_eager_fp32"] = torch_cmd + ["--eager"]
-    rounds = []
-    for r in range(args.rounds):
-        order = list(variants) if r % 2 == 0 else list(reversed(variants))
-        entry = {name: run_json(variants[name], env) for name in order}
-        entry["ratio_best"] = best_of(entry, "ours") / best_of(entry, "torch_compile")
-        rounds.append(entry)
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {entry[n]['tokens_per_s']:.0f}" for n in variants)
-              + f" tok/s; ours-best / torch.compile-best {entry['ratio_best']:.2f}", flush=True)
 
     def med(impl, key):
         return statistics.median(e[impl][key] for e in rounds)
@@ -152,10 +103,66 @@ def main(argv=None) -> int:
     if args.eager:
         result["torch_eager_tokens_per_s"] = med("torch_eager_fp32", "tokens_per_s")
         result["ratio_vs_eager"] = result["ours_tokens_per_s"] / result["torch_eager_tokens_per_s"]
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=4, help="timed steps per process (after one warm-up/compile step)")
+    p.add_argument("--gin_file", action="append", default=[])
+    p.add_argument("--gin_param", action="append", default=[])
+    p.add_argument("--seq_len", type=int, default=512)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch + transformers")
+    p.add_argument("--eager", action="store_true", help="also time torch without torch.compile")
+    p.add_argument("--json", default="")
+    p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
+                   help="our side only: auto runs it under glibc.malloc.hugetlb=1 when the host supports it, "
+                        "as `gopher-jax` runs itself (gopher_jax/host_memory.py); off: without. The torch side "
+                        "always runs in the environment given (on the Zen 5 dev VM the tunable slowed it "
+                        "from ~610 to ~550 tokens/s, so the peer keeps its faster setting)")
+    args = p.parse_args(argv)
+    from gopher_jax.platforms import default_to_cpu
+    default_to_cpu()  # this process imports jax for the model's shape: no libtpu noise without a TPU
+    gin_files = args.gin_file or ["gin_configs/models/gopher_44m.gin"]
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    ours_cmd = [sys.executable, os.path.join(HERE, "train_throughput.py"), f"--seq_len={args.seq_len}",
+                f"--batch_size={args.batch_size}", f"--steps={args.steps}", f"--host_hugepages={args.host_hugepages}",
+                *[f"--gin_file={f}" for f in gin_files], *[f"--gin_param={g}" for g in args.gin_param]]
+    shape = model_shape(gin_files, args.gin_param)  # the peer always matches our config
+    if shape["heads"] * shape["head_dim"] != shape["d_model"]:
+        print(f"note: heads x head_dim = {shape['heads'] * shape['head_dim']} != d_model {shape['d_model']}; "
+              f"GPT-2 ties them, so its attention width differs", file=sys.stderr)
+    torch_cmd = [args.torch_python, os.path.join(HERE, "torch_gpt2_reference.py"),
+                 *[f"--{k}={shape[k]}" for k in ("layers", "d_model", "heads", "d_ff", "vocab")],
+                 f"--seq_len={args.seq_len}", f"--batch_size={args.batch_size}", f"--steps={args.steps}"]
+
+    # Both precisions on both sides: ours with ModelConfig.dtype (fp32 master weights either way),
+    # torch with and without autocast-bf16. Each round runs all four back to back, in an order that
+    # alternates ours/torch and reverses every other round, so every pair shares the machine's state.
+    variants = {"ours_fp32": ours_cmd + ['--gin_param=ModelConfig.dtype="float32"'],
+                "torch_compile_fp32": torch_cmd,
+                "ours_bf16": ours_cmd + ['--gin_param=ModelConfig.dtype="bfloat16"'],
+                "torch_compile_bf16": torch_cmd + ["--bf16"]}
+    if args.eager:
+        variants["torch_eager_fp32"] = torch_cmd + ["--eager"]
+    rounds = []
+    result = {}
+    for r in range(args.rounds):
+        order = list(variants) if r % 2 == 0 else list(reversed(variants))
+        entry = {name: run_json(variants[name], env) for name in order}
+        entry["ratio_best"] = best_of(entry, "ours") / best_of(entry, "torch_compile")
+        rounds.append(entry)
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {entry[n]['tokens_per_s']:.0f}" for n in variants)
+              + f" tok/s; ours-best / torch.compile-best {entry['ratio_best']:.2f}", flush=True)
+        result = summarise(rounds, variants, args, shape, gin_files, env)
+        if args.json:  # after every round: a run cut short still leaves its finished rounds
+            from gopher_jax.atomic_write import atomic_write
+            atomic_write(args.json, lambda f: json.dump(result, f, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "rounds"}, indent=1))
-    if args.json:
-        from gopher_jax.atomic_write import atomic_write
-        atomic_write(args.json, lambda f: json.dump(result, f, indent=2))
     return 0
 
 
