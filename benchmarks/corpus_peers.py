@@ -3,7 +3,9 @@ MinHash-LSH dedup vs datasketch's, each at 1x..8x the corpus. Writes JSON.
 
     python benchmarks/corpus_peers.py --out benchmarks/results/corpus_peers.json
 
-Corpus: ../shared/data/corpus/c4_sample_500.jsonl (500 real C4 documents) repeated k times; copy
+Corpus (--corpus): a jsonl of documents, by default the committed tests/fixtures/corpus/c4_sample_100.jsonl
+(100 real C4 documents); the figures in benchmarks/README.md used the public 500-document C4 sample
+(--corpus=/path/to/c4_sample_500.jsonl). It is repeated k times; copy
 c > 0 of each document has 0.5% of its words replaced, so copies are near-duplicates (13-gram
 Jaccard ~0.8-0.9 with the original) and the dedup has real work. Every time is CPU seconds of
 this one process (time.process_time: one core; other jobs on a shared machine inflate it less
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 
@@ -39,6 +42,9 @@ from gopher_jax.data.corpus.fuzzy_dedup import DedupConfig, duplicate_edges, fuz
 from gopher_jax.data.corpus.near_duplicates import pair_with_exact_jaccard
 from gopher_jax.data.corpus.quality import QualityConfig, check_quality
 from gopher_jax.data.corpus.repetition import RepetitionConfig, check_repetition
+
+FIXTURE_C4 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "corpus",
+                          "c4_sample_100.jsonl")
 
 
 def load(path: str) -> list[str]:
@@ -207,7 +213,7 @@ def warm_up(texts: list[str], cfg: DedupConfig) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default="../shared/data/corpus/c4_sample_500.jsonl")
+    parser.add_argument("--corpus", default=FIXTURE_C4, help="jsonl with a \"text\" field per line (default: the test fixture)")
     parser.add_argument("--out", default="benchmarks/results/corpus_peers.json")
     parser.add_argument("--scales", default="1,2,4,8")
     args = parser.parse_args(argv)

@@ -1,6 +1,11 @@
-"""Corpus-pipeline throughput on ../shared/data/corpus: documents/s per stage, and scaling 1x..8x.
+"""Corpus-pipeline throughput on a corpus directory: documents/s per stage, and scaling 1x..8x.
 
-    /work/venv/bin/python benchmarks/data_pipeline.py --out benchmarks/data_pipeline.json
+    python benchmarks/data_pipeline.py --corpus=DIR --out benchmarks/data_pipeline.json
+
+--corpus defaults to the committed fixtures (tests/fixtures/corpus: 100 C4 documents, 8 Gutenberg
+slices, Shakespeare, WikiText-2 articles; tests/fixtures/SOURCES.md). For the figures in
+docs/data_pipeline.md point it at the full public files (the same names, e.g. C4's 500-document
+sample and the whole Gutenberg books): --corpus=/path/to/corpus.
 
 Per stage: documents/s (and MB/s) of each per-document filter, exact dedup and fuzzy dedup
 (MinHash-LSH incl. verification), on every document of the corpus. Scaling: fuzzy and exact dedup
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import time
 
@@ -32,6 +38,8 @@ from gopher_jax.data.corpus.reader import expand_inputs, read_documents
 from gopher_jax.data.corpus.repetition import filter_repetition
 from gopher_jax.data.corpus.short_docs import filter_short
 from gopher_jax.data.corpus.unicode_repair import repair_unicode
+
+FIXTURE_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "corpus")
 
 
 def load(corpus: str) -> list[Doc]:
@@ -111,7 +119,8 @@ def minhash_benchmark(docs: list[Doc], num_perm: int = 260) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default="../shared/data/corpus")
+    parser.add_argument("--corpus", default=FIXTURE_CORPUS,
+                        help="a file or directory of .jsonl/.txt documents (default: the committed test fixtures)")
     parser.add_argument("--out", default="benchmarks/data_pipeline.json")
     parser.add_argument("--scales", default="1,2,4,8")
     args = parser.parse_args(argv)

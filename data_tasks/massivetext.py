@@ -23,11 +23,13 @@ import sys
 from typing import Mapping, Sequence
 
 import gin
-import seqio
-import tensorflow as tf
 
-from gopher_jax.data import input_pipeline, mixture
+from gopher_jax.data import input_pipeline, mixture, task_specs
 from gopher_jax.data.manifest import CorpusManifest, read_manifest
+
+# seqio (and through it TensorFlow) is imported when a task is registered with seqio, not here:
+# `gopher-jax train` on packed stores records the mixture in gopher_jax.data.task_specs and never
+# needs it (docs/data_input.md).
 
 # Gopher (Rae et al. 2021) Table 2, "sampling proportion" of each MassiveText subset in training.
 GOPHER_MASSIVETEXT_SAMPLING = {
@@ -47,10 +49,12 @@ PUBLIC_SAMPLING = {"c4": 0.48 + 0.10 + 0.10, "pg19": 0.27, "wikipedia": 0.02}
 
 
 def _output_features(vocab_path: str) -> dict:
+    import seqio
     return {"targets": seqio.Feature(seqio.SentencePieceVocabulary(vocab_path), add_eos=True, dtype="int32")}
 
 
 def _preprocessors(text_key: str) -> list:
+    import seqio
     return [functools.partial(seqio.preprocessors.rekey, key_map={"targets": text_key}),
             seqio.preprocessors.tokenize,
             seqio.preprocessors.append_eos,
@@ -58,6 +62,7 @@ def _preprocessors(text_key: str) -> list:
 
 
 def _add_task(name: str, source, text_key: str, vocab_path: str) -> None:
+    import seqio
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(name, source=source, preprocessors=_preprocessors(text_key),
@@ -65,6 +70,7 @@ def _add_task(name: str, source, text_key: str, vocab_path: str) -> None:
 
 
 def _add_mixture(name: str, tasks_and_rates: list[tuple[str, float]]) -> None:
+    import seqio
     if name in seqio.MixtureRegistry.names():
         seqio.MixtureRegistry.remove(name)
     # Tracked blending (MT-NLG): the realised mix stays at the target weights.
@@ -93,12 +99,15 @@ def _manifests(manifest: str | Sequence[str]) -> list[CorpusManifest]:
 @gin.configurable
 def register_massivetext_tasks(vocab_path: str, manifest: str | Sequence[str] = gin.REQUIRED,
                                weights: Mapping[str, float] = GOPHER_MASSIVETEXT_SAMPLING,
-                               mixture_name: str = "massivetext", verbose: bool = True) -> str:
+                               mixture_name: str = "massivetext", verbose: bool = True,
+                               defer_seqio: bool = False) -> str:
     """Registers one task per processed component and their weighted mixture; returns the mixture name.
 
     manifest: a `gopher-jax data process` output directory (or a list of them) holding manifest.json.
     weights: component -> sampling weight (default Gopher Table 2). Components the manifests do not
     have are left out and the rest renormalised; the table of given and realised weights is printed.
+    defer_seqio: record the tasks in gopher_jax.data.task_specs only and register them with seqio
+    when a packed store must be built (`gopher-jax train` does: no TensorFlow once packed).
     Raises ValueError (naming the binding and the fix) for negative or all-zero weights, unknown
     components, a component with no training documents or shards that match no file.
     """
@@ -134,29 +143,45 @@ def register_massivetext_tasks(vocab_path: str, manifest: str | Sequence[str] = 
     if not used:
         raise ValueError(f"{binding}={dict(weights)} leaves no component with data: the manifest(s) have "
                          f"{sorted(components)}; give at least one of them a positive weight")
-    for name in used:
-        m, _ = components[name]
-        splits = {}
-        for split in ("train", "validation"):
-            entry = m.components[name].splits.get(split)
-            if entry is None or not entry.documents:
-                continue
-            pattern = m.pattern(name, split, "tfrecord")
-            if not tf.io.gfile.glob(pattern):
-                raise ValueError(f"component {name!r} split {split!r}: {pattern} matches no file, though "
-                                 f"{m.root}/manifest.json lists {entry.documents} documents; the shards were "
-                                 f"moved or deleted: rerun `gopher-jax data process --output {m.root}`")
-            splits[split] = pattern
-        source = seqio.TFExampleDataSource(
-            splits, feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
-        _add_task(f"{mixture_name}_{name}", source, "text", vocab_path)
+    task_splits = {f"{mixture_name}_{name}": _split_patterns(components[name][0], name) for name in used}
     rates = mixture.normalize_weights({n: weights[n] for n in used})
     tasks_and_rates = [(f"{mixture_name}_{n}", rates[n]) for n in used]
-    _add_mixture(mixture_name, tasks_and_rates)
-    _add_mixture(f"{mixture_name}_validation", tasks_and_rates)
+
+    def register_seqio() -> None:
+        import seqio
+        import tensorflow as tf
+        for task_name, splits in task_splits.items():
+            source = seqio.TFExampleDataSource(
+                dict(splits), feature_description={"text": tf.io.FixedLenFeature([], tf.string)})
+            _add_task(task_name, source, "text", vocab_path)
+        _add_mixture(mixture_name, tasks_and_rates)
+        _add_mixture(f"{mixture_name}_validation", tasks_and_rates)
+
+    for task_name, splits in task_splits.items():
+        task_specs.add_task(task_specs.TaskSpec(task_name, vocab_path, splits, register_seqio))
+    for name in (mixture_name, f"{mixture_name}_validation"):
+        task_specs.add_mixture(task_specs.MixtureSpec(name, tuple(tasks_and_rates)))
+    if not defer_seqio:
+        task_specs.ensure_seqio(tasks_and_rates[0][0])
     if verbose:
         print(_weights_table(mixture_name, weights, rates, components, left_out), file=sys.stderr, flush=True)
     return mixture_name
+
+
+def _split_patterns(m: CorpusManifest, name: str) -> dict[str, str]:
+    """Returns {split: tfrecord glob} of a component's non-empty splits; raises if a glob matches no file."""
+    splits = {}
+    for split in ("train", "validation"):
+        entry = m.components[name].splits.get(split)
+        if entry is None or not entry.documents:
+            continue
+        pattern = m.pattern(name, split, "tfrecord")
+        if not task_specs.list_files(pattern):
+            raise ValueError(f"component {name!r} split {split!r}: {pattern} matches no file, though "
+                             f"{m.root}/manifest.json lists {entry.documents} documents; the shards were "
+                             f"moved or deleted: rerun `gopher-jax data process --output {m.root}`")
+        splits[split] = pattern
+    return splits
 
 
 def _weights_table(mixture_name, weights, rates, components, left_out) -> str:
@@ -184,6 +209,7 @@ def register_public_standins(vocab_path: str, tfds_data_dir: str | None = None,
     tfds_data_dir: where the prepared TFDS datasets live (e.g. "gs://tfds-data/datasets", or a
     local directory built with `tfds build`); nothing is downloaded until the tasks are read.
     """
+    import seqio
     for name, (tfds_name, text_key) in PUBLIC_SOURCES.items():
         source = seqio.TfdsDataSource(tfds_name=tfds_name, tfds_data_dir=tfds_data_dir)
         _add_task(f"public_{name}", source, text_key, vocab_path)

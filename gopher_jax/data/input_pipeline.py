@@ -21,8 +21,12 @@ from typing import Iterable, Mapping
 
 import gin
 import numpy as np
-import seqio
-import tensorflow as tf
+
+from gopher_jax.data import task_specs
+
+# seqio and TensorFlow are imported by the functions that read a task, not at import time: the
+# training loop, `plan`, `sample` and `eval` import this module (its gin configurable, the
+# bits-per-byte conversion) and should not pay TensorFlow's ~5-10 s start-up for it.
 
 STATE_VERSION = 1
 # seqio packed decoder features -> the names the trainer reads.
@@ -35,13 +39,15 @@ _FEATURES = {
 }
 
 
-def split_targets_to_length(dataset: tf.data.Dataset, sequence_length: Mapping[str, int] | None = None,
-                            output_features=None) -> tf.data.Dataset:
+def split_targets_to_length(dataset: "tf.data.Dataset", sequence_length: Mapping[str, int] | None = None,
+                            output_features=None) -> "tf.data.Dataset":
     """seqio preprocessor: cuts each tokenized "targets" into pieces of at most sequence_length["targets"].
 
     Without it packing would truncate every document to one sequence and drop the rest of it.
     Returns the dataset unchanged when no sequence length is given (e.g. for corpus statistics).
     """
+    import tensorflow as tf
+
     del output_features
     if not sequence_length or sequence_length.get("targets") is None:
         return dataset
@@ -79,8 +85,12 @@ class BatchIterator:
         self._consumed = 0
         self._iter = None
 
-    def _dataset(self) -> tf.data.Dataset:
+    def _dataset(self) -> "tf.data.Dataset":
+        import seqio
+        import tensorflow as tf
+
         c = self._config
+        task_specs.ensure_seqio(c["task_name"])
         provider = seqio.get_mixture_or_task(c["task_name"])
         kwargs = dict(sequence_length={"targets": c["seq_len"]}, split=c["split"], shuffle=c["shuffle"],
                       seed=c["seed"], num_epochs=None if c["repeat"] else 1,
@@ -129,6 +139,8 @@ class BatchIterator:
 
 def _pad_rows(batch: dict, batch_size: int) -> dict:
     """Pads a short final batch with all-zero rows (zero loss weight, segment id 0 = padding)."""
+    import tensorflow as tf
+
     n = tf.shape(batch["inputs"])[0]
     return {k: tf.pad(v, [[0, batch_size - n], [0, 0]]) for k, v in batch.items()}
 
@@ -149,6 +161,9 @@ def make_batches(task_name: str, *, batch_size: int, seq_len: int, seed: int, sh
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
         if value < 1:
             raise ValueError(f"{name}={value} must be positive")
+    import seqio
+
+    task_specs.ensure_seqio(task_name)
     try:
         provider = seqio.get_mixture_or_task(task_name)
     except ValueError as e:
@@ -166,6 +181,9 @@ def make_batches(task_name: str, *, batch_size: int, seq_len: int, seed: int, sh
 
 def _task_token_arrays(task_name: str, split: str | None) -> Iterable[tuple[np.ndarray, bytes]]:
     """Yields (tokens incl. EOS, raw UTF-8 text) per document of a task, unshuffled, one pass."""
+    import seqio
+
+    task_specs.ensure_seqio(task_name)
     provider = seqio.get_mixture_or_task(task_name)
     ds = provider.get_dataset(sequence_length=None, split=split or _default_split(provider),
                               shuffle=False, num_epochs=1, trim_output_features=False)

@@ -33,8 +33,13 @@ KINDS = ("tfrecord", "jsonl")
 
 
 def _gfile():
-    import tensorflow as tf  # lazy: a heavy import, and only I/O needs it
+    import tensorflow as tf  # lazy: a heavy import, and only I/O on URLs needs it
     return tf.io.gfile
+
+
+def _exists(path: str) -> bool:
+    """os.path.exists for local paths (no TensorFlow), tf.io.gfile for URLs such as gs://."""
+    return _gfile().exists(path) if "://" in path else os.path.exists(path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,11 +148,10 @@ def read_manifest(path: str) -> CorpusManifest:
     Raises FileNotFoundError when there is none, ValueError when it is not a readable manifest.
     """
     root, file = _locate(path)
-    gfile = _gfile()
-    if not gfile.exists(file):
+    if not _exists(file):
         raise FileNotFoundError(f"no corpus manifest at {file}: run `gopher-jax data process --output DIR` "
                                 f"first, with DIR={root}")
-    with gfile.GFile(file, "r") as f:
+    with (_gfile().GFile(file, "r") if "://" in file else open(file, encoding="utf-8")) as f:
         text = f.read()
     try:
         d = json.loads(text)
@@ -175,7 +179,7 @@ def existing_manifest(directory: str, validation_fraction: float) -> CorpusManif
     The runners call this before processing, so a mismatch fails before any shard is written.
     """
     _, path = _locate(directory)
-    if not _gfile().exists(path):
+    if not _exists(path):
         return None
     old = read_manifest(path)
     if old.validation_fraction != validation_fraction:

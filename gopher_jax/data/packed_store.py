@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from gopher_jax.data import packing
+from gopher_jax.data import packing, task_specs
 from gopher_jax.data.token_bytes import TokenBytes
 
 FORMAT = "gopher_jax.packed_store"
@@ -45,10 +45,26 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
+def _open(path: str, mode: str):
+    """Opens a local file with `open` and a URL with tf.io.gfile (TensorFlow only for URLs)."""
+    return open(path, mode) if _is_local(path) else _gfile().GFile(path, mode)
+
+
+def _exists(path: str) -> bool:
+    return os.path.exists(path) if _is_local(path) else _gfile().exists(path)
+
+
+def _makedirs(path: str) -> None:
+    if _is_local(path):
+        os.makedirs(path, exist_ok=True)
+    else:
+        _gfile().makedirs(path)
+
+
 def file_sha256(path: str) -> str:
     """Returns the sha256 hex digest of a (local or gfile) file."""
     h = hashlib.sha256()
-    with _gfile().GFile(path, "rb") as f:
+    with _open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -84,6 +100,7 @@ class StoreMeta:
 
 def _task(task_name: str):
     import seqio
+    task_specs.ensure_seqio(task_name)
     task = seqio.get_mixture_or_task(task_name)
     if not isinstance(task, seqio.Task):
         raise ValueError(f"{task_name!r} is a mixture; pack each of its tasks")
@@ -102,8 +119,22 @@ def _source_files(task, split: str) -> list[str]:
         return []
 
 
+def vocab_path(task_name: str) -> str:
+    """Returns the SentencePiece model file a task tokenizes with (from its spec when it has one)."""
+    spec = task_specs.task(task_name)
+    return spec.vocab_path if spec is not None else _vocab_path(_task(task_name))
+
+
 def source_fingerprint(task_name: str, split: str) -> dict:
-    """Returns what identifies a split's input: its files and their sizes (or just the task name)."""
+    """Returns what identifies a split's input: its files and their sizes (or just the task name).
+
+    A task recorded in task_specs is fingerprinted from its spec's file pattern, without seqio."""
+    spec = task_specs.task(task_name)
+    if spec is not None:
+        if split not in spec.splits:
+            raise ValueError(f"task {task_name!r} has no split {split!r} (it has {list(spec.splits)})")
+        files = task_specs.list_files(spec.splits[split])
+        return {"files": [[f, task_specs.file_size(f)] for f in files]} if files else {"task": task_name}
     task = _task(task_name)
     if split not in task.splits:
         raise ValueError(f"task {task_name!r} has no split {split!r} (it has {list(task.splits)})")
@@ -152,8 +183,7 @@ def _build(task_name: str, split: str, seq_len: int, directory: str, progress: b
     tb = TokenBytes(vocab.tokenizer)
     fingerprint = source_fingerprint(task_name, split)
     n_units = max(1, len(fingerprint.get("files", [])))
-    g = _gfile()
-    g.makedirs(directory)
+    _makedirs(directory)
     units, tokens, documents, total_bytes = [], 0, 0, 0
     bar = tqdm(total=n_units, desc=f"pack {task_name}/{split}", unit=" shard", disable=not progress,
                file=stderr)
@@ -196,10 +226,9 @@ def _write_bytes(path: str, data: bytes) -> None:
 def read_meta(directory: str) -> StoreMeta | None:
     """Returns the StoreMeta in `directory`, or None if there is no complete store there."""
     path = os.path.join(directory, META)
-    g = _gfile()
-    if not g.exists(path):
+    if not _exists(path):
         return None
-    with g.GFile(path, "r") as f:
+    with _open(path, "r") as f:
         return StoreMeta.from_json(json.load(f), path)
 
 
@@ -275,8 +304,7 @@ def open_store(task_name: str, split: str, seq_len: int, cache_dir: str | None =
     """
     cache_dir = cache_dir or default_cache_dir()
     directory = store_dir(cache_dir, task_name, split, seq_len)
-    task = _task(task_name)
-    want = {"vocab_sha256": file_sha256(_vocab_path(task)), "source": source_fingerprint(task_name, split),
+    want = {"vocab_sha256": file_sha256(vocab_path(task_name)), "source": source_fingerprint(task_name, split),
             "seq_len": seq_len}
     meta = read_meta(directory)
     if meta is not None:

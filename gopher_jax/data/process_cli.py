@@ -1,9 +1,9 @@
 """`gopher-jax data process`: filter, dedup and decontaminate a jsonl/text corpus.
 
 Example:
-  gopher-jax data process --input ../shared/data/corpus --output /tmp/out --stats /tmp/stats.json \
+  gopher-jax data process --input tests/fixtures/corpus --output /tmp/out --stats /tmp/stats.json \
       --stages unicode,langid,quality,repetition,exact_dedup,fuzzy_dedup,decontam \
-      --eval ../shared/data/eval --gin_file gin_configs/data/gopher.gin --runner inprocess
+      --eval tests/fixtures/eval --gin_file gin_configs/data/gopher.gin --runner inprocess
 Runners: "inprocess" (this process, with progress bars), or a Beam runner: direct, dataflow,
 flink, spark, portable (arguments after `--` go to Beam, e.g. -- --project=P --region=R).
 Output: OUT/<component>/{train,validation}/part-SSSSS-of-NNNNN.{jsonl,tfrecord}, OUT/stats.json

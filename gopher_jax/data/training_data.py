@@ -13,7 +13,7 @@ import sys
 
 import gin
 
-from gopher_jax.data import packed_store
+from gopher_jax.data import packed_store, task_specs
 from gopher_jax.data.mixture_input import Component, EvalSet, MixtureBatches, eval_set
 
 VALIDATION = "validation"
@@ -42,7 +42,12 @@ class TrainingData:
 
 
 def mixture_tasks(name: str) -> list[tuple[str, float]]:
-    """Returns [(task name, rate)] of a registered mixture, or [(name, 1.0)] for a task."""
+    """Returns [(task name, rate)] of a registered mixture, or [(name, 1.0)] for a task.
+
+    Mixtures registered through data_tasks are read from their specs (no seqio, no TensorFlow)."""
+    recorded = task_specs.mixture_or_task(name)
+    if recorded is not None:
+        return recorded
     import seqio
     try:
         provider = seqio.get_mixture_or_task(name)
@@ -64,6 +69,15 @@ def component_names(task_names: list[str]) -> dict[str, str]:
     return {t: t[len(prefix):] or t for t in task_names}
 
 
+def task_splits(task: str) -> list[str]:
+    """Returns the split names of a task (from its spec when data_tasks registered it, else seqio's)."""
+    spec = task_specs.task(task)
+    if spec is not None:
+        return list(spec.splits)
+    import seqio
+    return list(seqio.get_mixture_or_task(task).splits)
+
+
 def open_split(task: str, split: str, seq_len: int, progress: bool = True,
                root: str | None = None) -> packed_store.PackedStore:
     """Returns the packed store of one task split under `root` or the configured one (building it if allowed)."""
@@ -81,8 +95,6 @@ def build_training_data(train_task: str, *, seq_len: int, global_batch: int, see
     eval_batches: global batches scored per component and evaluation (0 = the whole split).
     packed_root: where the packed stores live (default: packed_data.root, else the cache).
     """
-    import seqio
-
     tasks = mixture_tasks(train_task)
     short = component_names([t for t, _ in tasks])
     components = [Component(short[t], rate, open_split(t, "train", seq_len, progress, packed_root)) for t, rate in tasks if rate > 0]
@@ -92,7 +104,7 @@ def build_training_data(train_task: str, *, seq_len: int, global_batch: int, see
     eval_short = component_names([t for t, _ in eval_tasks])
     evals = []
     for t, _ in eval_tasks:
-        if VALIDATION not in seqio.get_mixture_or_task(t).splits:
+        if VALIDATION not in task_splits(t):
             print(f"note: task {t!r} has no {VALIDATION!r} split; its held-out loss is not reported",
                   file=sys.stderr)
             continue

@@ -17,8 +17,8 @@ class MetricsLog:
         self._tb = None
         if enabled:
             try:
-                from flax.metrics import tensorboard
-                self._tb = tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
+                from gopher_jax.train.tb_events import summary_writer
+                self._tb = summary_writer(os.path.join(workdir, "tensorboard"))
             except Exception as e:  # TensorBoard is a nicety; never lose a run over it
                 print(f"note: TensorBoard logging disabled ({e})")
 

@@ -1,4 +1,4 @@
-"""A small processed corpus of real web text (../shared/data/corpus/c4_sample_500.jsonl) split into
+"""A small processed corpus of real web text (tests/fixtures/corpus/c4_sample_100.jsonl) split into
 MassiveText-named components, processed by `data process`'s in-process pipeline, plus a vocabulary."""
 import json
 import os
@@ -7,9 +7,10 @@ from gopher_jax.data import tokenizer
 from gopher_jax.data.corpus import config as C
 from gopher_jax.data.corpus.local_pipeline import run_local
 
-C4 = "../shared/data/corpus/c4_sample_500.jsonl"
-# component -> (first document, count) of the c4 sample
-SLICES = {"massiveweb": (0, 150), "books": (150, 60), "news": (210, 90), "github": (300, 40)}
+from tests.fixtures.paths import C4
+
+# component -> (first document, count) of the c4 sample (100 documents)
+SLICES = {"massiveweb": (0, 45), "books": (45, 18), "news": (63, 25), "github": (88, 12)}
 
 
 def c4_texts():
@@ -37,6 +38,6 @@ def processed_corpus(tmp, slices=SLICES, validation_fraction=0.2):
     cfg = C.ProcessConfig(pipeline=C.PipelineConfig(stages=("exact_dedup",), num_shards=2,
                                                     validation_fraction=validation_fraction))
     run_local(write_raw(tmp, slices), out, cfg, progress=False)
-    vocab = tokenizer.train_tokenizer(c4_texts()[:300], os.path.join(tmp, "spm"), vocab_size=512, model_type="bpe",
+    vocab = tokenizer.train_tokenizer(c4_texts(), os.path.join(tmp, "spm"), vocab_size=512, model_type="bpe",
                                       normalization="identity", split_digits=True, byte_fallback=True)
     return out, vocab

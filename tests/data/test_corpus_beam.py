@@ -1,4 +1,4 @@
-"""Beam DirectRunner output == in-process output, on every file of ../shared/data/corpus plus a
+"""Beam DirectRunner output == in-process output, on every corpus fixture (tests/fixtures/corpus) plus a
 crafted shard with duplicates, near-duplicates, malformed lines and a contaminated document."""
 import glob
 import json
@@ -10,25 +10,27 @@ from gopher_jax.data.corpus.beam_pipeline import run_beam
 from gopher_jax.data.corpus.local_pipeline import run_local
 from gopher_jax.data.corpus.writer import read_output_records
 from gopher_jax.data.manifest import read_manifest
+from tests.fixtures.paths import C4, CORPUS, lambada_passages
 
 
 def crafted_inputs(tmp_path):
-    with open("../shared/data/corpus/c4_sample_500.jsonl") as f:
+    with open(C4) as f:
         c4 = [json.loads(line) for line in f]
     long_docs = [r for r in c4 if len(r["text"]) > 3000][:3]
-    with open("../shared/data/eval/lambada_openai.jsonl") as f:
-        lam = [json.loads(line) for line in f]
-    passage = max(lam[:500], key=lambda r: len(r["context"]))
+    lam = lambada_passages()
+    passage, second = sorted(lam, key=lambda r: len(r["context"]))[-1:-3:-1]
     eval_path = tmp_path / "eval.jsonl"
     with open(eval_path, "w") as f:
-        for r in lam[:200] + [passage]:
+        for r in lam + [passage]:
             f.write(json.dumps(r) + "\n")
     words = long_docs[1]["text"].split(" ")
     words[len(words) // 2] = "CHANGED"
     rows = [
         {"text": long_docs[0]["text"].upper().replace(" ", "  "), "url": "exact-dup"},
         {"text": " ".join(words), "url": "near-dup"},
-        {"text": passage["context"] + " " + passage["continuation"] + " The end of the story.", "url": "contaminated"},
+        # Two eval passages: long enough (> 512 characters) that short_docs keeps it for decontam to find.
+        {"text": passage["context"] + " " + passage["continuation"] + " The end of the story.\n\n" + second["context"],
+         "url": "contaminated"},
         # Words of a real document in reverse order: fresh 13-grams, so not a near-duplicate.
         {"text": " ".join(reversed(long_docs[2]["text"].split(" "))) + "\n\n" + passage["context"],
          "url": "contains-a-passage"},
@@ -45,7 +47,7 @@ def crafted_inputs(tmp_path):
 def test_beam_equals_in_process(tmp_path, mode):
     extra, eval_path = crafted_inputs(tmp_path)
     stages = C.STAGES if mode == "gopher" else ("exact_dedup", "fuzzy_dedup", "decontam")
-    inputs = ["../shared/data/corpus"] + extra if mode == "gopher" else ["../shared/data/corpus/c4_sample_500.jsonl"] + extra
+    inputs = [CORPUS] + extra if mode == "gopher" else [C4] + extra
     # gopher: a large held-out share so every component has both splits; mtnlg: no validation split.
     fraction = 0.25 if mode == "gopher" else 0.0
     cfg = C.ProcessConfig(pipeline=C.PipelineConfig(stages=stages, num_shards=3, write_tfrecord=(mode == "gopher"),
@@ -79,7 +81,7 @@ def test_beam_equals_in_process(tmp_path, mode):
     assert local.dropped["bad_input:invalid_utf8"] == 1 and local.dropped["bad_input:missing_text"] == 1
     if mode == "gopher":
         assert local.dropped["decontam:eval_overlap"] == 1
-        assert local.read_by_source["gutenberg"] == 8 and local.read_by_source["wikitext2"] == 122
+        assert local.read_by_source["gutenberg"] == 8 and local.read_by_source["wikitext2"] == 9
         # The TFRecord shards are what seqio reads: same texts as the jsonl shards.
         import seqio
         import tensorflow as tf

@@ -8,6 +8,7 @@ from gopher_jax.data.corpus.local_pipeline import run_local
 from gopher_jax.data.corpus.reader import expand_inputs, read_documents, split_text
 from gopher_jax.data.corpus.stats import Stats
 from gopher_jax.data.corpus.writer import read_output_records
+from tests.fixtures.paths import CORPUS, WIKITEXT2, gutenberg
 
 
 def write_bad_shard(path):
@@ -47,19 +48,18 @@ def test_pipeline_stats_add_up_and_fields_are_kept(tmp_path):
 
 
 def test_inputs_directories_names_and_errors(tmp_path):
-    files = expand_inputs(["../shared/data/corpus"])
+    files = expand_inputs([CORPUS])
     sources = {s for s, _ in files}
-    assert sources == {"c4_sample_500", "gutenberg", "tinyshakespeare", "wikitext2"}
-    assert expand_inputs(["books=../shared/data/corpus/gutenberg/pg11.txt"]) == [
-        ("books", "../shared/data/corpus/gutenberg/pg11.txt")]
+    assert sources == {"c4_sample_100", "gutenberg", "tinyshakespeare", "wikitext2"}
+    assert expand_inputs([f"books={gutenberg(11)}"]) == [("books", gutenberg(11))]
     with pytest.raises(FileNotFoundError, match="matches no file"):
         expand_inputs([str(tmp_path / "missing*.jsonl")])
 
 
 def test_text_files_split_into_wikitext_articles():
-    with open("../shared/data/corpus/wikitext2/valid.txt", encoding="utf-8") as f:
+    with open(f"{WIKITEXT2}/valid.txt", encoding="utf-8") as f:
         articles = split_text(f.read())
-    assert len(articles) == 60 and articles[0].startswith(" = Homarus gammarus = ")
+    assert len(articles) == 5 and articles[0].startswith(" = Homarus gammarus = ")
     assert split_text("no headings\nhere") == ["no headings\nhere"]
     with pytest.raises(ValueError, match="text_split"):
         split_text("x", "pages")

@@ -10,6 +10,8 @@ import pytest
 
 from gopher_jax.data.corpus.repetition import RepetitionConfig, check_repetition, measure
 
+from tests.fixtures.paths import C4
+
 DEFAULT = RepetitionConfig()
 
 
@@ -100,7 +102,7 @@ def test_overlapping_duplicates_are_not_double_counted():
 
 
 def test_real_documents_and_a_doubled_one():
-    with open("../shared/data/corpus/c4_sample_500.jsonl") as f:
+    with open(C4) as f:
         text = json.loads(f.readline())["text"]
     assert check_repetition(text) is None
     assert check_repetition(text + "\n\n" + text) == "duplicate_line_fraction"

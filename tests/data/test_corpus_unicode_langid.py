@@ -5,10 +5,11 @@ import pytest
 from gopher_jax.data.corpus import langid
 from gopher_jax.data.corpus.documents import Doc
 from gopher_jax.data.corpus.unicode_repair import fix_text, repair_unicode
+from tests.fixtures.paths import gutenberg
 
 
 def test_fast_path_equals_ftfy_on_real_and_broken_text():
-    with open("../shared/data/corpus/gutenberg/pg11.txt", encoding="utf-8") as f:
+    with open(gutenberg(11), encoding="utf-8") as f:
         book = f.read()  # BOM, CRLF, curly quotes
     broken = "The cafÃ© said â€œhelloâ€\r\nplain ascii line &amp; more\nok\x00line\n"
     for text in (book, broken, "plain ascii only\n"):

@@ -18,15 +18,15 @@ from gopher_jax.data.corpus.reader import expand_inputs, read_documents
 from gopher_jax.data.corpus.repetition import RepetitionConfig, check_repetition
 from gopher_jax.data.corpus.word_split import datatrove_words, split_words
 
-CORPUS = "../shared/data/corpus"
+from tests.fixtures.paths import C4, WIKITEXT2
 
 
 @pytest.fixture(scope="module")
 def web_texts():
-    """500 real C4 documents and the WikiText-2 articles (622 documents)."""
-    with open(f"{CORPUS}/c4_sample_500.jsonl") as f:
+    """100 real C4 documents and the WikiText-2 fixture articles (109 documents)."""
+    with open(C4) as f:
         texts = [json.loads(line)["text"] for line in f]
-    texts += [d.text for s, p in expand_inputs([f"{CORPUS}/wikitext2"]) for d in read_documents(s, p) if d.alive]
+    texts += [d.text for s, p in expand_inputs([WIKITEXT2]) for d in read_documents(s, p) if d.alive]
     return texts
 
 
@@ -68,7 +68,7 @@ def test_datatrove_reading_reproduces_datatrove_decisions(web_texts):
 def test_words_match_datatrove_tokenizer_on_web_text(web_texts):
     """Token for token: >= 95% of documents split identically (measured 487/500 C4 documents),
     and the total word count is within 0.05% of the real tokenizer's."""
-    c4 = web_texts[:500]
+    c4 = web_texts[:100]
     ours = [datatrove_words(t) for t in c4]
     theirs = [split_into_words(t) for t in c4]
     identical = sum(a == b for a, b in zip(ours, theirs))

@@ -121,7 +121,7 @@ def test_packed_store_of_another_vocabulary_is_refused_when_not_rebuilt(mixture,
     data(mixture)  # the stores exist under root
     from gopher_jax.data import tokenizer
     from tests.data.mixture_helpers import c4_texts
-    other = tokenizer.train_tokenizer(c4_texts()[300:400], str(tmp_path / "other"), vocab_size=400,
+    other = tokenizer.train_tokenizer(c4_texts()[50:100], str(tmp_path / "other"), vocab_size=400,
                                       model_type="bpe", normalization="identity", split_digits=True,
                                       byte_fallback=True)
     massivetext.register_massivetext_tasks(other, manifest=out, weights=WEIGHTS, mixture_name="tmix", verbose=False)

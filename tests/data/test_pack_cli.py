@@ -15,7 +15,7 @@ from tests.data.mixture_helpers import processed_corpus
 
 SEQ = 32
 MIX = "packtest"  # a task-name prefix no other test registers
-SLICES = {"massiveweb": (0, 40), "books": (150, 30), "news": (210, 40), "github": (300, 20)}
+SLICES = {"massiveweb": (0, 40), "books": (40, 20), "news": (60, 25), "github": (85, 15)}
 
 
 @pytest.fixture(autouse=True)

@@ -2,7 +2,7 @@
 
 Every transform calls the functions the in-process pipeline calls, and every choice (group
 survivors, duplicate-graph components) depends only on the data, so both produce the same
-records and stats (tests/data/test_corpus_beam.py checks it on ../shared/data/corpus).
+records and stats (tests/data/test_corpus_beam.py checks it on the corpus fixtures, tests/fixtures/corpus).
 
 Scale note: no step holds the corpus or the duplicate graph on one worker. Fuzzy dedup's
 candidate pairs are verified with two CoGroupByKeys (no document is shipped to a bucket), the

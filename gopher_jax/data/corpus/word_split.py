@@ -22,10 +22,12 @@ are listed in docs/data_pipeline.md.
 """
 from __future__ import annotations
 
+import functools
 import re
 import string
 import sys
 import unicodedata
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,18 +39,30 @@ _CURRENCY = ("US$", "C$", "A$", *"$£€¥฿₽﷼₴₠₡₢₣₤₥₦₧�
 _UNITS = ("km km² km³ m m² m³ dm dm² dm³ cm cm² cm³ mm mm² mm³ ha µm nm yd in ft kg g mg µg t lb oz "
           "m/s km/h kmh mph hPa Pa mbar mb MB kb KB gb GB tb TB T G M K %").split()
 # Unicode "other symbols" (emoji, ©, ®, °, arrows...) are words of their own; letters by case.
-_SYMBOL_POINTS, _LOWER_POINTS, _UPPER_POINTS, _TERMINAL_POINTS = [], [], [], []
 _TERMINAL_NAMES = ("FULL STOP", "QUESTION MARK", "EXCLAMATION MARK")
-for _i in range(sys.maxunicode + 1):
-    _cat = unicodedata.category(chr(_i))
-    if _cat == "So":
-        _SYMBOL_POINTS.append(_i)
-    elif _cat == "Po" and any(k in unicodedata.name(chr(_i), "") for k in _TERMINAL_NAMES):
-        _TERMINAL_POINTS.append(_i)
-    elif _cat == "Ll":
-        _LOWER_POINTS.append(_i)
-    elif _cat == "Lu":
-        _UPPER_POINTS.append(_i)
+
+
+@functools.cache
+def _unicode_classes() -> tuple[list[int], list[int], list[int], list[int]]:
+    """Returns the code points of (So symbols, Ll letters, Lu letters, sentence-final Po marks).
+
+    Built on first use, not at import: walking all 1.1M code points takes ~1 s, which every
+    process that merely imports the corpus configs (train, eval, their tests) would otherwise pay.
+    """
+    symbols, lower, upper, terminal = [], [], [], []
+    for i in range(sys.maxunicode + 1):
+        cat = unicodedata.category(chr(i))
+        if cat == "So":
+            symbols.append(i)
+        elif cat == "Po" and any(k in unicodedata.name(chr(i), "") for k in _TERMINAL_NAMES):
+            terminal.append(i)
+        elif cat == "Ll":
+            lower.append(i)
+        elif cat == "Lu":
+            upper.append(i)
+    return symbols, lower, upper, terminal
+
+
 _HYPHENS = r"---|--|——|[-–—~]"
 _ALPHA = r"[^\W\d_]"
 
@@ -68,30 +82,45 @@ def _ranges(points: list[int]) -> str:
     return "".join(out)
 
 
-_SYMBOLS = _ranges(_SYMBOL_POINTS)
-_LOWER = f"[{_ranges(_LOWER_POINTS)}]"
-_UPPER = f"[{_ranges(_UPPER_POINTS)}]"
-
 def _alternatives(words) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
-_PREFIX = re.compile(rf"(?:{_alternatives(_CURRENCY)}|\.\.+|[§%=—–…{_chars(_QUOTES + _PUNCT) + _SYMBOLS}]"
-                     rf"|\+(?![0-9]))")
-_SUFFIX = re.compile(
-    rf"(?:\.\.+|['’][sS]|[—–…{_chars(_QUOTES + _PUNCT) + _SYMBOLS}]|(?<=[0-9])\+"
-    rf"|(?<=[0-9])(?:{_alternatives(_CURRENCY + tuple(_UNITS))})"
-    rf"|(?<=°[FfCcKk])\.|(?<=[0-9%²+{_chars(_PUNCT + _QUOTES)}\-]|{_LOWER})\.|(?<={_UPPER}{_UPPER})\.)$")
-_INFIX = re.compile(
-    rf"\.\.+|…|[{_SYMBOLS}]|(?<=[0-9])[+\-*^](?=[0-9-])"
-    rf"|(?<={_LOWER}|[{_chars(_QUOTES)}])\.(?={_UPPER}|[{_chars(_QUOTES)}])"
-    rf"|(?<={_ALPHA}),(?={_ALPHA})|(?<=[^\W_])(?:{_HYPHENS})(?={_ALPHA})|(?<=[^\W_])[:<>=/](?={_ALPHA})")
 # Web addresses stay whole: optional scheme and user, dotted host labels of at most 63
 # characters, a lower-case top-level domain (so "end.The" is no address), port, path.
 _HOST_CHAR = "A-Za-z0-9\u00a1-\uffff"
-_URL = re.compile(rf"(?:[\w+\-.]{{2,}}://)?(?:\S+(?::\S*)?@)?"
-                  rf"(?:(?:[{_HOST_CHAR}][{_HOST_CHAR}_-]{{0,62}})?[{_HOST_CHAR}]\.)+{_LOWER}{{2,63}}"
-                  rf"(?::\d{{2,5}})?(?:[/?#]\S*)?$")
+class _Patterns(NamedTuple):
+    prefix: re.Pattern
+    suffix: re.Pattern
+    infix: re.Pattern
+    url: re.Pattern
+
+
+@functools.cache
+def _patterns() -> _Patterns:
+    """Returns the compiled prefix / suffix / infix / web-address patterns (built on first use)."""
+    symbol_points, lower_points, upper_points, _ = _unicode_classes()
+    symbols = _ranges(symbol_points)
+    lower, upper = f"[{_ranges(lower_points)}]", f"[{_ranges(upper_points)}]"
+    prefix = re.compile(rf"(?:{_alternatives(_CURRENCY)}|\.\.+|[§%=—–…{_chars(_QUOTES + _PUNCT) + symbols}]"
+                        rf"|\+(?![0-9]))")
+    suffix = re.compile(
+        rf"(?:\.\.+|['’][sS]|[—–…{_chars(_QUOTES + _PUNCT) + symbols}]|(?<=[0-9])\+"
+        rf"|(?<=[0-9])(?:{_alternatives(_CURRENCY + tuple(_UNITS))})"
+        rf"|(?<=°[FfCcKk])\.|(?<=[0-9%²+{_chars(_PUNCT + _QUOTES)}\-]|{lower})\.|(?<={upper}{upper})\.)$")
+    infix = re.compile(
+        rf"\.\.+|…|[{symbols}]|(?<=[0-9])[+\-*^](?=[0-9-])"
+        rf"|(?<={lower}|[{_chars(_QUOTES)}])\.(?={upper}|[{_chars(_QUOTES)}])"
+        rf"|(?<={_ALPHA}),(?={_ALPHA})|(?<=[^\W_])(?:{_HYPHENS})(?={_ALPHA})|(?<=[^\W_])[:<>=/](?={_ALPHA})")
+    # Web addresses stay whole: optional scheme and user, dotted host labels of at most 63
+    # characters, a lower-case top-level domain (so "end.The" is no address), port, path.
+    url = re.compile(rf"(?:[\w+\-.]{{2,}}://)?(?:\S+(?::\S*)?@)?"
+                     rf"(?:(?:[{_HOST_CHAR}][{_HOST_CHAR}_-]{{0,62}})?[{_HOST_CHAR}]\.)+{lower}{{2,63}}"
+                     rf"(?::\d{{2,5}})?(?:[/?#]\S*)?$")
+    return _Patterns(prefix, suffix, infix, url)
+
+
+_HOST_CHAR = "A-Za-z0-9\u00a1-\uffff"
 
 # Words kept whole although the rules above would split them (the common ones of spaCy's list).
 _KEEP = set(
@@ -140,6 +169,7 @@ def _exception(word: str) -> list[str] | None:
 
 
 def _split_chunk(chunk: str) -> list[str]:
+    patterns = _patterns()
     prefixes, suffixes = [], []
     special = _exception(chunk)
     while special is None and chunk:
@@ -147,7 +177,7 @@ def _split_chunk(chunk: str) -> list[str]:
         # Suffixes are at most 4 characters, or a run of periods.
         dots = len(chunk) - len(chunk.rstrip("."))
         tail = len(chunk) - dots if dots >= 2 else max(0, len(chunk) - 5)
-        pre, suf = _PREFIX.match(chunk), _SUFFIX.search(chunk, tail)
+        pre, suf = patterns.prefix.match(chunk), patterns.suffix.search(chunk, tail)
         p = pre.end() if pre else 0
         s = len(chunk) - suf.start() if suf else 0
         if not p and not s:
@@ -172,11 +202,11 @@ def _split_chunk(chunk: str) -> list[str]:
         middle = special
     elif not chunk:
         middle = []
-    elif _URL.match(chunk):
+    elif patterns.url.match(chunk):
         middle = [chunk]
     else:
         middle, last = [], 0
-        for m in _INFIX.finditer(chunk):
+        for m in patterns.infix.finditer(chunk):
             if m.start() > last:
                 middle.append(chunk[last:m.start()])
             if m.end() > m.start():
@@ -187,22 +217,34 @@ def _split_chunk(chunk: str) -> list[str]:
     return prefixes + middle + suffixes[::-1]
 
 
-# datatrove's punctuation: ASCII punctuation, control characters, common typographic marks and
-# sentence-final marks of every script. A word made only of these is a "symbol word" there.
-_PUNCTUATION = frozenset(
-    string.punctuation + "".join(map(chr, [*range(0, 9), *range(11, 32), *range(127, 160)]))
-    + "—–…“”„’´«»►━∶～％．，、；：？！（）。「」【】《》〈〉" + "".join(map(chr, _TERMINAL_POINTS)))
+class _CharTables(NamedTuple):
+    punctuation: frozenset  # datatrove's punctuation characters
+    is_alpha_bmp: np.ndarray  # per BMP code point: str.isalpha
+    is_punct_bmp: np.ndarray  # per BMP code point: datatrove punctuation, or the space
+
+
+@functools.cache
+def _char_tables() -> _CharTables:
+    """Returns datatrove's punctuation set and the per-code-point lookup tables (built on first use).
+
+    datatrove's punctuation: ASCII punctuation, control characters, common typographic marks and
+    sentence-final marks of every script. A word made only of these is a "symbol word" there. The
+    tables cover the Basic Multilingual Plane; the space is "punctuation" there only because it
+    separates words in word_stats. Other code points are looked up when seen.
+    """
+    punctuation = frozenset(
+        string.punctuation + "".join(map(chr, [*range(0, 9), *range(11, 32), *range(127, 160)]))
+        + "—–…“”„’´«»►━∶～％．，、；：？！（）。「」【】《》〈〉" + "".join(map(chr, _unicode_classes()[3])))
+    is_alpha = np.array([chr(i).isalpha() for i in range(0x10000)])
+    is_punct = np.array([chr(i) in punctuation or i == 32 for i in range(0x10000)])
+    return _CharTables(punctuation, is_alpha, is_punct)
 
 
 def is_symbol_word(word: str) -> bool:
     """Returns True when every character of word is punctuation in datatrove's sense."""
-    return _PUNCTUATION.issuperset(word)
+    return _char_tables().punctuation.issuperset(word)
 
 
-# Per code point of the Basic Multilingual Plane: str.isalpha, and datatrove punctuation (the
-# space too: it only separates words below). Other code points are looked up when seen.
-_IS_ALPHA_BMP = np.array([chr(i).isalpha() for i in range(0x10000)])
-_IS_PUNCT_BMP = np.array([chr(i) in _PUNCTUATION or i == 32 for i in range(0x10000)])
 _last_stats: tuple = (None, None)
 
 
@@ -219,13 +261,14 @@ def word_stats(words: list[str]) -> tuple[int, int, int]:
     if not words:
         return 0, 0, 0
     cps = np.frombuffer(" ".join(words).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    tables = _char_tables()
     clipped = np.minimum(cps, 0xFFFF)
-    alpha, punct = _IS_ALPHA_BMP[clipped], _IS_PUNCT_BMP[clipped]
+    alpha, punct = tables.is_alpha_bmp[clipped], tables.is_punct_bmp[clipped]
     astral = np.flatnonzero(cps > 0xFFFF)
     if len(astral):
         chars = [chr(c) for c in cps[astral].tolist()]
         alpha[astral] = [c.isalpha() for c in chars]
-        punct[astral] = [c in _PUNCTUATION for c in chars]
+        punct[astral] = [c in tables.punctuation for c in chars]
     starts = np.concatenate(([0], np.flatnonzero(cps == 32) + 1))
     lengths = np.diff(np.append(starts, len(cps) + 1)) - 1
     counted = ~np.minimum.reduceat(punct, starts)
