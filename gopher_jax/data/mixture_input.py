@@ -68,6 +68,12 @@ class MixtureBatches:
         self._tracker = BlendTracker(self.weights, mode="deficit")
         self.last_components = np.zeros((0,), np.int32)
 
+    def set_global_batch(self, global_batch: int) -> None:
+        """Draws `global_batch` rows per batch from now on (train.batch_ramp); the stream itself is unchanged."""
+        if global_batch <= 0 or global_batch % self.process_count:
+            raise ValueError(f"global batch {global_batch} does not divide over {self.process_count} processes")
+        self.global_batch, self.local_batch = global_batch, global_batch // self.process_count
+
     def __iter__(self) -> "MixtureBatches":
         return self
 
@@ -122,6 +128,9 @@ class MixtureBatches:
         return {"kind": STATE_KIND, "version": STATE_VERSION, "seed": self.seed, "seq_len": self.seq_len,
                 "rows_drawn": self._tracker.total, "batches_consumed": self._tracker.total // self.global_batch,
                 "counts": {n: int(self._tracker.counts[n]) for n in self.names},
+                # Each component's epoch permutation is keyed by its position (epoch_key(seed, index, epoch)) and
+                # the deficit tracker breaks ties in this order: the order is part of the position.
+                "order": list(self.names),
                 "weights": dict(self.weights),
                 "components": {c.name: _fingerprint(c.store) for c in self.components}}
 
@@ -146,6 +155,10 @@ class MixtureBatches:
         else:
             problems += [f"component {n} was {saved[n]}, now {now[n]} (its data or tokenizer changed)"
                          for n in now if saved[n] != now[n]]
+        if "order" in state and set(state["order"]) == set(self.names) and list(state["order"]) != self.names:
+            problems.append(f"the mixture's component order was {list(state['order'])}, now {self.names}: row order "
+                            f"is keyed by position, so reordering would silently change it; list the components in "
+                            f"the original order (register_massivetext_tasks.weights, or the seqio mixture's tasks)")
         saved_w = state.get("weights", {})
         if set(saved_w) == set(self.weights) and any(not math.isclose(saved_w[n], self.weights[n], rel_tol=1e-9)
                                                      for n in self.weights):

@@ -42,7 +42,7 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_c
             "fits": mem["total"] <= hbm, "state_bytes_per_param": mem["state_bytes_per_param"],
             "mtnlg_bytes_per_param": mem["mtnlg_bytes_per_param"], "global_params": mem["global_params"],
             "local_params": mem["local_params"], "activation_detail": mem["activation_detail"], **step,
-            **run_time.run_estimate(train, step["predicted_step_s"], topo.num_chips)}
+            **run_time.run_estimate(train, step, topo.num_chips)}
 
 
 def format_plan(p: dict) -> str:

@@ -7,6 +7,9 @@
 - resource / transient: out of memory while placing arrays, or a filesystem that briefly fails
   (EIO, a timeout, gs:// "Unavailable"/"DeadlineExceeded"): retried with backoff (`RestoreRetry`),
   then `CheckpointUnavailable`; nothing is moved.
+- unknown: anything else (PermissionError, a sharding ValueError, a TypeError from an orbax API change):
+  not evidence that the bytes are bad, so nothing is quarantined; `CheckpointRestoreFailed` stops the
+  run naming the checkpoint and the error. Quarantine needs positive evidence of corruption.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import time
 
 import gin
 
-INTEGRITY, RESOURCE, TRANSIENT = "integrity", "resource", "transient"
+INTEGRITY, RESOURCE, TRANSIENT, UNKNOWN = "integrity", "resource", "transient", "unknown"
 
 # errno values of a filesystem or network that may answer if asked again (not ENOENT: a missing
 # file is an integrity failure).
@@ -30,6 +33,13 @@ _TRANSIENT_TYPES = frozenset({"UnavailableError", "DeadlineExceededError", "Abor
 # Status words in TensorStore / XLA / gRPC messages.
 _TRANSIENT_TEXT = re.compile(r"\b(UNAVAILABLE|DEADLINE_EXCEEDED|Unavailable|DeadlineExceeded)\b")
 _RESOURCE_TEXT = re.compile(r"RESOURCE_EXHAUSTED|out of memory", re.IGNORECASE)
+# Positive evidence that a checkpoint's bytes are bad: a missing or truncated file, or metadata/array
+# data that cannot be parsed (TensorStore DATA_LOSS / NOT_FOUND, orbax's JSON metadata, zarr headers).
+_CORRUPT_TYPES = (FileNotFoundError, EOFError, UnicodeDecodeError)
+_CORRUPT_TEXT = re.compile(r"\bDATA_LOSS\b|\bNOT_FOUND\b|unexpected end of|truncated|corrupt|No such file|"
+                           r"Expecting (value|property name)|Unterminated string|JSONDecodeError|Error opening|"
+                           r"Error reading local file|Failed to decode|could not parse|Failed to parse|"
+                           r"not a valid checkpoint|No structure could be identified|missing", re.IGNORECASE)
 
 
 class CheckpointError(RuntimeError):
@@ -44,6 +54,10 @@ class CheckpointUnavailable(CheckpointError):
     """Restoring kept failing with resource or transient errors after every retry."""
 
 
+class CheckpointRestoreFailed(CheckpointError):
+    """Restoring raised an error that is not evidence of corruption; the run stops, nothing moved."""
+
+
 class NoUsableCheckpoint(CheckpointError):
     """The workdir has checkpoint history but no checkpoint that restores."""
 
@@ -53,9 +67,11 @@ class RunHistoryExists(CheckpointError, FileExistsError):
 
 
 def classify(error: BaseException) -> str:
-    """Returns INTEGRITY, RESOURCE or TRANSIENT for an exception raised while reading a checkpoint.
+    """Returns INTEGRITY, RESOURCE, TRANSIENT or UNKNOWN for an exception raised while reading a checkpoint.
 
-    Looks through the exception's cause/context chain (orbax re-raises TensorStore errors).
+    Looks through the exception's cause/context chain (orbax re-raises TensorStore errors). INTEGRITY
+    only on positive evidence of corruption (a missing/truncated file, unparsable data): anything else
+    is UNKNOWN, never a reason to quarantine.
     """
     chain, e = [], error
     while e is not None and len(chain) < 10 and e not in chain:
@@ -70,7 +86,14 @@ def classify(error: BaseException) -> str:
             return TRANSIENT
         if _TRANSIENT_TEXT.search(str(e)):
             return TRANSIENT
-    return INTEGRITY
+    if any(isinstance(e, PermissionError) or "PERMISSION_DENIED" in str(e) for e in chain):
+        return UNKNOWN  # an access problem, not bad bytes
+    for e in chain:
+        if isinstance(e, _CORRUPT_TYPES) or (isinstance(e, OSError) and e.errno == errno.ENOENT):
+            return INTEGRITY
+        if type(e).__name__ == "JSONDecodeError" or _CORRUPT_TEXT.search(str(e)):
+            return INTEGRITY
+    return UNKNOWN
 
 
 @gin.configurable("checkpoint_restore")
@@ -108,6 +131,14 @@ def short(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
+def unknown_error(what: str, error: BaseException) -> CheckpointRestoreFailed:
+    """Returns the error that stops a run on a restore error that is not evidence of corruption."""
+    return CheckpointRestoreFailed(
+        f"{what} failed with {short(error).rstrip('.')}. This is not evidence that the checkpoint is corrupt, "
+        f"so nothing was moved or quarantined. Fix the cause (permissions of the workdir, the mesh/sharding "
+        f"config, the installed orbax/jax versions), then run again with --resume")
+
+
 def with_retries(fn, *, what: str, retry: RestoreRetry, report, sleep=time.sleep):
     """Returns fn(). Resource/transient errors are retried with backoff and reported, then raised as
     CheckpointUnavailable; integrity errors and CheckpointErrors propagate at once."""
@@ -120,6 +151,8 @@ def with_retries(fn, *, what: str, retry: RestoreRetry, report, sleep=time.sleep
             kind = classify(e)
             if kind == INTEGRITY:
                 raise
+            if kind == UNKNOWN:
+                raise unknown_error(what, e) from e
             if attempt == retry.attempts:
                 last = short(e).rstrip(".")
                 raise CheckpointUnavailable(

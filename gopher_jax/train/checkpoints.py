@@ -7,8 +7,11 @@ Reliability (docs/reliability.md): orbax writes each step into a temp dir rename
 and deletes checkpoints beyond `keep` only after the newer one is committed; once a save is on
 disk we also record its file sizes (checkpoint_integrity) and, with every step, the gin bindings
 of the run. `restore_newest_good` classifies what goes wrong (checkpoint_errors):
-- a corrupt or partial checkpoint is reported by step and file, moved to `checkpoints_corrupt/`
-  (never deleted), and the previous good one is used;
+- a corrupt or partial checkpoint (positive evidence only: manifest mismatch, a missing or truncated
+  file, unreadable metadata) is reported by step and file, moved to `checkpoints_corrupt/` (never
+  deleted, by the lead host only), and the previous good one is used;
+- any other restore error (PermissionError, a sharding ValueError, an orbax API change) stops the run
+  naming the checkpoint and the error (CheckpointRestoreFailed); nothing is moved;
 - an intact checkpoint that does not fit the configured state stops the run, naming the gin
   binding that changed (checkpoint_compat); nothing is moved;
 - out-of-memory and transient filesystem errors are retried with backoff, then stop the run;
@@ -16,6 +19,9 @@ of the run. `restore_newest_good` classifies what goes wrong (checkpoint_errors)
 A workdir with checkpoint history (good or quarantined) never silently starts again at step 0:
 `check_can_start` refuses without `restart_from_scratch=True` (the `--restart_from_scratch` flag of
 `gopher-jax train`), and `restore_newest_good` raises when history exists but nothing restores.
+Multi-host (host_agreement.py): the lead host chooses each candidate step and checks its files; every
+host then restores that step, and their outcomes are combined (the most severe wins), so all hosts
+restore the same step, retry together, fall back together, or stop together.
 All file access outside orbax goes through workdir_fs, so gs:// workdirs behave like local ones.
 """
 from __future__ import annotations
@@ -30,9 +36,12 @@ import orbax.checkpoint as ocp
 
 from gopher_jax.train import checkpoint_compat as compat
 from gopher_jax.train import checkpoint_integrity as integrity
+from gopher_jax.train import host_agreement as agree
 from gopher_jax.train import workdir_fs as fs
-from gopher_jax.train.checkpoint_errors import (INTEGRITY, CheckpointMismatch, NoUsableCheckpoint, RestoreRetry,
-                                                RunHistoryExists, classify, with_retries)
+from gopher_jax.train.checkpoint_errors import (INTEGRITY, RESOURCE, TRANSIENT, CheckpointError, CheckpointMismatch,
+                                                CheckpointRestoreFailed, CheckpointUnavailable, NoUsableCheckpoint,
+                                                RestoreRetry, RunHistoryExists, _ADVICE, classify, short,
+                                                unknown_error, with_retries)
 
 RUN_CONFIG_KEY = "gin_operative_config"  # key of the run's gin bindings in each step's orbax custom metadata
 
@@ -41,10 +50,12 @@ class Checkpointer:
     """Saves/restores {state, data} under `workdir/checkpoints/<step>`."""
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True, *, run_config: str | None = None,
-                 retry: RestoreRetry | None = None):
+                 retry: RestoreRetry | None = None, restore_fault=None):
         """`run_config`: the gin bindings of this run (gin.operative_config_str()), saved with every
         checkpoint and quoted when a restore does not fit. `retry`: default RestoreRetry() (gin
-        `checkpoint_restore.*`)."""
+        `checkpoint_restore.*`). `restore_fault(step, process_index, step_dir)`: test hook
+        (faults.Faults.restore_fault) called after this host's read of a checkpoint."""
+        self.restore_fault = restore_fault
         # Local paths are made absolute (orbax requires it); URLs such as gs:// pass through.
         root = workdir if "://" in workdir else os.path.abspath(workdir)
         self.workdir = root
@@ -185,19 +196,30 @@ class Checkpointer:
             where = integrity.quarantine(tmp, self.corrupt_directory) if self._lead else tmp
             report(f"checkpoint: ignoring an interrupted save {tmp} (the process died while writing it); "
                    f"moved to {where}")
+        if jax.process_count() > 1:  # every host sees the lead's moves before listing steps
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("gopher_jax_restore_listing")
         self.manager.reload()
-        steps = sorted(self.manager.all_steps(), reverse=True)
-        bad = []
-        for i, step in enumerate(steps):
+        bad, tried = [], set()
+        while True:
+            # The lead's listing decides the candidate (hosts may list a shared bucket at different moments).
+            candidates = [s for s in sorted(self.manager.all_steps(), reverse=True) if s not in tried]
+            step = agree.from_lead((candidates[0] if candidates else -1) if self._lead else 0)
+            if step < 0:
+                break
+            tried.add(step)
             d = self.step_dir(step)
-            outcome = with_retries(lambda: self._try_restore(step, abstract_state, shardings),
-                                   what=f"restoring checkpoint step {step} ({d})", retry=self.retry, report=report)
+            outcome = self._agreed_restore(step, abstract_state, shardings, report)
             if not isinstance(outcome, str):
                 return (step, *outcome)
             where = integrity.quarantine(d, self.corrupt_directory) if self._lead else d
-            nxt = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older checkpoint left"
+            older = [c for c in candidates if c < step]
+            nxt = f"falling back to step {older[0]}" if older else "no older checkpoint left"
             report(f"checkpoint step {step} is corrupt or partial: {outcome}; moved to {where}; {nxt}")
             bad.append(step)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+                multihost_utils.sync_global_devices(f"gopher_jax_quarantined_{step}")
             self.manager.reload()
         history = self.history()
         if bad or history:
@@ -209,11 +231,85 @@ class Checkpointer:
                 f"kept, moved to {self.superseded_directory}/), or start a new run in a new --workdir")
         return None
 
-    def _try_restore(self, step: int, abstract_state, shardings):
-        """Returns (state, data_state), or a sentence saying why the checkpoint is corrupt.
+    def _agreed_restore(self, step: int, abstract_state, shardings, report):
+        """Returns (state, data_state) of `step` on every host, or one sentence saying why it is corrupt.
 
-        Raises CheckpointMismatch before reading any array if the saved tree does not fit, and lets
-        resource/transient errors through for `with_retries`.
+        The lead checks the files first (manifest, metadata, fit) and tells the others; then every host
+        restores and the worst outcome across hosts decides for all: retry (resource/transient, with
+        backoff), corrupt (the caller quarantines), or stop (raised on every host, nothing moved).
+        """
+        d = self.step_dir(step)
+        what = f"restoring checkpoint step {step} ({d})"
+        verdict, detail = agree.RESTORED, None
+        if self._lead:
+            verdict, detail = self._lead_checks(step, abstract_state, what)
+        verdict = agree.from_lead(verdict)
+        if verdict == agree.CORRUPT:
+            return detail if self._lead else "the lead host found it corrupt (see process 0's log)"
+        if verdict != agree.RESTORED:
+            raise detail if self._lead else CheckpointRestoreFailed(
+                f"{what}: the lead host (process 0) stopped the restore (see its log); nothing was moved")
+        for attempt in range(1, self.retry.attempts + 1):
+            code, result = self._local_restore(step, abstract_state, shardings, what)
+            worst, codes = agree.worst_outcome(code)
+            if worst == agree.RESTORED:
+                return result
+            hosts = [i for i, c in enumerate(codes) if c == worst]
+            if worst == agree.STOP:
+                raise result if code == agree.STOP else CheckpointRestoreFailed(
+                    f"{what}: process(es) {hosts} failed with an error that is not evidence of corruption (see "
+                    f"their logs); every host stops; nothing was moved")
+            if worst == agree.CORRUPT:
+                return result if code == agree.CORRUPT else f"process(es) {hosts} found it corrupt (see their logs)"
+            kind = classify(result) if code == agree.RETRY else "resource or transient"
+            mine = short(result) if code == agree.RETRY else f"on process(es) {hosts}, see their logs"
+            if attempt == self.retry.attempts:
+                raise CheckpointUnavailable(
+                    f"{what} failed {self.retry.attempts} time(s) with a {kind} error, last: {mine.rstrip('.')}. "
+                    f"Nothing was moved: the checkpoint is kept as it is. What to do: "
+                    f"{_ADVICE.get(kind, _ADVICE[TRANSIENT])}") from (result if code == agree.RETRY else None)
+            wait = self.retry.wait_s(attempt)
+            report(f"{what}: {kind} error on try {attempt} of {self.retry.attempts} ({mine}); trying again in "
+                   f"{wait:.1f} s (nothing was moved)")
+            time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _lead_checks(self, step: int, abstract_state, what: str):
+        """Returns (RESTORED, None) if the files look intact and fit, (CORRUPT, why) or (STOP, the error)."""
+        try:
+            problem = with_retries(lambda: self._check_files(step, abstract_state), what=what, retry=self.retry,
+                                   report=_stderr)
+        except CheckpointError as e:
+            return agree.STOP, e
+        except Exception as e:  # noqa: BLE001 — only integrity errors get here (with_retries re-raises them)
+            return agree.CORRUPT, integrity.describe_error(self.step_dir(step), e)
+        return (agree.CORRUPT, problem) if problem else (agree.RESTORED, None)
+
+    def _local_restore(self, step: int, abstract_state, shardings, what: str):
+        """Returns (outcome code, (state, data) | why corrupt | the exception) of this host's restore."""
+        d = self.step_dir(step)
+        try:
+            result = self.restore(step, abstract_state, shardings)
+            if self.restore_fault is not None:
+                self.restore_fault(step, jax.process_index(), d)
+            return agree.RESTORED, result
+        except CheckpointError as e:
+            return agree.STOP, e
+        except Exception as e:  # noqa: BLE001 — classified: only positive evidence of corruption quarantines
+            kind = classify(e)
+            if kind == INTEGRITY:
+                return agree.CORRUPT, integrity.describe_error(d, e)
+            if kind in (RESOURCE, TRANSIENT):
+                return agree.RETRY, e
+            error = unknown_error(what, e)
+            error.__cause__ = e
+            return agree.STOP, error
+
+    def _check_files(self, step: int, abstract_state) -> str | None:
+        """Returns a sentence if the checkpoint's files are corrupt (manifest, metadata), else None.
+
+        Raises CheckpointMismatch if the saved tree does not fit `abstract_state` (nothing is read), and
+        lets other errors through for the caller to classify.
         """
         d = self.step_dir(step)
         problem = integrity.verify(d)
@@ -235,12 +331,7 @@ class Checkpointer:
                     + "Nothing was moved: the checkpoint is intact. Resume with the bindings the run was saved "
                       "with, or start a new run in a new --workdir (or pass --restart_from_scratch to train "
                       "from step 0 here, keeping these checkpoints aside).")
-        try:
-            return self.restore(step, abstract_state, shardings)
-        except Exception as e:  # noqa: BLE001 — classified: resource/transient errors are retried
-            if classify(e) != INTEGRITY:
-                raise
-            return integrity.describe_error(d, e)
+        return None
 
     def wait(self) -> None:
         """Blocks until pending async saves are on disk."""

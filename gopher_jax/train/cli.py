@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"throughput: {summary['tokens_per_s']:,.0f} tokens/s, MFU {summary['mfu']:.1%} "
               f"({summary['mfu_count']} FLOPs; {summary['mfu_6n']:.1%} by 6N) of a {summary['peak_flops'] / 1e9:,.0f} "
               f"GFLOP/s peak ({summary['peak_source']})")
+    if summary.get("goodput"):
+        from gopher_jax.train.goodput import format_table
+        print(format_table(summary["goodput"]))
     print(f"metrics:     {os.path.join(args.workdir, 'metrics.jsonl')} (TensorBoard: {args.workdir}/tensorboard)")
     if summary.get("loss_curve"):
         print(f"loss curve:  {summary['loss_curve']}")

@@ -32,6 +32,10 @@ class TrainConfig:
     eval_batches: int = 0  # held-out batches per evaluation (0 = the whole held-out split)
     checkpoint_every: int = 100  # steps between checkpoints (always one at the end)
     keep_checkpoints: int = 3  # newest checkpoints kept on disk
+    # Multi-host: hosts compare "SIGTERM received?" every this many steps (an all-gather of one flag that
+    # waits for the step in flight); all stop together at the first comparison after any host's signal.
+    # 1 = every step (the ~30 s Cloud TPU grace period allows little lag); raise it when steps are ~ms.
+    stop_check_every: int = 1
     train_task: str = ""  # seqio task/mixture to train on ("" = the embedded default corpus)
     eval_task: str = ""  # seqio task for held-out loss ("" = the embedded held-out split)
     tokenizer: str = ""  # SentencePiece .model path ("" = train/cache one on the embedded corpus)
@@ -58,13 +62,15 @@ class TrainConfig:
         elif self.steps is None:
             object.__setattr__(self, "steps", 200)
         object.__setattr__(self, "batch_ramp", tuple(tuple(int(v) for v in e) for e in self.batch_ramp))
-        for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "seq_len", "microbatches", "log_every", "checkpoint_every",
+                     "stop_check_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be positive")
-        for batch in (self.batch_size, *(b for _, b in self.batch_ramp)):
+        for name, batch in (("train.batch_size", self.batch_size), *(("train.batch_ramp batch", b)
+                                                                    for _, b in self.batch_ramp)):
             if batch % self.microbatches:
-                raise ValueError(f"batch size {batch} (train.batch_size / train.batch_ramp) is not divisible by "
-                                 f"train.microbatches={self.microbatches}; pick a divisor of every batch size")
+                raise ValueError(f"{name}={batch} is not divisible by train.microbatches={self.microbatches}; "
+                                 f"pick a divisor of every batch size")
 
     def stages(self):
         """Returns the run's constant-batch stages (token_budget.BatchStage list)."""

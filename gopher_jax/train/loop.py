@@ -1,18 +1,20 @@
 """The training loop: data -> sharded steps -> metrics, held-out loss, checkpoints, resume.
 
-`train()` wires the parts together; each part is its own module and unit-tested without a subprocess
-(tests/train/test_loop_parts.py): when to log/evaluate/checkpoint (cadence.py), tokens/s
-(throughput_window.py), held-out metrics (evaluation.py), the spike policy (spike_monitor.py) and
-preemption (preemption.py). Reliability (docs/reliability.md): configs are validated before
+`train()` sets the run up and steps it; what changes while it trains is one `RunState` (run_state.py)
+that the loop's parts below read and update. Each part's logic is its own module, unit-tested without a
+subprocess (tests/train/test_loop_parts.py): when to log/evaluate/checkpoint (cadence.py), tokens/s
+(throughput_window.py), held-out metrics (evaluation.py), the spike policy (spike_monitor.py),
+preemption (preemption.py), what all hosts must agree on (host_agreement.py) and goodput (goodput.py). Reliability (docs/reliability.md): configs are validated before
 compiling; resume takes the newest checkpoint that restores and stops, naming the gin binding, on
-one that does not fit; SIGTERM checkpoints and exits with signals.EXIT_PREEMPTED; the spike policy
+one that does not fit; SIGTERM on any host makes all hosts stop at the same step, write one checkpoint
+and exit with signals.EXIT_PREEMPTED; the spike policy
 drops bad updates and can rewind, stopping with spikes.EXIT_DIVERGED past its limit.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-import time
 
 import gin
 import jax
@@ -22,18 +24,21 @@ from gopher_jax.data.training_data import build_training_data
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.rules import sharding_rules
-from gopher_jax.train import spike_monitor, workdir_fs
+from gopher_jax.train import host_agreement, spike_monitor, workdir_fs
 from gopher_jax.train.cadence import Cadence
 from gopher_jax.train.checkpoints import Checkpointer
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
 from gopher_jax.train.evaluation import evaluate_components, load_eval_sets, mixture_shares
 from gopher_jax.train.faults import Faults
+from gopher_jax.train.goodput import Goodput
 from gopher_jax.train.metrics_log import MetricsLog
 from gopher_jax.train.preemption import stop_for_preemption
+from gopher_jax.train.run_state import RunState
 from gopher_jax.train.sharded import build_trainer
 from gopher_jax.train.signals import StopRequest
 from gopher_jax.train.spikes import TrainingDiverged
 from gopher_jax.train.throughput_window import ThroughputWindow
+from gopher_jax.train.token_budget import batch_at_step
 from gopher_jax.train.validate import validate
 
 
@@ -53,6 +58,19 @@ def _flops_per_token(model_config: ModelConfig, seq_len: int) -> float:
     return model_flops_per_token(model_config, seq_len)
 
 
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """What stays fixed while a run trains: configs, the compiled trainer, data and eval sets, peak FLOP/s."""
+
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    trainer: object
+    td: object  # training_data.TrainingData
+    eval_sets: dict
+    peak_info: object
+    faults: Faults
+
+
 def train(workdir: str, *, resume: bool = False, progress: bool = True, train_task: str = "",
           restart_from_scratch: bool = False) -> dict:
     """Trains the gin-configured model in `workdir` on the seqio task or mixture `train_task` (default
@@ -63,13 +81,39 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True, train_ta
     Raises signals.Preempted after checkpointing on SIGTERM and spikes.TrainingDiverged past the
     spike policy's limit (both SystemExit: the process exits with their documented codes).
     """
+    goodput = Goodput()
+    setup, rs = _start(workdir, resume, progress, train_task, restart_from_scratch, goodput)
+    with StopRequest() as stop, setup.trainer.context():
+        while rs.step < setup.train_cfg.steps:
+            _train_step(setup, rs)
+            stopping = host_agreement.stop_now(rs.step, stop.requested, setup.train_cfg.stop_check_every)
+            _log_and_evaluate(setup, rs)
+            is_ckpt = rs.cadence.checkpoints(rs.step)
+            if _watch_spikes(setup, rs, is_ckpt, stopping):
+                continue  # rewound: the loop carries on from the restored step
+            if is_ckpt:
+                rs.save(force=rs.cadence.is_last(rs.step))
+            if stopping and not rs.cadence.is_last(rs.step):
+                goodput.finish()
+                stop_for_preemption(rs.step, stop.signal_name or "SIGTERM on another host", rs.ckpt, rs.log,
+                                    save=lambda: rs.save(force=True), already_saved=rs.last_saved == rs.step,
+                                    close_progress=rs.close_progress, record=goodput.breakdown())
+    goodput.finish()
+    rs.close_progress()
+    rs.ckpt.close()
+    return _finish(setup, rs)
+
+
+def _start(workdir, resume, progress, train_task, restart_from_scratch, goodput) -> tuple[RunSetup, RunState]:
+    """Validates, builds data and trainer, restores (or initialises); returns the setup and the run state."""
     model_cfg, train_cfg, opt_cfg = ModelConfig(), TrainConfig(), OptimizerConfig()
     mesh_cfg, rules, faults = MeshConfig(), sharding_rules(), Faults()
     lead = jax.process_index() == 0
     nproc = jax.process_count()
     workdir_fs.makedirs(workdir)
     # The run's bindings are saved with each checkpoint: a resume that does not fit names what changed.
-    ckpt = Checkpointer(workdir, keep=train_cfg.keep_checkpoints, run_config=gin.operative_config_str())
+    ckpt = Checkpointer(workdir, keep=train_cfg.keep_checkpoints, run_config=gin.operative_config_str(),
+                        restore_fault=faults.restore_fault)
     # Never step 0 over earlier checkpoints (kept or quarantined) unless asked by name (RunHistoryExists).
     ckpt.check_can_start(resume=resume, restart_from_scratch=restart_from_scratch)
     vocab_path, pieces = resolve_tokenizer(train_cfg, model_cfg)
@@ -91,11 +135,15 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True, train_ta
     # Host-side counters that must survive a resume travel with the data-iterator state.
     monitor = spike_monitor.SpikeMonitor(train_cfg.spike_policy, train_cfg.max_skipped_updates,
                                          train_cfg.max_rewinds)
-    found = ckpt.restore_newest_good(trainer.abstract_state, trainer.state_shardings) if resume else None
+    log = MetricsLog(workdir, enabled=lead)
+    with goodput.phase("restore"):
+        found = ckpt.restore_newest_good(trainer.abstract_state, trainer.state_shardings) if resume else None
     if found is not None:
         restored_step, state, data_state = found
         data.set_state(data_state)  # a position in the global stream: any host count resumes it
         monitor.rewinds = data_state.get("reliability", {}).get("rewinds", 0)
+        # Steps the earlier run(s) reached past this checkpoint are trained again: goodput's "redone".
+        goodput.furthest_step = max([r["step"] for r in log.records() if "step" in r] + [restored_step])
         print(f"resumed from step {restored_step} ({ckpt.directory})", flush=True)
     else:
         state = trainer.init()
@@ -103,140 +151,146 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True, train_ta
         workdir_fs.write_text_atomic(workdir_fs.join(workdir, "config.gin"), gin.config_str())
     eval_sets = load_eval_sets(td.evals, train_cfg.batch_size, jax.process_index(), nproc)
 
-    from gopher_jax.train.mfu import global_peak, mfu_fields
-    peak_info = global_peak(dtype=model_cfg.dtype)  # all devices, in the run's matmul dtype; tokens/s is global too
-    peak = peak_info.flops
-    flops_tok = _flops_per_token(model_cfg, train_cfg.seq_len)
-    log = MetricsLog(workdir, enabled=lead)
-    start_step = int(jax.device_get(state.step))
-    tokens_per_step = train_cfg.batch_size * train_cfg.seq_len
-    cadence = Cadence(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every, train_cfg.checkpoint_every)
+    from gopher_jax.train.mfu import global_peak
+    setup = RunSetup(model_cfg, train_cfg, trainer, td, eval_sets, global_peak(dtype=model_cfg.dtype),
+                     faults)  # peak: all hosts, in the run's matmul dtype
+    step = int(jax.device_get(state.step))
+    rs = RunState(workdir=workdir, lead=lead, state=state, step=step, data=data, monitor=monitor, log=log,
+                  ckpt=ckpt, cadence=Cadence(train_cfg.steps, train_cfg.log_every, train_cfg.eval_every,
+                                             train_cfg.checkpoint_every),
+                  window=ThroughputWindow(train_cfg.batch_size * train_cfg.seq_len), goodput=goodput,
+                  last_saved=step if found is not None else None)
     monitor.seen_skipped = _skipped(state)
-    last_saved = start_step if found is not None else None
-
-    def data_state():
-        return {**data.get_state(), "reliability": {"rewinds": monitor.rewinds}}
-
-    def stop_diverged(step: int, why: str):
-        message = spike_monitor.diverged_message(step, why, ckpt.directory)
-        log.write({"step": step, "event": "diverged", "reason": why})
-        ckpt.close()
-        print(message, file=sys.stderr, flush=True)
-        raise TrainingDiverged(message)
-
-    bar = None
     if progress and lead:
         from tqdm import tqdm
-        bar = tqdm(total=train_cfg.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True)
-    window = ThroughputWindow(tokens_per_step)
-    metrics = {}
-    step = start_step
-    last_eval, last_evals = None, {}
-    with StopRequest() as stop, trainer.context():
-        while step < train_cfg.steps:
-            batch_index = data.get_state()["batches_consumed"]
-            host_batch = next(data)
-            if faults.active:
-                host_batch = faults.apply(batch_index, host_batch)
-            batch = trainer.put_batch(host_batch)
-            t0 = time.perf_counter()
-            state, metrics = trainer.train_step(state, batch)
-            step += 1
-            window.step_done(t0, lambda: jax.block_until_ready(metrics))
-            if bar is not None:
-                bar.update(1)
-            record = None
-            if cadence.logs(step):
-                m = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                tok_s = window.tokens_per_s()
-                record = {"step": step, **m, "tokens_per_s": tok_s,
-                          **mfu_fields(model_cfg, train_cfg.seq_len, tok_s, peak), "compile_s": window.compile_s}
-                window.restart()
-            if cadence.evaluates(step):
-                with window.excluded():
-                    last_evals = evaluate_components(trainer, state, eval_sets, td.weights)
-                last_eval = last_evals.get("eval_loss")
-                record = {**(record or {"step": step}), **last_evals, **mixture_shares(data)}
-            if record is not None:
-                log.write(record)
-            if bar is not None and "loss" in (record or {}):
-                bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
-                                mfu=f"{record['mfu']:.1%} {record['mfu_count']}", mfu_6n=f"{record['mfu_6n']:.1%}",
-                                **({"eval": f"{last_eval:.3f}"} if last_eval is not None else {}))
-            is_ckpt = cadence.checkpoints(step)
-            if monitor.should_look(step, train_cfg.log_every, is_ckpt, stop.requested):
-                decision = monitor.observe(step, _skipped(state))
-                if decision.action == spike_monitor.SKIPPED:
-                    log.write({"step": step, "event": "skipped_updates", "skipped_updates": decision.skipped})
-                    print(decision.message, file=sys.stderr, flush=True)
-                    if decision.stop_reason:
-                        stop_diverged(step, decision.stop_reason)
-                elif decision.action == spike_monitor.DIVERGED:
-                    stop_diverged(step, decision.message)
-                elif decision.action == spike_monitor.REWIND:
-                    step, state = _rewind(step, ckpt, trainer, data, monitor, log)
-                    if bar is not None:
-                        bar.n = step
-                        bar.refresh()
-                    continue
-            if is_ckpt:
-                ckpt.save(step, state, data_state(), force=cadence.is_last(step))
-                last_saved = step
-            if stop.requested and not cadence.is_last(step):
-                stop_for_preemption(step, stop.signal_name, ckpt, log,
-                                    save=lambda: ckpt.save(step, state, data_state(), force=True),
-                                    already_saved=last_saved == step,
-                                    close_progress=bar.close if bar is not None else (lambda: None))
-    if bar is not None:
-        bar.close()
-    ckpt.close()
-    return _finish(workdir, lead, log, step, metrics, last_eval, last_evals, td, data, monitor, state, peak_info,
-                   flops_tok, tokens_per_step, window.compile_s, ckpt.directory)
+        rs.bar = tqdm(total=train_cfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True)
+    return setup, rs
 
 
-def _rewind(step, ckpt, trainer, data, monitor, log):
-    """Restores the newest good checkpoint (or a fresh init) after a spike; returns (its step, state).
+def _train_step(setup: RunSetup, rs: RunState) -> None:
+    """Runs one optimizer step on the next batch (at the batch ramp's size for this step)."""
+    rs.goodput.step_started(rs.step + 1)
+    batch_size = batch_at_step(rs.step, setup.train_cfg.stages())
+    if batch_size != rs.data.global_batch:  # train.batch_ramp: same stream, more rows per step from here
+        rs.data.set_global_batch(batch_size)
+        rs.window.tokens_per_step = batch_size * setup.train_cfg.seq_len
+    batch_index = rs.data.get_state()["batches_consumed"]
+    host_batch = next(rs.data)
+    if setup.faults.active:
+        host_batch = setup.faults.apply(batch_index, host_batch)
+    batch = setup.trainer.put_batch(host_batch)
+    t0 = rs.goodput.clock()
+    rs.state, rs.metrics = setup.trainer.train_step(rs.state, batch)
+    rs.step += 1
+    rs.window.step_done(t0, lambda: jax.block_until_ready(rs.metrics))
+    if rs.bar is not None:
+        rs.bar.update(1)
+
+
+def _log_and_evaluate(setup: RunSetup, rs: RunState) -> None:
+    """Writes the metrics record (loss, tokens/s, MFU, goodput) and held-out metrics when the cadence says."""
+    from gopher_jax.train.mfu import mfu_fields
+    record = None
+    if rs.cadence.logs(rs.step):
+        m = {k: float(v) for k, v in jax.device_get(rs.metrics).items()}
+        tok_s = rs.window.tokens_per_s()
+        record = {"step": rs.step, **m, "tokens_per_s": tok_s,
+                  **mfu_fields(setup.model_cfg, setup.train_cfg.seq_len, tok_s, setup.peak_info.flops),
+                  "compile_s": rs.window.compile_s, **rs.goodput.breakdown()}
+        rs.window.restart()
+    if rs.cadence.evaluates(rs.step):
+        with rs.window.excluded(), rs.goodput.phase("eval"):
+            rs.last_evals = evaluate_components(setup.trainer, rs.state, setup.eval_sets, setup.td.weights)
+        rs.last_eval = rs.last_evals.get("eval_loss")
+        record = {**(record or {"step": rs.step}), **rs.last_evals, **mixture_shares(rs.data)}
+    if record is not None:
+        rs.log.write(record)
+    if rs.bar is not None and "loss" in (record or {}):
+        rs.bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:,.0f}",
+                           mfu=f"{record['mfu']:.1%} {record['mfu_count']}", mfu_6n=f"{record['mfu_6n']:.1%}",
+                           goodput=f"{record['goodput']:.0%}",
+                           **({"eval": f"{rs.last_eval:.3f}"} if rs.last_eval is not None else {}))
+
+
+def _watch_spikes(setup: RunSetup, rs: RunState, is_ckpt: bool, stopping: bool) -> bool:
+    """Applies the spike policy where the host syncs anyway; returns True after a rewind."""
+    if not rs.monitor.should_look(rs.step, setup.train_cfg.log_every, is_ckpt, stopping):
+        return False
+    decision = rs.monitor.observe(rs.step, _skipped(rs.state))
+    if decision.action == spike_monitor.SKIPPED:
+        rs.log.write({"step": rs.step, "event": "skipped_updates", "skipped_updates": decision.skipped})
+        print(decision.message, file=sys.stderr, flush=True)
+        if decision.stop_reason:
+            _stop_diverged(rs, decision.stop_reason)
+    elif decision.action == spike_monitor.DIVERGED:
+        _stop_diverged(rs, decision.message)
+    elif decision.action == spike_monitor.REWIND:
+        _rewind(setup, rs)
+        return True
+    return False
+
+
+def _stop_diverged(rs: RunState, why: str):
+    message = spike_monitor.diverged_message(rs.step, why, rs.ckpt.directory)
+    rs.log.write({"step": rs.step, "event": "diverged", "reason": why})
+    rs.ckpt.close()
+    print(message, file=sys.stderr, flush=True)
+    raise TrainingDiverged(message)
+
+
+def _rewind(setup: RunSetup, rs: RunState) -> None:
+    """Restores the newest good checkpoint (or a fresh init) after a spike; the run continues from its step.
 
     The data iterator stays where it is: batches since that checkpoint, the bad ones among them, are
     not replayed (PaLM §5.1 restarts ~100 steps back and skips ~200-500 batches)."""
-    ckpt.wait()
-    found = ckpt.restore_newest_good(trainer.abstract_state, trainer.state_shardings)
+    step, ckpt, trainer = rs.step, rs.ckpt, setup.trainer
+    with rs.goodput.phase("restore"):
+        ckpt.wait()
+        found = ckpt.restore_newest_good(trainer.abstract_state, trainer.state_shardings)
     if found is not None:
         to_step, state, old_data = found
         first_skipped = old_data["batches_consumed"]
     else:
         to_step, state, first_skipped = 0, trainer.init(), 0
-    now = data.get_state()["batches_consumed"]
-    log.write({"step": step, "event": "rewind", "to_step": to_step, "rewinds": monitor.rewinds,
-               "skipped_batches": [first_skipped, now]})
-    print(monitor.rewind_message(step, to_step, first_skipped, now), file=sys.stderr, flush=True)
-    monitor.rewound(_skipped(state))
-    return to_step, state
+    now = rs.data.get_state()["batches_consumed"]
+    rs.log.write({"step": step, "event": "rewind", "to_step": to_step, "rewinds": rs.monitor.rewinds,
+                  "skipped_batches": [first_skipped, now]})
+    print(rs.monitor.rewind_message(step, to_step, first_skipped, now), file=sys.stderr, flush=True)
+    rs.monitor.rewound(_skipped(state))
+    rs.goodput.rewound(step)  # steps to_step+1 .. step are trained again: "redone"
+    rs.step, rs.state = to_step, state
+    if rs.bar is not None:
+        rs.bar.n = to_step
+        rs.bar.refresh()
 
 
-def _finish(workdir, lead, log, step, metrics, last_eval, last_evals, td, data, monitor, state, peak_info,
-            flops_tok, tokens_per_step, compile_s, checkpoint_dir) -> dict:
-    """Writes summary.json and the loss curve (lead process); returns the summary."""
-    summary = {"step": step, "final_loss": float(metrics["loss"]) if metrics else None,
-               "eval_loss": last_eval, "peak_flops": peak_info.flops, "peak_source": peak_info.source,
-               "peak_hosts": peak_info.hosts, "flops_per_token": flops_tok, "tokens_per_step": tokens_per_step,
-               "checkpoint_dir": checkpoint_dir, "compile_s": compile_s,
+def _finish(setup: RunSetup, rs: RunState) -> dict:
+    """Writes summary.json (with the goodput breakdown) and the loss curve (lead process); returns the summary."""
+    td, data, train_cfg = setup.td, rs.data, setup.train_cfg
+    peak_info, last_evals = setup.peak_info, rs.last_evals
+    summary = {"step": rs.step, "final_loss": float(rs.metrics["loss"]) if rs.metrics else None,
+               "eval_loss": rs.last_eval, "peak_flops": peak_info.flops, "peak_source": peak_info.source,
+               "peak_hosts": peak_info.hosts, "flops_per_token": _flops_per_token(setup.model_cfg, train_cfg.seq_len),
+               "tokens_per_step": data.global_batch * train_cfg.seq_len,
+               "checkpoint_dir": rs.ckpt.directory, "compile_s": rs.window.compile_s,
                "eval_bits_per_byte": last_evals.get("eval_bits_per_byte"),
                "eval": {k: v for k, v in last_evals.items() if "/" in k},
                # Realised shares of all rows drawn (MT-NLG tracking) and epochs of each component.
                "mixture": {n: {"target": td.weights[n], "realised": data.realized()[n], "epochs": data.epochs()[n]}
                            for n in td.weights}}
-    if monitor.active:
-        summary.update(skipped_updates=_skipped(state), rewinds=monitor.rewinds)
-    if lead:
-        summary["loss_curve"] = log.plot(workdir_fs.join(workdir, "loss_curve.png"))
-        recs = [r for r in log.records() if r.get("tokens_per_s")]
+    if rs.monitor.active:
+        summary.update(skipped_updates=_skipped(rs.state), rewinds=rs.monitor.rewinds)
+    if rs.lead:
+        summary["loss_curve"] = rs.log.plot(workdir_fs.join(rs.workdir, "loss_curve.png"))
+        recs = [r for r in rs.log.records() if r.get("tokens_per_s")]
         if recs:
             summary["tokens_per_s"] = float(np.median([r["tokens_per_s"] for r in recs]))
             summary["mfu"] = float(np.median([r["mfu"] for r in recs]))
             summary["mfu_6n"] = float(np.median([r["mfu_6n"] for r in recs]))
             summary["mfu_count"] = recs[-1]["mfu_count"]
-        workdir_fs.write_text_atomic(workdir_fs.join(workdir, "summary.json"), json.dumps(summary, indent=2))
+    summary["goodput"] = rs.goodput.breakdown()  # this process's wall time, up to here
+    if rs.lead:
+        workdir_fs.write_text_atomic(workdir_fs.join(rs.workdir, "summary.json"), json.dumps(summary, indent=2))
     return summary
 
 

@@ -285,3 +285,45 @@ def test_resume_and_restart_from_scratch_are_exclusive_flags(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["--workdir=w", "--resume", "--restart_from_scratch"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+# -- errors that are not evidence of corruption: stop, name the checkpoint, quarantine nothing -----------------
+
+@pytest.mark.parametrize("error", ["PermissionError", "ValueError", "TypeError"])
+def test_unanticipated_restore_errors_stop_and_move_nothing(small, error):
+    from gopher_jax.train.faults import Faults
+    workdir, abstract, shardings = small
+    before = _listing(workdir)
+    fault = Faults(restore_error=error).restore_fault
+    ck = Checkpointer(str(workdir), keep=5, retry=FAST, restore_fault=fault)
+    try:
+        with pytest.raises(errors.CheckpointRestoreFailed) as e:
+            ck.restore_newest_good(abstract, shardings, report=lambda m: None)
+    finally:
+        ck.close()
+    message = str(e.value)
+    print(f"\n{error}: {message}")
+    assert message.startswith(f"restoring checkpoint step 2 ({workdir}/checkpoints/2) failed with {error}: ")
+    assert "not evidence that the checkpoint is corrupt, so nothing was moved or quarantined" in message
+    assert "--resume" in message
+    assert _listing(workdir) == before and not os.path.exists(workdir / "checkpoints_corrupt")
+
+
+def test_a_missing_file_is_evidence_and_falls_back(small):
+    from gopher_jax.train.faults import Faults
+    workdir, abstract, shardings = small
+    fault = Faults(restore_error="FileNotFoundError", restore_error_steps=(2,)).restore_fault
+    ck, messages = Checkpointer(str(workdir), keep=5, retry=FAST, restore_fault=fault), []
+    try:
+        step, state, _ = ck.restore_newest_good(abstract, shardings, report=messages.append)
+    finally:
+        ck.close()
+    assert step == 1 and float(state["w"][0, 0]) == 1.0
+    assert messages[0].startswith("checkpoint step 2 is corrupt or partial: ") and "falling back to step 1" in messages[0]
+    assert len(os.listdir(workdir / "checkpoints_corrupt")) == 1
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), ValueError("sharding mismatch"),
+                                   TypeError("unexpected keyword argument"), AttributeError("no attribute 'x'")])
+def test_errors_without_evidence_of_corruption_are_unknown(error):
+    assert errors.classify(error) == errors.UNKNOWN

@@ -81,3 +81,11 @@ def test_every_problem_is_reported_at_once():
               train=TrainConfig(batch_size=6, seq_len=1024), pieces=5000)
     lines = [l for l in str(e.value).splitlines() if l.strip().startswith("- ")]
     assert len(lines) == 4, str(e.value)  # seq_len, vocab, batch, layers
+
+
+def test_every_batch_of_the_ramp_is_checked_against_the_data_axes():
+    with pytest.raises(ConfigError) as e:
+        check(train=TrainConfig(batch_size=8, seq_len=128, batch_ramp=((4096, 12),)))
+    msg = str(e.value)
+    assert "train.batch_ramp batch at 4,096 tokens=12 / train.microbatches=1 = 12" in msg and "that ramp batch=16" in msg
+    assert check(train=TrainConfig(batch_size=8, seq_len=128, batch_ramp=((4096, 16),)))

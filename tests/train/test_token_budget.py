@@ -1,9 +1,14 @@
 """train.tokens / train.batch_ramp: steps derived from the budget, the paper run files, and plan's run time."""
+import json
 import math
 
 import gin
 import pytest
 
+import gopher_jax.model.config  # noqa: F401  (configurables the gin files bind)
+import gopher_jax.parallel.mesh  # noqa: F401
+import gopher_jax.parallel.pipeline  # noqa: F401
+import gopher_jax.parallel.rules  # noqa: F401
 from gopher_jax.plan.run_time import format_run_estimate, run_estimate
 from gopher_jax.train import token_budget
 from gopher_jax.train.config import TrainConfig
@@ -69,9 +74,25 @@ def test_parallel_recipes_include_their_run_file_and_keep_its_budget():
 
 def test_run_estimate_is_step_time_times_steps_per_stage():
     cfg = TrainConfig(tokens=10**6, batch_size=8, seq_len=256, batch_ramp=((500_000, 16),))
-    est = run_estimate(cfg, step_s=2.0, num_chips=4)
+    est = run_estimate(cfg, 2.0, num_chips=4)
     assert est["run_steps"] == 368
     assert est["predicted_wall_s"] == pytest.approx(245 * 2.0 + 123 * 4.0)  # the batch-16 steps take twice as long
+    split = run_estimate(cfg, {"predicted_step_s": 2.0, "communication_s": 0.5}, num_chips=4)
+    assert split["predicted_wall_s"] == pytest.approx(245 * 2.0 + 123 * (1.5 * 2 + 0.5))  # only compute scales
     assert est["predicted_chip_hours"] == pytest.approx(est["predicted_wall_s"] / 3600 * 4)
     text = format_run_estimate({**est, "num_chips": 4})
     assert "368 steps" in text and "chip-hours on 4 chips" in text and "assumes 100% goodput" in text
+
+
+def test_the_loop_trains_the_token_budget_through_the_batch_ramp(tmp_path):
+    """train.tokens with a ramp in a real (in-process) run: batch 8 then 16 rows of 32 tokens; the run
+    trains ceil(512/256) + ceil(1024/512) = 4 steps and draws 8 + 8 + 16 + 16 rows of the stream."""
+    from tests.reliability.test_rewind import records, run
+    summary = run(tmp_path, "train.steps=None", "train.tokens=1536", "train.batch_ramp=((512, 16),)",
+                  "train.checkpoint_every=100")
+    assert summary["step"] == 4 and summary["tokens_per_step"] == 16 * 32
+    assert [r["step"] for r in records(tmp_path) if "loss" in r] == [1, 2, 3, 4]
+    assert sum(m["realised"] for m in summary["mixture"].values()) == pytest.approx(1.0)
+    assert summary["goodput"]["goodput/productive_s"] > 0 and 0 < summary["goodput"]["goodput"] < 1
+    with open(tmp_path / "checkpoints" / "4" / "data" / "metadata") as f:  # orbax JsonSave of the data state
+        assert json.load(f)["rows_drawn"] == 8 + 8 + 16 + 16
