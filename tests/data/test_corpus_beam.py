@@ -18,7 +18,10 @@ def crafted_inputs(tmp_path):
         c4 = [json.loads(line) for line in f]
     long_docs = [r for r in c4 if len(r["text"]) > 3000][:3]
     lam = lambada_passages()
-    passage, second = sorted(lam, key=lambda r: len(r["context"]))[-1:-3:-1]
+    # One eval item longer than short_docs' 512 characters (the fixture's passages are shorter), so the
+    # document that copies it reaches decontamination: the two longest passages as one.
+    a, b = sorted(lam, key=lambda r: len(r["context"]))[-2:]
+    passage = {"context": a["context"] + "\n\n" + b["context"], "continuation": b["continuation"]}
     eval_path = tmp_path / "eval.jsonl"
     with open(eval_path, "w") as f:
         for r in lam + [passage]:
@@ -28,9 +31,7 @@ def crafted_inputs(tmp_path):
     rows = [
         {"text": long_docs[0]["text"].upper().replace(" ", "  "), "url": "exact-dup"},
         {"text": " ".join(words), "url": "near-dup"},
-        # Two eval passages: long enough (> 512 characters) that short_docs keeps it for decontam to find.
-        {"text": passage["context"] + " " + passage["continuation"] + " The end of the story.\n\n" + second["context"],
-         "url": "contaminated"},
+        {"text": passage["context"] + " " + passage["continuation"] + " The end of the story.", "url": "contaminated"},
         # Words of a real document in reverse order: fresh 13-grams, so not a near-duplicate.
         {"text": " ".join(reversed(long_docs[2]["text"].split(" "))) + "\n\n" + passage["context"],
          "url": "contains-a-passage"},
