@@ -71,12 +71,6 @@ class TrainConfig:
             if batch % self.microbatches:
                 raise ValueError(f"{name}={batch} is not divisible by train.microbatches={self.microbatches}; "
                                  f"pick a divisor of every batch size")
-
-    def stages(self):
-        """Returns the run's constant-batch stages (token_budget.BatchStage list)."""
-        from gopher_jax.train import token_budget
-        return token_budget.stages(batch_size=self.batch_size, seq_len=self.seq_len, batch_ramp=self.batch_ramp,
-                                   tokens=self.tokens, steps=self.steps)
         from gopher_jax.train.spikes import POLICIES
         if self.spike_policy not in POLICIES:
             raise ValueError(f"train.spike_policy={self.spike_policy!r} is not one of {POLICIES}")
@@ -88,6 +82,12 @@ class TrainConfig:
         for name in ("spike_warmup_steps", "max_skipped_updates", "max_rewinds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be >= 0")
+
+    def stages(self):
+        """Returns the run's constant-batch stages (token_budget.BatchStage list)."""
+        from gopher_jax.train import token_budget
+        return token_budget.stages(batch_size=self.batch_size, seq_len=self.seq_len, batch_ramp=self.batch_ramp,
+                                   tokens=self.tokens, steps=self.steps)
 
 
 @gin.configurable("optimizer")
