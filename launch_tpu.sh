@@ -5,8 +5,8 @@
 #   ./launch_tpu.sh --name=gopher --zone=us-central2-b --accelerator=v4-16 [--create] [--delete] \
 #       [--num_slices=2] [--project=P] [--version=tpu-ubuntu2204-base] [--python=python3.11] [--env=K=V]... \
 #       [--dry-run] [--requeue] [--print-worker-setup] \
-#       -- gopher-jax train --gin_file=gin_configs/runs/chinchilla_70b.gin \
-#          --gin_file=gin_configs/parallel/chinchilla_70b_v4.gin --workdir=gs://BUCKET/run
+#       -- gopher-jax train --gin_file=gin_configs/parallel/chinchilla_70b_v4.gin --workdir=gs://BUCKET/run
+#   (each parallel/*_v*.gin recipe includes its paper run file, gin_configs/runs/, and so sets the whole run)
 #
 # Python: jax>=0.10 and flax>=0.12 need Python >= 3.11 (their wheels' Requires-Python), but the
 # runtime Google lists for v4 and older (tpu-ubuntu2204-base, Ubuntu 22.04) ships python3 = 3.10.
@@ -17,9 +17,8 @@
 # --print-worker-setup prints that set-up script (what runs on every worker) and exits.
 #
 # Steps: [create] -> copy code (tpu-vm scp) -> worker set-up (Python check, venv, pip install -e .[tpu])
-# -> run on --worker=all (one
-# gcloud ssh per slice, in parallel; output streamed here and saved in --logdir) -> collect each
-# worker's log -> [delete]. The workdir must be shared by all hosts (a gs:// bucket): every host
+# -> run on --worker=all (one gcloud ssh per slice, in parallel; output streamed here and saved in
+# --logdir) -> collect each worker's log -> [delete]. The workdir must be shared by all hosts (a gs:// bucket): every host
 # writes its part of each orbax checkpoint there. On TPU VMs jax.distributed configures itself
 # (gopher_jax/distributed.py, GOPHER_JAX_DISTRIBUTED=auto); multi-slice runs also get MEGASCALE_*.
 # --dry-run prints every command instead of running it. --delete without a command only deletes.
@@ -54,7 +53,7 @@ while [[ $# -gt 0 ]]; do
     --delete) DELETE=1 ;;
     --dry-run) DRY_RUN=1 ;;
     --requeue) REQUEUE=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     --) shift; CMD=("$@"); break ;;
     *) die "unknown argument '$1' (flags use --flag=value; put the command after --)" ;;
   esac
