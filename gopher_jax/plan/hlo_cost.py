@@ -163,16 +163,16 @@ def _cost_as_entry(comps, heads, name: str, client) -> dict:
     return _jax.hlo_module_cost_analysis(client, _hlo.hlo_module_from_text("\n".join(parts)))
 
 
-def loop_aware_flops(hlo_text: str) -> dict:
-    """Returns {"flops": total with loops x trip counts or None, "flops_once": XLA's figure,
-    "loops": [{"body", "trip_count", "flops_per_trip"}], "uncounted_loops": [body names],
-    "upper_bound": True when a conditional's branches differ in cost (counted at the costliest)}."""
+def _counter(hlo_text: str):
+    """(computations, entry, once, total, report): once(c) is XLA's figure for computation c, total(c)
+    counts its loops x trip counts (None when a trip count is unreadable); report collects
+    "loops", "uncounted_loops" and "upper_bound" (callers) as total() walks."""
     import jax
 
     real, heads, entry = _computations(hlo_text)
     client = jax.devices("cpu")[0].client
     cache: dict[str, float] = {}
-    loops_out, uncounted, upper_bound = [], [], []
+    report = {"loops": [], "uncounted_loops": [], "upper_bound": []}
 
     def once(name: str) -> float:
         if name not in cache:
@@ -187,7 +187,7 @@ def loop_aware_flops(hlo_text: str) -> dict:
                 if None in branches:
                     return None
                 if max(branches) > 1.01 * min(branches):
-                    upper_bound.append(caller)
+                    report["upper_bound"].append(caller)
                 value += max(branches) - max(once(b) for b in what)
                 continue
             line = what[0]
@@ -196,12 +196,41 @@ def loop_aware_flops(hlo_text: str) -> dict:
             inner = total(body)
             if n is None or inner is None:
                 if n is None:
-                    uncounted.append(body)
+                    report["uncounted_loops"].append(body)
                 return None
-            loops_out.append({"body": body, "trip_count": n, "flops_per_trip": inner})
+            report["loops"].append({"body": body, "trip_count": n, "flops_per_trip": inner})
             value += n * inner - once(body)
         return value
 
+    return real, entry, once, total, report
+
+
+def loop_aware_flops(hlo_text: str) -> dict:
+    """Returns {"flops": total with loops x trip counts or None, "flops_once": XLA's figure,
+    "loops": [{"body", "trip_count", "flops_per_trip"}], "uncounted_loops": [body names],
+    "upper_bound": True when a conditional's branches differ in cost (counted at the costliest)}."""
+    _, entry, once, total, report = _counter(hlo_text)
     counted = total(entry)
-    return {"flops": counted, "flops_once": once(entry), "loops": loops_out, "uncounted_loops": uncounted,
-            "upper_bound": bool(upper_bound)}
+    return {"flops": counted, "flops_once": once(entry), "loops": report["loops"],
+            "uncounted_loops": report["uncounted_loops"], "upper_bound": bool(report["upper_bound"])}
+
+
+def branch_flops(hlo_text: str) -> list[list[float | None]]:
+    """Loop-aware FLOPs of every branch of every conditional in the program (one list per
+    conditional, branches in index order: a `lax.switch`'s branch k is entry k). A pipeline step's
+    slot switch is priced this way per branch, so its executed FLOPs are the sum over the slots the
+    program runs, not the costliest branch times the slot count."""
+    real, _, _, total, _ = _counter(hlo_text)
+    out = []
+    for name, lines in real.items():
+        for line in lines:
+            if " conditional(" not in line:
+                continue
+            branches = []
+            for m in _CALLED.finditer(line):
+                branches += [c.strip().lstrip("%") for c in filter(None, (m.group(1), m.group(3),
+                                                                          *(m.group(2) or "").split(",")))]
+            branches = [b for b in branches if b in real]
+            if branches:
+                out.append([total(b) for b in branches])
+    return out

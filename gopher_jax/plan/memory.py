@@ -10,11 +10,11 @@ shard by shard. Gradients and activations are modelled (nothing is allocated):
   * activations: what the backward pass keeps per layer under the remat policy, plus one layer's
     full working set while it is recomputed, plus fp32 logits. Pipelined (stages > 1,
     gopher_jax/parallel/pipeline/executor.py): each device stashes only stage inputs between a
-    microbatch's forward and backward (GPipe: all microbatches; 1F1B: min(microbatches, stages),
-    MT-NLG §3; circular: repeats x microbatches; interleaved 1F1B and zero-bubble: counted from their
-    tables) and keeps the remat policy's tensors for one microbatch through one stage between its
-    recompute (R) and its backward. zero_bubble keeps up to two such residual sets and, per
-    weight-gradient set its program holds (R -> W), every Dense's input and output cotangent.
+    microbatch's forward and backward, keeps the remat policy's tensors for one microbatch through one
+    stage per residual set (R -> V / I) and, per weight-gradient set (zero-bubble, R -> W), every
+    Dense's input and output cotangent; all three counted from the program the trainer runs (the
+    executor's own buffer allocation: GPipe all microbatches, 1F1B <= stages (hoisted) or <= 2 stages - 1
+    (paired), circular repeats x microbatches, ...).
 MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
 4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
 """
@@ -97,17 +97,13 @@ _KEPT = {
 }
 
 
-def stashed_microbatches(schedule: str, microbatches: int, stages: int, repeats: int = 1) -> int:
-    """Stage inputs the busiest device holds at once under a schedule (schedule.Schedule.max_in_flight)."""
-    if stages == 1:
-        return 0
-    if schedule == "1f1b":
-        return min(microbatches, stages)
-    if schedule in ("gpipe", "circular"):
-        return microbatches * (repeats if schedule == "circular" else 1)
-    from gopher_jax.parallel.pipeline.schedule import make_schedule  # interleaved_1f1b, zero_bubble: count
-    table = make_schedule(schedule, stages, microbatches, repeats)
-    return max(table.max_in_flight(d) for d in range(stages))
+def pipeline_buffers(schedule) -> dict:
+    """Buffers the executor allocates for a schedule's program (executor.compile_program's interval
+    colouring): stage inputs, residual sets (R -> V / I) and weight-gradient sets (R -> W) on the busiest
+    device."""
+    from gopher_jax.parallel.pipeline.executor import compile_program
+    prog = compile_program(schedule)
+    return {"stage_inputs": prog.act_slots, "residual_sets": prog.res_slots, "weight_grad_sets": prog.wg_slots}
 
 
 def _wgrad_elements(model: ModelConfig, t: int) -> float:
@@ -120,24 +116,16 @@ def _wgrad_elements(model: ModelConfig, t: int) -> float:
     return inputs + cotangents
 
 
-def _zero_bubble_program(stages: int, microbatches: int, pipeline):
-    """zero_bubble's compiled program tables (fitted to analytic unit costs) for its buffer counts."""
-    from gopher_jax.parallel.pipeline.executor import compile_program
-    from gopher_jax.parallel.pipeline.schedule import make_schedule
-    pending = pipeline.max_pending_weight_grads if pipeline is not None else 2
-    return compile_program(make_schedule("zero_bubble", stages, microbatches, max_pending_w=pending))
-
-
-def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipeline=None) -> dict:
+def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipeline=None, schedule=None) -> dict:
     """Returns per-device activation bytes: kept per layer, one recomputed layer, logits, and in-flight count."""
     batch_shards = _axes_size(axes.BATCH, rules, sizes)
     t = _axes_size(axes.HEADS, rules, sizes)
     t_vocab = _axes_size(axes.VOCAB, rules, sizes)
     stages = sizes["pipeline"]
-    schedule, repeats, pipe_mb = "1f1b", 1, train.microbatches
+    schedule_name, repeats, pipe_mb = "1f1b", 1, train.microbatches
     if pipeline is not None:
-        schedule = pipeline.schedule
-        repeats = pipeline.repeats if schedule in ("circular", "interleaved_1f1b") else 1
+        schedule_name = pipeline.schedule
+        repeats = pipeline.repeats if schedule_name in ("circular", "interleaved_1f1b") else 1
         pipe_mb = pipeline.microbatches or train.microbatches
     mb_rows = train.batch_size / train.microbatches
     local_rows = math.ceil(mb_rows / batch_shards)  # a batch the mesh does not divide pads up
@@ -150,15 +138,19 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
     if stages == 1:
         in_flight = 1
         kept_b = kept_elems * item * tokens * model.num_layers
-    else:  # stashed stage inputs + one microbatch's kept tensors through one (virtual) stage
-        in_flight = stashed_microbatches(schedule, pipe_mb, stages, repeats)
+    else:  # stashed stage inputs + the residual and weight-gradient sets the program keeps
+        if schedule is None:
+            from gopher_jax.parallel.pipeline import cost
+            from gopher_jax.parallel.pipeline.schedule import make_schedule
+            schedule = make_schedule(schedule_name, stages, pipe_mb, repeats, cost.analytic_costs(model.remat_policy),
+                                     pipeline.max_pending_weight_grads if pipeline is not None else 2)
+        buffers = pipeline_buffers(schedule)
+        in_flight = buffers["stage_inputs"]
+        # a fused B (R + V in one slot) holds its residual set inside the slot: one set all the same
+        residual_sets, wgrad_sets = max(buffers["residual_sets"], 1), buffers["weight_grad_sets"]
         layers_here = math.ceil(model.num_layers / (stages * repeats))
-        kept_b = kept_elems * item * tokens * layers_here + in_flight * model.d_model * item * tokens
-        if schedule == "zero_bubble":  # its residual and weight-gradient sets, counted from its program
-            prog = _zero_bubble_program(stages, pipe_mb, pipeline)
-            residual_sets, wgrad_sets = prog.res_slots, prog.wg_slots
-            kept_b += (residual_sets - 1) * kept_elems * item * tokens * layers_here
-            kept_b += wgrad_sets * _wgrad_elements(model, t) * item * tokens * layers_here
+        kept_b = (residual_sets * kept_elems * item * tokens * layers_here + in_flight * model.d_model * item * tokens
+                  + wgrad_sets * _wgrad_elements(model, t) * item * tokens * layers_here)
     working = 0 if kept is None else sum(per_tok.values()) * item * tokens  # the layer being recomputed
     logits = 2 * 4 * tokens * model.padded_vocab_size / t_vocab  # fp32 logits and their gradient
     return {"kept": int(kept_b), "recompute_working_set": int(working), "logits": int(logits),
@@ -168,14 +160,14 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
 
 
 def bytes_per_device(model: ModelConfig, opt: OptimizerConfig, train: TrainConfig, rules, sizes,
-                     pipeline=None) -> dict:
+                     pipeline=None, schedule=None) -> dict:
     """Returns {"total": bytes, "breakdown": {...}, "state_bytes_per_param": float, ...} for one device."""
     st = state_bytes(model, opt, train, rules, sizes)
     local = st["local_params"]
     grads = local * 4 + local * st["param_itemsize"] * (st["param_itemsize"] != 4)
     if train.microbatches > 1:
         grads += local * 4  # the scan's fp32 accumulator next to one microbatch's gradients
-    act = activation_bytes(model, train, rules, sizes, pipeline)
+    act = activation_bytes(model, train, rules, sizes, pipeline, schedule)
     gathered = 0
     if _axes_size(axes.EMBED, rules, sizes) > 1:
         layer_params = (st["global_params"] - model.padded_vocab_size * model.d_model) / model.num_layers

@@ -33,8 +33,15 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_c
     sizes = mesh_axis_sizes(mesh_cfg, topo)
     from gopher_jax.parallel.pipeline import PipelineConfig
     pipeline = PipelineConfig()  # gin `pipeline.*` (used only when the mesh has pipeline > 1)
-    mem = memory.bytes_per_device(model, opt, train, rules, sizes, pipeline)
-    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu, pipeline, pipeline_costs)
+    scheduled = throughput.pipeline_schedule(model, train, sizes["pipeline"], pipeline, pipeline_costs)
+    mem = memory.bytes_per_device(model, opt, train, rules, sizes, pipeline, scheduled[0])
+    from gopher_jax.plan.communication import step_communication
+    dcn = dict(zip(("data", "fsdp", "tensor", "pipeline"), mesh_cfg.dcn_shape))
+    layer_params = (mem["global_params"] - model.padded_vocab_size * model.d_model) / model.num_layers
+    comm = step_communication(model, train, sizes, dcn, topo, layer_params, 2 if model.param_dtype == "bfloat16" else 4,
+                              scheduled[0])
+    step = throughput.step_estimate(model, train, topo, sizes["pipeline"], mfu, pipeline, pipeline_costs,
+                                    scheduled, comm)
     hbm = topo.chip.hbm_bytes_per_device
     return {"topology": topology, "num_devices": topo.num_devices, "num_chips": topo.num_chips, "mesh": sizes,
             "remat_policy": model.remat_policy, "microbatches": train.microbatches,
@@ -60,7 +67,8 @@ def format_plan(p: dict) -> str:
               f"executed (full T x T scores, with remat); "
               f"{p['flops_per_device']:.3e} per device",
               _pipeline_line(p),
-              f"pipeline bubble {p['pipeline_bubble']:.1%}; predicted {p['predicted_step_s']:.2f} s/step, "
+              f"pipeline bubble {p['pipeline_bubble']:.1%}; predicted {p['predicted_step_s']:.2f} s/step "
+              f"(compute {p['compute_s']:.2f} + communication {p['communication_s']:.2f}), "
               f"{p['predicted_tokens_per_s']:,.0f} tokens/s at MFU {p['mfu']:.0%} ({p['mfu_count']} FLOPs / bf16 spec peak)"]
     from gopher_jax.plan.run_time import format_run_estimate
     lines.append(format_run_estimate(p))  # the whole run: step time x steps (plan/run_time.py)
@@ -68,10 +76,14 @@ def format_plan(p: dict) -> str:
 
 
 def _pipeline_line(p: dict) -> str:
+    comm = "; ".join(f"{k} {v['seconds']:.3f} s" for k, v in p["communication"].items())
+    comm = f"communication {p['communication_s']:.2f} s ({comm}; bandwidths and sources in --json)"
     if p["pipeline_schedule"] is None:
-        return "pipeline: none (1 stage)"
-    return (f"pipeline {p['pipeline_schedule']}: executed efficiency {p['pipeline_efficiency']:.1%} "
-            f"(slot cost = slowest device, {p['pipeline_op_costs']} op costs), formula {p['pipeline_efficiency_formula']:.1%}")
+        return "pipeline: none (1 stage); " + comm
+    return (f"pipeline {p['pipeline_schedule']} ({p['pipeline_placement']} placement): executed efficiency "
+            f"{p['pipeline_efficiency']:.1%} (slot cost = slowest device, {p['pipeline_op_costs']} op costs), "
+            f"formula {p['pipeline_efficiency_formula']:.1%}; stage recompute x{p['pipeline_recompute_factor']:.3f}"
+            f"\n{comm}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""FLOPs per step, the pipeline bubble and the predicted step time at a stated MFU."""
+"""FLOPs per step, the pipeline's executed efficiency and the predicted step time (compute + communication)."""
 from __future__ import annotations
 
 from gopher_jax.model.config import ModelConfig
@@ -20,44 +20,62 @@ def pipeline_efficiency(microbatches: int, stages: int, repeats: int = 1) -> flo
     return repeats * microbatches / (repeats * microbatches + stages - 1)
 
 
-def pipeline_estimate(model: ModelConfig, train: TrainConfig, stages: int, pipeline=None,
-                      op_costs: str = "compiled") -> dict:
-    """Returns the schedule's executed efficiency (`pipeline_efficiency`, the cost model of
-    gopher_jax/parallel/pipeline/cost.py: slot cost = its slowest device) beside the formula
-    (`pipeline_efficiency_formula`, 1 - schedule.expected_bubble), and where the op costs came from
-    (`pipeline_op_costs`: "compiled" = each stage branch compiled on CPU and priced by XLA's cost
-    analysis; "analytic" = unit costs, by request or when compiling fails)."""
+def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipeline=None,
+                      op_costs: str = "compiled"):
+    """(Schedule, cost.OpCosts) the trainer would run for this config, or (None, None) with one stage.
+
+    Op costs: "compiled" = each stage branch compiled on CPU and priced by XLA's cost analysis
+    (compiled_op_costs.py; falls back to analytic when compiling fails), "analytic" = unit costs of the
+    remat policy. The program is fitted to them as the trainer fits it (pipeline.program_costs)."""
     if stages == 1:
-        return {"pipeline_schedule": None, "pipeline_efficiency": 1.0, "pipeline_efficiency_formula": 1.0,
-                "pipeline_op_costs": None}
-    from gopher_jax.parallel.pipeline import PipelineConfig, cost, compiled_op_costs, schedule
+        return None, None
+    from gopher_jax.parallel.pipeline import PipelineConfig, compiled_op_costs, cost, schedule
 
     pipeline = pipeline or PipelineConfig()
     microbatches = pipeline.microbatches or train.microbatches
     repeats = pipeline.repeats if schedule.uses_repeats(pipeline.schedule) else 1
     layers = model.num_layers // (stages * repeats)
+    split = pipeline.schedule.startswith("zero_bubble")
     if op_costs == "compiled":
-        priced = compiled_op_costs.op_costs(model, train.seq_len, layers, split=pipeline.schedule == "zero_bubble")
+        priced = compiled_op_costs.op_costs(model, train.seq_len, layers, split=split)
     elif op_costs == "analytic":
         priced = cost.analytic_costs(model.remat_policy)
     else:
         raise ValueError(f"pipeline op costs {op_costs!r} must be 'compiled' or 'analytic'")
-    # zero_bubble's program is fitted to op costs: the ones the trainer would use (pipeline.program_costs)
-    fitted = priced if pipeline.program_costs == "compiled" and priced.source == "compiled" else None
+    fitted = priced if pipeline.program_costs == "compiled" else cost.analytic_costs(model.remat_policy)
     table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats, fitted,
                                    pipeline.max_pending_weight_grads)
-    return {"pipeline_schedule": pipeline.schedule, "pipeline_efficiency": cost.executed_efficiency(table, priced),
-            "pipeline_efficiency_formula": 1 - schedule.expected_bubble(pipeline.schedule, stages, microbatches, repeats),
-            "pipeline_op_costs": priced.source}
+    return table, priced
+
+
+def pipeline_estimate(table, priced) -> dict:
+    """The schedule's executed efficiency (`pipeline_efficiency`, cost.py: slot cost = slowest device,
+    efficiency = (F + R + V) work / time) beside the formula (`pipeline_efficiency_formula`, 1 -
+    schedule.expected_bubble), the placement, where the op costs came from, and the recompute factor
+    (F + R + V) / (F + V) of a middle stage: the pipelined backward's stage recompute R."""
+    if table is None:
+        return {"pipeline_schedule": None, "pipeline_efficiency": 1.0, "pipeline_efficiency_formula": 1.0,
+                "pipeline_op_costs": None, "pipeline_placement": None, "pipeline_recompute_factor": 1.0}
+    from gopher_jax.parallel.pipeline import cost, schedule
+
+    f, r, v = (priced(k, "mid") for k in ("F", "R", "V"))
+    return {"pipeline_schedule": table.name, "pipeline_efficiency": cost.executed_efficiency(table, priced),
+            "pipeline_efficiency_formula": 1 - schedule.expected_bubble(table.name, table.stages, table.microbatches,
+                                                                        table.repeats),
+            "pipeline_op_costs": priced.source, "pipeline_placement": table.placement,
+            "pipeline_recompute_factor": (f + r + v) / (f + v)}
 
 
 def step_estimate(model: ModelConfig, train: TrainConfig, topology: Topology, stages: int, mfu: float,
-                  pipeline=None, op_costs: str = "compiled") -> dict:
-    """Returns model/hardware FLOPs per step and per device, the bubble, and predicted seconds per step.
+                  pipeline=None, op_costs: str = "compiled", scheduled=None, communication=None) -> dict:
+    """Returns model/hardware FLOPs per step and per device, the pipeline's efficiency, and the step time.
 
-    Predicted step time = model FLOPs / (chips x peak bf16 FLOP/s x MFU) / executed pipeline efficiency.
-    `pipeline` (a PipelineConfig) sets the schedule when stages > 1 (`pipeline_estimate`; `op_costs`
-    chooses its op costs). A pipelined backward recomputes its stage's forward (executor.py): +1/3.
+    predicted_step_s = compute_s + communication_s, where
+      compute_s = model FLOPs / (chips x peak bf16 x MFU)       (the unpipelined step at the stated MFU)
+                  x (F + R + V) / (F + V)                        (the pipelined backward's stage recompute)
+                  / executed pipeline efficiency                 (the bubble, cost.py)
+      communication_s = communication.step_communication's terms (no overlap with compute assumed).
+    `scheduled` = pipeline_schedule's (Schedule, OpCosts) when already built; `communication` its dict.
     """
     if not 0 < mfu <= 1:
         raise ValueError(f"mfu={mfu} must be in (0, 1], e.g. 0.4")
@@ -69,13 +87,20 @@ def step_estimate(model: ModelConfig, train: TrainConfig, topology: Topology, st
     model_flops = model_flops_per_token(model, train.seq_len) * tokens
     fwd = forward_breakdown(model, train.seq_len)
     executed = (1 + BACKWARD_FORWARD_RATIO) * (sum(fwd.values()) - fwd["embeddings"]) / train.seq_len * tokens
-    factor = RECOMPUTE_FACTOR[model.remat_policy] + (1 / 3 if stages > 1 else 0.0)
-    hw_flops = executed * factor
-    pipe = pipeline_estimate(model, train, stages, pipeline, op_costs)
-    eff = pipe["pipeline_efficiency"]
+    table, priced = scheduled if scheduled is not None else pipeline_schedule(model, train, stages, pipeline, op_costs)
+    pipe = pipeline_estimate(table, priced)
+    eff, recompute = pipe["pipeline_efficiency"], pipe["pipeline_recompute_factor"]
+    hw_flops = executed * RECOMPUTE_FACTOR[model.remat_policy] * recompute
     peak = topology.num_chips * topology.chip.peak_bf16_flops
-    step_s = model_flops / (peak * mfu) / eff
+    unpipelined_s = model_flops / (peak * mfu)
+    compute_s = unpipelined_s * recompute / eff
+    comm_s = communication["seconds"] if communication is not None else 0.0
+    step_s = compute_s + comm_s
     return {"tokens_per_step": tokens, "model_flops_per_step": model_flops, "hardware_flops_per_step": hw_flops,
             "flops_per_device": hw_flops / topology.num_devices, "pipeline_bubble": 1 - eff, **pipe, "mfu": mfu,
-            "mfu_count": COUNT,
-            "peak_flops": peak, "predicted_step_s": step_s, "predicted_tokens_per_s": tokens / step_s}
+            "mfu_count": COUNT, "peak_flops": peak,
+            # the MFU above, as a hardware-FLOPs utilisation of the unpipelined step (compute_s's assumption)
+            "hardware_flops_utilisation": mfu * executed * RECOMPUTE_FACTOR[model.remat_policy] / model_flops,
+            "compute_s": compute_s, "communication_s": comm_s,
+            "communication": communication["terms"] if communication is not None else {},
+            "predicted_step_s": step_s, "predicted_tokens_per_s": tokens / step_s}

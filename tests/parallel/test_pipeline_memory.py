@@ -1,51 +1,154 @@
-"""Compiled memory: 1F1B, interleaved 1F1B and zero-bubble keep a scratch that stays flat as microbatches
-grow (GPipe's grows by one stashed stage input per extra microbatch). Their fixed part holds one set of
-recompute residuals (here the one-hot embedding input and the logits dominate it: ~20 stage inputs of
-this toy model, so 1F1B drops below GPipe only past ~36 microbatches). Prints the bytes for the notes.
-(CPU code at optimisation level 0 to keep the compiles cheap; the default level gives ~4% smaller, same-trend bytes.)"""
+"""The compiled pipeline step, per schedule: what it keeps (memory) and what it runs (FLOPs).
+
+Memory: 1F1B, interleaved 1F1B and zero-bubble keep a scratch that stays flat as microbatches grow
+(GPipe's grows by one stashed stage input per extra microbatch); ZB-H1's is 1F1B's plus the one
+residual set and one weight-gradient set its program keeps.
+Executed cost: the step's slot switch is priced branch by branch from its compiled HLO (loop-aware,
+plan/hlo_cost.py) and summed over the slots each device runs; that equals the sum of the program's op
+costs (compiled_op_costs.py, the same StageOps compiled alone) within 2% for every schedule, so an
+executor that ran more than its program says (a V that re-ran the forward: +1/3) would fail.
+(CPU code at optimisation level 0 to keep the compiles cheap: the same HLO-level FLOPs; ~4% smaller
+temporaries at the default level, same trends.) Prints the figures for the notes."""
 import flax.linen as nn
 import jax
+import numpy as np
 import pytest
 
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
-from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig
+from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig, compiled_op_costs, cost
+from gopher_jax.parallel.pipeline.executor import StageOps, compile_program, outer_keys
+from gopher_jax.parallel.pipeline.program import position
 from gopher_jax.parallel.rules import batch_sharding, param_shardings
+from gopher_jax.plan import hlo_cost
 from gopher_jax.train.state import abstract_params
 from tests.parallel.pipeline_helpers import FAST_COMPILE, MODEL, RULES
 
-CFG = MODEL.replace(num_layers=8, d_model=64, num_heads=4, head_dim=16, remat_policy="full")
-SEQ, ROWS, STAGES = 32, 16, 2  # rows per microbatch; pipeline 2 x data 4 -> 4 rows per device
+# the XLA attention and matmul paths: their FLOPs are visible to the cost analysis (the CPU kernels are
+# custom calls)
+CFG = MODEL.replace(num_layers=8, d_model=64, num_heads=4, head_dim=16, remat_policy="full", attention_impl="xla",
+                    matmul_impl="xla")
+SEQ, ROWS, STAGES, DATA = 32, 16, 2, 4  # rows per microbatch; pipeline 2 x data 4 -> 4 rows per device
 MICROBATCHES = (4, 16)
 SCHEDULES = {"gpipe": 1, "1f1b": 1, "interleaved_1f1b": 2, "zero_bubble": 1}  # name: repeats
 KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
 
 
-def _temp_bytes(schedule: str, microbatches: int) -> int:
-    repeats = SCHEDULES[schedule]
-    mesh = build_mesh(MeshConfig(data=-1, pipeline=STAGES))
+@pytest.fixture(scope="module")
+def compiled():
+    """{(schedule, microbatches): (Pipeline, compiled step)}: one compile each, shared by the tests."""
+    mesh = build_mesh(MeshConfig(data=DATA, pipeline=STAGES))
     boxed = abstract_params(CFG, SEQ)
     params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           nn.meta.unbox(boxed), param_shardings(boxed, mesh, RULES))
     b_sh = batch_sharding(mesh, RULES)
-    batch = {k: jax.ShapeDtypeStruct((ROWS * microbatches, SEQ), "float32" if k == "loss_weights" else "int32",
-                                     sharding=b_sh) for k in KEYS}
-    pipe = Pipeline(CFG, PipelineConfig(schedule=schedule, repeats=repeats), STAGES, microbatches, 0.0)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
-        compiled = jax.jit(lambda p, b: pipe(p, b, 1.0)).lower(params, batch).compile(FAST_COMPILE)
-    return int(compiled.memory_analysis().temp_size_in_bytes)
+    out = {}
+    for schedule, repeats in SCHEDULES.items():
+        for mb in MICROBATCHES:
+            batch = {k: jax.ShapeDtypeStruct((ROWS * mb, SEQ), "float32" if k == "loss_weights" else "int32",
+                                             sharding=b_sh) for k in KEYS}
+            # program fitted to the analytic costs of remat 'full' (1F1B: the paired placement)
+            pipe = Pipeline(CFG, PipelineConfig(schedule=schedule, repeats=repeats), STAGES, mb, 0.0)
+            with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
+                step = jax.jit(lambda p, b, pipe=pipe: pipe(p, b, 1.0)).lower(params, batch).compile(FAST_COMPILE)
+            out[(schedule, mb)] = (pipe, step)
+    return out
 
 
-def test_bounded_schedules_keep_memory_flat_in_microbatches():
-    temp = {(s, mb): _temp_bytes(s, mb) for s in SCHEDULES for mb in MICROBATCHES}
-    stash_entry = ROWS // 4 * SEQ * CFG.d_model * 4  # one stage input on one device, fp32
+def _temp(compiled, schedule, mb) -> int:
+    return int(compiled[(schedule, mb)][1].memory_analysis().temp_size_in_bytes)
+
+
+def test_bounded_schedules_keep_memory_flat_in_microbatches(compiled):
+    temp = {(s, mb): _temp(compiled, s, mb) for s in SCHEDULES for mb in MICROBATCHES}
+    stash_entry = ROWS // DATA * SEQ * CFG.d_model * 4  # one stage input on one device, fp32
     for mb in MICROBATCHES:
         print(f"microbatches {mb:2d}: temp bytes " + ", ".join(f"{s} {temp[s, mb]:,}" for s in SCHEDULES))
     lo, hi = MICROBATCHES
     gpipe_growth = temp["gpipe", hi] - temp["gpipe", lo]
     # GPipe keeps every microbatch's stage input until the backward phase: ~one entry per microbatch.
     assert gpipe_growth >= 0.9 * (hi - lo) * stash_entry
-    for s in ("1f1b", "interleaved_1f1b", "zero_bubble"):
-        # a bounded stash (<= stages inputs; interleaved: Megatron's bound; one residual set per
-        # stage position); what grows is only the (int) token batch itself.
+    for s in ("1f1b", "interleaved_1f1b"):
         assert temp[s, hi] - temp[s, lo] < 0.2 * gpipe_growth, s
         assert temp[s, hi] == pytest.approx(temp[s, lo], rel=0.05), s
+    # ZB-H1 keeps one residual and one weight-gradient set whatever MB; its packed slots differ between
+    # MB 4 and 16 (the budget that prices cheapest, zero_bubble.py), and with them a slot's scratch
+    assert temp["zero_bubble", hi] == pytest.approx(temp["zero_bubble", lo], rel=0.1)
+
+
+def _set_bytes(split: bool) -> dict:
+    """Bytes of one residual set (R's kept leaves I / V read) and one weight-gradient set (the Dense
+    inputs R keeps for W + I's Dense output cotangents) on one device, from the executor's own layouts
+    (StageOps: what the executor allocates per buffer slot), the larger of the two stage positions."""
+    import jax.numpy as jnp
+    p, outer, x, mb = compiled_op_costs.abstract_stage_inputs(CFG, SEQ, ROWS // DATA, CFG.num_layers // STAGES)
+    size = lambda leaves: sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)  # noqa: E731
+    out = {"residual": 0, "weight_grad": 0}
+    for pos in ("first", "last"):
+        o = {k: outer[k] for k in outer_keys(outer, pos)}
+        ops = StageOps(CFG, pos, 0.0, split, p, o, x, mb, jax.ShapeDtypeStruct((), jnp.float32))
+        out["residual"] = max(out["residual"], size(s for s, w in zip(ops.shapes, ops.for_w) if not w))
+        out["weight_grad"] = max(out["weight_grad"], size(s for s, w in zip(ops.shapes, ops.for_w) if w)
+                                 + size(ops.cotangent_shapes))
+    return out
+
+
+def test_zero_bubble_h1_keeps_1f1b_memory_plus_its_residual_and_weight_gradient_sets(compiled):
+    """ZB-H1 temp <= 1F1B temp x (1 + eps) x 1.15, eps = 2 (its residual sets + weight-gradient sets) /
+    1F1B temp: its program keeps one residual set and at most two weight-gradient sets (executor
+    interval colouring; counted from the program), their sizes are the
+    executor's layouts (`_set_bytes`), and the slot scan carries them in and out of the loop body (XLA
+    double-buffers a while loop's carried state: the 2). 15%: the scratch of a slot that runs R, I and W
+    together (ZB-H1's packed slots). 1F1B is the paired placement here (remat 'full'): its fused R + V
+    keeps residuals inside one slot, which is why ZB-H1 costs more than 1F1B on this toy -- the split
+    backward keeps every Dense input and cotangent (~18 d per token and layer), 1F1B with remat 'full'
+    only the layer inputs (1 d)."""
+    sets = _set_bytes(split=True)
+    for mb in MICROBATCHES:
+        prog = compile_program(compiled[("zero_bubble", mb)][0].schedule)
+        assert prog.res_slots == 1 and prog.wg_slots <= 2
+        one_f, zb = _temp(compiled, "1f1b", mb), _temp(compiled, "zero_bubble", mb)
+        eps = 2 * (prog.res_slots * sets["residual"] + prog.wg_slots * sets["weight_grad"]) / one_f
+        print(f"microbatches {mb}: ZB-H1 temp {zb:,} B, 1F1B {one_f:,} B, ratio {zb / one_f:.2f}; eps {eps:.2f} "
+              f"(residual set {sets['residual']:,} B, weight-gradient set {sets['weight_grad']:,} B)")
+        assert zb <= one_f * (1 + eps) * 1.15
+
+
+def _executed_vs_program(pipe, step, costs):
+    """(executed FLOPs per device from the compiled step's branches, the program's op costs per device)."""
+    prog = compile_program(pipe.schedule)
+    switches = [b for b in hlo_cost.branch_flops(step.as_text()) if len(b) == len(prog.combos)]
+    assert len(switches) == 1, [len(b) for b in hlo_cost.branch_flops(step.as_text())]
+    per_branch = switches[0]
+    executed = [sum(per_branch[prog.branch[t, d]] for t in range(prog.branch.shape[0]))
+                for d in range(pipe.stages)]
+    s = pipe.schedule
+    program = [sum(costs(op.kind, position(s, op.stage)) for row in s.program for op in row[d])
+               for d in range(pipe.stages)]
+    return executed, program
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_executed_flops_are_the_programs_op_costs(compiled, schedule):
+    pipe, step = compiled[(schedule, MICROBATCHES[0])]
+    layers = CFG.num_layers // (STAGES * SCHEDULES[schedule])
+    costs = compiled_op_costs.measured_costs(CFG, SEQ, layers, split=schedule == "zero_bubble", rows=ROWS // DATA)
+    executed, program = _executed_vs_program(pipe, step, costs)
+    print(f"{schedule} ({pipe.schedule.placement}): executed FLOPs per device {executed}, program {program}")
+    for e, p in zip(executed, program):
+        assert e == pytest.approx(p, rel=0.02)
+    # the check has teeth: a V that re-ran the forward adds F per backward, far above 2%
+    fwd = sum(costs("F", "mid") for row in pipe.schedule.program for op in row[0] if op.kind in "VBI")
+    assert fwd > 0.1 * program[0]
+
+
+def test_zero_bubble_i_plus_w_is_v():
+    """The split backward does the backward once: I + W = V within 2%, each stage position, measured."""
+    layers = CFG.num_layers // STAGES
+    plain = compiled_op_costs.measured_costs(CFG, SEQ, layers, rows=ROWS // DATA)
+    split = compiled_op_costs.measured_costs(CFG, SEQ, layers, split=True, rows=ROWS // DATA)
+    for pos in cost.POSITIONS:
+        i, w, v = split("I", pos), split("W", pos), plain("V", pos)
+        print(f"{pos}: I {i / plain('R', pos):.3f} + W {w / plain('R', pos):.3f} = V {v / plain('R', pos):.3f} R units")
+        assert i + w == pytest.approx(v, rel=0.02)
+        assert w > 0.1 * v and i > 0.1 * v
+    assert np.isfinite(split("W", "mid"))

@@ -64,3 +64,18 @@ def test_scanned_flops_equal_the_unrolled_compile(scanned, capsys):
     # (the plan's backward is 2x forward everywhere; XLA counts norms and the optimizer too).
     assert scan["flops_gap"] == pytest.approx(scan["flops_per_device"] / scan["plan_flops_per_device"] - 1)
     assert abs(scan["flops_gap"]) < 0.05
+
+
+def test_plan_step_time_is_the_compiled_flops_over_peak(scanned):
+    """1 stage, no pipeline: plan's compute time is the compiled step's FLOPs (loop-aware, every device)
+    over the chips' peak at the hardware-FLOPs utilisation plan's --mfu implies; its communication
+    term adds the fsdp gathers / reduce-scatters of this fsdp x tensor mesh (tested in test_plan.py)."""
+    from gopher_jax.plan.plan_cli import make_plan
+    _, r = scanned
+    gin_files = [a.split("=", 1)[1] for a in ARGS if a.startswith("--gin_file=")]
+    params = [a.split("=", 1)[1] for a in ARGS + [SCANNED] if a.startswith("--gin_param=")]
+    plan = make_plan(gin_files, params, "v4:2x2x1", mfu=0.5)
+    assert plan["mesh"]["pipeline"] == 1 and plan["pipeline_efficiency"] == 1.0
+    compiled_s = r["flops_per_device"] * r["num_devices"] / (plan["peak_flops"] * plan["hardware_flops_utilisation"])
+    assert plan["compute_s"] == pytest.approx(compiled_s, rel=0.05)
+    assert plan["predicted_step_s"] == pytest.approx(plan["compute_s"] + plan["communication_s"])

@@ -1,9 +1,11 @@
 """Pipeline parallelism over the `pipeline` mesh axis: GPipe, 1F1B, circular, interleaved 1F1B, zero-bubble.
 
-schedule.py           pure-Python schedule tables (their exact bubble) and the executed program of each
+program.py            the program representation all of them share: Op, Schedule, stage positions
+schedule.py           pure-Python schedule tables (their exact bubble); make_schedule places the program
+placement.py          unit table -> executed program: fused backward, hoisted recompute, paired F + B
 cost.py               the executed-cost model: slot cost = its slowest device; efficiency
 compiled_op_costs.py  op costs measured by compiling each stage branch and reading XLA's cost analysis
-zero_bubble.py        zero_bubble's executed program: 1F1B's, backward split, W and R moved into slack
+zero_bubble.py        zero-bubble programs: ZB-H1 (packed or slack-filled) and the greedy variant
 deferred_wgrad.py     the split backward: I (dx + every Dense's output cotangent) and W (x^T dy per kernel)
 stage.py              the Decoder cut into embed / stage / head over the unchanged parameter tree
 executor.py           runs a program with jit + shard_map + ppermute

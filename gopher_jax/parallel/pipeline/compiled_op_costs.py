@@ -34,7 +34,7 @@ from gopher_jax.parallel.pipeline.cost import POSITIONS, OpCosts, analytic_costs
 log = logging.getLogger(__name__)
 
 
-def _abstract(cfg: ModelConfig, seq_len: int, rows: int, layers: int):
+def abstract_stage_inputs(cfg: ModelConfig, seq_len: int, rows: int, layers: int):
     """ShapeDtypeStructs of (layers slice, outer params, stage input, microbatch)."""
     tokens = jax.ShapeDtypeStruct((rows, seq_len), jnp.int32)
     params = nn.meta.unbox(jax.eval_shape(lambda t: Decoder(cfg).init(jax.random.key(0), t)["params"], tokens))
@@ -51,7 +51,7 @@ def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layer
            split: bool) -> float:
     from gopher_jax.parallel.pipeline.executor import StageOps, outer_keys
 
-    p, outer, x, mb = _abstract(cfg, seq_len, rows, layers)
+    p, outer, x, mb = abstract_stage_inputs(cfg, seq_len, rows, layers)
     o = {k: outer[k] for k in outer_keys(outer, pos)}
     tw = jax.ShapeDtypeStruct((), jnp.float32)
     ops = StageOps(cfg, pos, z_loss, split, p, o, x, mb, tw)
@@ -71,7 +71,10 @@ def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layer
             return ops.weight_grads(aux, cots, p)
         return ops.backward(vjp, g)
 
-    compiled = jax.jit(program).lower(p, o, x, mb, tw, ops.shapes, ops.cotangent_shapes, x).compile()
+    # FLOPs are counted on the optimized HLO; the backend (LLVM) optimisation level does not change
+    # them, and level 0 compiles several times faster
+    lowered = jax.jit(program).lower(p, o, x, mb, tw, ops.shapes, ops.cotangent_shapes, x)
+    compiled = lowered.compile({"xla_backend_optimization_level": 0})
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
     return float(analysis.get("flops", 0.0))  # absent when the program has no floating-point work
@@ -79,17 +82,22 @@ def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layer
 
 @functools.lru_cache(maxsize=16)
 def measured_costs(cfg: ModelConfig, seq_len: int, layers_per_stage: int, z_loss: float = 0.0,
-                   split: bool = False) -> OpCosts:
+                   split: bool = False, rows: int = 1) -> OpCosts:
     """FLOPs of (kind, position) for one microbatch row through one virtual stage of `layers_per_stage`
     layers (module docstring). B is priced as R + V of the unsplit backward (the fused op runs both,
     and it is the reference work of cost.py). `split` (zero_bubble) prices R, I and W as the split
-    backward runs them (executor.StageOps, deferred_wgrad.py)."""
-    cfg = cfg.replace(attention_impl="xla", scan_unroll=2)  # unrolled: the cost analysis sees every layer
+    backward runs them (executor.StageOps, deferred_wgrad.py). `rows`: sequences per microbatch on a
+    device (1 for ratios; a test comparing with a compiled step uses the step's own)."""
+    # unrolled: the cost analysis sees every layer; 2 layers are all the compiles need (the abstract
+    # parameter tree is built from this config: its outer shapes do not depend on the layer count)
+    # XLA's dot: its FLOPs are visible (a CPU GEMM custom call is opaque) and it is what a TPU runs; it
+    # also skips matmul_impl='auto''s per-host probe, which would run the 280B's [d, 4d] matmuls for real
+    cfg = cfg.replace(attention_impl="xla", matmul_impl="xla", scan_unroll=2, num_layers=2)
 
     def price(kind: str, split_op: bool) -> dict:
-        one = {pos: _flops(cfg, kind, pos, seq_len, 1, 1, z_loss, split_op) for pos in POSITIONS
+        one = {pos: _flops(cfg, kind, pos, seq_len, rows, 1, z_loss, split_op) for pos in POSITIONS
                if not (kind == "F" and pos == "last")}
-        per_layer = _flops(cfg, kind, "mid", seq_len, 1, 2, z_loss, split_op) - one["mid"]
+        per_layer = _flops(cfg, kind, "mid", seq_len, rows, 2, z_loss, split_op) - one["mid"]
         # the last stage's forward never runs on its own: it is its R (or B's recompute)
         return {(kind, pos): 0.0 if pos not in one else one[pos] + (layers_per_stage - 1) * per_layer
                 for pos in POSITIONS}

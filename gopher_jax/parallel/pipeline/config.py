@@ -22,14 +22,16 @@ from gopher_jax.parallel.pipeline import schedule as sched
 @gin.configurable("pipeline")
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular" | "interleaved_1f1b" | "zero_bubble"
+    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular" | "interleaved_1f1b" | "zero_bubble" |
+    # "zero_bubble_greedy"
     repeats: int = 1  # circular, interleaved_1f1b: layer groups per device (virtual stages = stages x repeats)
     microbatches: int = 0  # microbatches per pipeline pass; 0 = train.microbatches (one pass per step).
     # train.microbatches = k x pipeline.microbatches accumulates gradients over k pipeline passes.
-    max_pending_weight_grads: int = 2  # zero_bubble: microbatches between I and W per device; each holds
+    max_pending_weight_grads: int = 2  # zero_bubble_greedy: microbatches between I and W per device; each holds
     # its Dense inputs and output cotangents (deferred_wgrad.py). More fills more bubble, costs memory.
-    program_costs: str = "compiled"  # zero_bubble: op costs its program is fitted to (zero_bubble.py):
-    # "compiled" = each stage branch compiled and priced by XLA (compiled_op_costs.py, a few seconds); "analytic".
+    program_costs: str = "compiled"  # op costs the program is fitted to (1f1b / interleaved: hoisted or
+    # paired placement, placement.py; zero-bubble: zero_bubble.py): "compiled" = each stage branch compiled
+    # and priced by XLA (compiled_op_costs.py, a few seconds); "analytic" = unit costs of the remat policy.
 
     def __post_init__(self):
         if self.schedule not in sched.SCHEDULES:
@@ -65,8 +67,8 @@ class Pipeline:
         self.config = config
         self.stages = stages
         self.microbatches = mb
-        self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats,
-                                            program_costs(model_config, config, stages, seq_len, z_loss),
+        self.op_costs = program_costs(model_config, config, stages, seq_len, z_loss)  # what the program fits
+        self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats, self.op_costs,
                                             config.max_pending_weight_grads)
         self._grads = make_pipeline_grads(model_config, self.schedule, z_loss)
 
@@ -75,10 +77,13 @@ class Pipeline:
 
 
 def program_costs(model_config, config: PipelineConfig, stages: int, seq_len: int, z_loss: float = 0.0):
-    """The op costs zero_bubble's program is fitted to (cost.OpCosts), or None (analytic unit costs;
-    every other schedule's program does not depend on costs). Returns None without a seq_len."""
-    if config.schedule != "zero_bubble" or config.program_costs == "analytic" or not seq_len:
-        return None
-    from gopher_jax.parallel.pipeline import compiled_op_costs
+    """The op costs (cost.OpCosts) the program is fitted to: compiled when `pipeline.program_costs` says
+    so and a seq_len is given (gpipe and circular do not depend on costs: analytic), else the analytic
+    unit costs of the model's remat policy (cost.analytic_costs)."""
+    from gopher_jax.parallel.pipeline import compiled_op_costs, cost
+    fitted = config.schedule in ("1f1b", "interleaved_1f1b") or config.schedule.startswith("zero_bubble")
+    if not fitted or config.program_costs == "analytic" or not seq_len:
+        return cost.analytic_costs(model_config.remat_policy)
     layers = model_config.num_layers // (stages * config.repeats)
-    return compiled_op_costs.op_costs(model_config, seq_len, layers, z_loss, split=True)
+    return compiled_op_costs.op_costs(model_config, seq_len, layers, z_loss,
+                                      split=config.schedule.startswith("zero_bubble"))

@@ -6,16 +6,19 @@ its neighbours' ppermutes at the end of each slot, so
     slot cost   = the most expensive op list any device runs in that slot
     efficiency  = reference work of the busiest device / sum of slot costs
 
-The reference work is what one device would run for its stages without a pipeline: per microbatch
-and virtual stage, a forward plus a backward that recomputes it (F + B; the last stage's forward is
-its backward's recompute, so it counts B only). A schedule that splits or moves work pays for any
-extra work it adds (zero-bubble's I + W against B) as a lower efficiency. `step time = reference
-time / efficiency`, which is how `gopher-jax plan` predicts the pipelined step.
+The reference work is the work the pipelined step runs by design, per microbatch and virtual stage:
+F + R + V = F + B (forward, the backward's stage recompute, the VJP; the last stage's forward *is*
+its R, so it counts B only). The recompute R is part of it: `plan` multiplies the unpipelined step
+by (F + R + V) / (F + V) for it (plan/throughput.py) and divides by this efficiency for the bubble.
+A program that runs more than that work (a V that re-ran the forward, zero-bubble's I + W above V)
+shows as a lower efficiency; `tests/parallel/test_pipeline_executed_cost.py` checks, from the
+compiled executor's own branches, that what runs is what the program says.
 
 Op costs per (executed kind, stage position) come from `measured_costs` (compile each branch on
 one device and read XLA's cost analysis: FLOPs) or, when compiling is unavailable, from
 `analytic_costs`: F = R = 1, V = 2 backward units (3 with remat_policy='full', which recomputes each
-layer once more inside the backward), B = R + V, I = W = V / 2 (the ZB paper's even split), and the
+layer once more inside the backward), B = R + V, W = 1 and I = V - W (the ZB paper's even split for
+remat 'none'), and the
 first/last stage's embedding/head are ignored.
 """
 from __future__ import annotations
@@ -23,9 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
-from gopher_jax.parallel.pipeline.schedule import BWD, FWD, Schedule
+from gopher_jax.parallel.pipeline.program import POSITIONS, Schedule, position
 
-POSITIONS = ("first", "mid", "last")
 KINDS = ("F", "R", "V", "B", "I", "W")
 
 
@@ -41,16 +43,13 @@ class OpCosts:
 
 
 def analytic_costs(remat_policy: str = "none") -> OpCosts:
-    """The unit-cost fallback: F = R = 1, V = 2 (3 with remat 'full'), B = R + V, I = W = V / 2."""
+    """The unit-cost fallback: F = R = 1, V = 2 (3 with remat 'full'), B = R + V, W = 1 (x^T dy costs
+    the forward's matmuls), I = V - W (so remat 'full''s in-layer recompute is in I)."""
     v = 3.0 if remat_policy == "full" else 2.0
-    one = {"F": 1.0, "R": 1.0, "V": v, "B": 1.0 + v, "I": v / 2, "W": v / 2}
+    one = {"F": 1.0, "R": 1.0, "V": v, "B": 1.0 + v, "I": v - 1.0, "W": 1.0}
     cost = {(k, p): c for k, c in one.items() for p in POSITIONS}
     cost[("F", "last")] = 0.0  # the executor folds the last stage's forward into its R / B
     return OpCosts(cost, "analytic")
-
-
-def position(schedule: Schedule, stage: int) -> str:
-    return "first" if stage == 0 else "last" if stage == schedule.virtual_stages - 1 else "mid"
 
 
 def slot_costs(schedule: Schedule, costs: OpCosts, program=None) -> list[float]:
@@ -73,11 +72,3 @@ def executed_efficiency(schedule: Schedule, costs: OpCosts, program=None) -> flo
     """Reference work of the busiest device / sum of slot costs (module docstring); 1 = no bubble."""
     return reference_work(schedule, costs) / sum(slot_costs(schedule, costs, program))
 
-
-def fused_program(schedule: Schedule):
-    """The program of the previous executor (before hoisting), kept to report the change: one op per
-    device per slot, every backward a fused B (recompute + VJP), the last stage's forward skipped."""
-    last = schedule.virtual_stages - 1
-    assert all(op.kind in (FWD, BWD) for row in schedule.slots for op in row if op is not None)
-    return tuple(tuple(() if op is None or (op.kind == FWD and op.stage == last) else (op,) for op in row)
-                 for row in schedule.slots)

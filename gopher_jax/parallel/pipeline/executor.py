@@ -45,8 +45,7 @@ from gopher_jax.model.config import ModelConfig
 from gopher_jax.ops import cross_entropy
 from gopher_jax.parallel.pipeline import deferred_wgrad as wgrad
 from gopher_jax.parallel.pipeline import stage as parts
-from gopher_jax.parallel.pipeline.cost import position
-from gopher_jax.parallel.pipeline.schedule import Schedule
+from gopher_jax.parallel.pipeline.program import Schedule, position
 
 AXIS = "pipeline"
 ACT = (None, axes.BATCH, axes.LENGTH, axes.EMBED)  # buffers: [slot, rows, length, d_model]
@@ -162,8 +161,16 @@ def compile_program(schedule: Schedule) -> Program:
                    res_positions=res_positions)
 
 
-def _in_order(values):
-    """`values`, available only once all of them are computed: what follows starts after what made them.
+def _mesh_platform() -> str:
+    """The platform of the mesh being traced for (an ahead-of-time TPU compile runs on a CPU host)."""
+    mesh = jax.sharding.get_abstract_mesh()
+    device = None if mesh.empty else getattr(mesh, "abstract_device", None)
+    return getattr(device, "platform", None) or jax.default_backend()
+
+
+def _in_order(values, serialise: bool):
+    """`values`, available only once all of them are computed, when `serialise` (the CPU backend): what
+    follows starts after what made them. Elsewhere `values` unchanged.
 
     A slot's ops (say F of one microbatch and R of another) are independent in the dataflow, and each
     holds tensor-parallel all-reduces. XLA:CPU's thunk executor runs independent work concurrently,
@@ -171,10 +178,12 @@ def _in_order(values):
     runtime's few threads all blocked in rendezvous, wait on each other forever (reproduced: the
     interleaved_1f1b pp2 x tensor2 x data2 gradient test aborted with devices 4 and 6 stuck in the
     attention and embedding all-reduces of one F+R slot while a second process loaded the cores).
-    One order for every device removes the cycle; on TPU it only stops the scheduler from
-    interleaving two ops of one slot, whose collectives still overlap their own compute.
+    One order for every device removes the cycle. TPU executes one HLO schedule per device, in which
+    every device meets the collectives in the same order, so the barrier is gated to CPU: on TPU it
+    would only stop the scheduler from overlapping one op's collectives with the other op's compute
+    (docs/decisions/0002-pipeline.md has the AOT-compiled comparison).
     """
-    return jax.lax.optimization_barrier(values)
+    return jax.lax.optimization_barrier(values) if serialise else values
 
 
 def split_layers(layers, stages: int, repeats: int):
@@ -332,10 +341,11 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
               "recv_grad": jnp.asarray(prog.recv_grad),
               **{f"{name}{k}": jnp.asarray(getattr(prog, name)[k]) for name in
                  ("microbatch", "repeat", "act_key", "grad_key", "res_key", "wg_key") for k in range(width)}}
-    split = schedule.name == "zero_bubble"  # I and W: the backward split per matmul (deferred_wgrad.py)
+    split = schedule.name.startswith("zero_bubble")  # I and W: the backward split per matmul (deferred_wgrad.py)
 
     def body(stage_params, outer, mbs, total_weight):
         me = jax.lax.axis_index(AXIS)
+        serialise = _mesh_platform() == "cpu"  # see _in_order
         p_local = jax.tree.map(lambda a: a[0], stage_params)  # [repeats, layers_per_stage, ...]
         m, rows, length = mbs["inputs"].shape
         buf_shape = (rows, length, cfg.d_model)
@@ -435,7 +445,7 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
                 send_act, send_grad = zeros_act, zeros_act
                 for k, (kind, pos) in enumerate(combo):
                     if k:  # the slot's ops run one after another: see _in_order
-                        st, send_act, send_grad = _in_order((st, send_act, send_grad))
+                        st, send_act, send_grad = _in_order((st, send_act, send_grad), serialise)
                     st, a, g = run_op(kind, pos, st, row, k)
                     send_act = send_act if a is None else a
                     send_grad = send_grad if g is None else g
@@ -453,7 +463,7 @@ def make_pipeline_grads(cfg: ModelConfig, schedule: Schedule, z_loss: float):
             st, send_act, send_grad = jax.lax.switch(row["branch"][me], branches, st, row)
             # Every device sends every slot (lockstep); the table says whether the receiver keeps it.
             got_act = jax.lax.ppermute(send_act, AXIS, [(d, (d + 1) % pp) for d in range(pp)])
-            got_act, send_grad = _in_order((got_act, send_grad))
+            got_act, send_grad = _in_order((got_act, send_grad), serialise)
             got_grad = jax.lax.ppermute(send_grad, AXIS, [(d, (d - 1) % pp) for d in range(pp)])
             st = {**st, "act": store(st["act"], row["recv_act"][me], got_act),
                   "grad": store(st["grad"], row["recv_grad"][me], got_grad)}

@@ -4,21 +4,13 @@
    F (stage forward), B (stage backward) or, for zero-bubble, B split into I (input gradient) and
    W (weight gradient). Time is counted in unit slots; the idle slots of this table are the bubble
    formulas below (`tests/parallel/test_pipeline_schedule.py` asserts them exactly).
-2. The *executed program* (`Schedule.program`): what the executor (executor.py) runs in each
-   lockstep slot, per device, as a tuple of executed ops:
-     F  stage forward, result sent to the next stage   R  forward that keeps the VJP residuals
-     V  backward from kept residuals (dx and dW)        B  R and V fused (recompute + backward)
-     I  backward from kept residuals, dx only          W  backward from kept residuals, dW only
-   A backward recomputes its stage's forward from the stashed stage input (only stage inputs are
-   stashed between a microbatch's F and its backward). For 1f1b, interleaved_1f1b and zero_bubble the
-   recompute R is *hoisted* into the device's previous forward slot, so a steady-state slot holds
-   F+R (~2 forward units) or V (~2 units) on every device: lockstep slots cost the same everywhere.
-   The last virtual stage runs R (forward + head + loss, residuals kept) in its forward slot.
-   gpipe and circular keep B fused (all their backward slots are backward on every device anyway)
-   and skip the last stage's forward (its B recomputes it). zero_bubble's unit table is ZB-H1's
-   (F, R, I, W as unit ops, for its formula); its program is 1F1B's with V split into I + W and the
-   W / R ops moved into slack, fitted to op costs (zero_bubble.py).
-   cost.py prices the program: a slot costs its most expensive device.
+2. The *executed program* (`Schedule.program`, kinds in program.py): what the executor (executor.py)
+   runs in each lockstep slot, per device, as a tuple of ops. A backward recomputes its stage from
+   the stashed stage input (R), so only stage inputs are stashed between a microbatch's F and its
+   backward. How the unit table becomes the program is a *placement* (placement.py: fused_backward
+   for gpipe/circular; hoisted or paired for 1f1b/interleaved_1f1b, whichever prices cheaper at the
+   op costs; zero_bubble.py for the two zero-bubble schedules). cost.py prices a program: a slot
+   costs its most expensive device.
 
 Virtual stages: the model's layers are cut into `stages * repeats` contiguous groups; group v runs on
 device v % stages (repeats = 1 except `circular` and `interleaved_1f1b`).
@@ -32,97 +24,31 @@ device v % stages (repeats = 1 except `circular` and `interleaved_1f1b`).
   zero_bubble       ZB-H1 (Qi et al. 2023): the backward split into I (input gradient, on the
                     critical path) and W (weight gradient), W deferred to fill the bubble; the unit
                     table keeps at most `stages - d` microbatches between F and W, like 1F1B.
+  zero_bubble_greedy  1F1B's program, V split, W and R moved greedily into slack (zero_bubble.py).
 
 Bubble of the unit table (idle / all (device, slot) pairs; all devices are equal):
   gpipe, 1f1b:                  (P - 1) / (MB + P - 1)
   circular, interleaved_1f1b:   (P - 1) / (R MB + P - 1)
-  zero_bubble:                  (P - 1) / (3 MB + P - 1)   (unit F = I = W: a third of 1F1B's idle time)
+The formulas `expected_bubble` returns (1 - formula efficiency; what plan reports beside the executed):
+  gpipe, 1f1b:                  (P - 1) / (MB + P - 1)    (Megatron: the same with T_B = T_R + 2 T_F)
+  circular, interleaved_1f1b:   (P - 1) / (R MB + P - 1)
+  zero_bubble(_greedy):         (P - 1) / (3 MB + P - 1)  (ZB-H1 with T_F = T_I = T_W: a third of 1F1B's)
 """
 from __future__ import annotations
 
 import dataclasses
-from functools import cached_property
-from typing import Optional
 
-SCHEDULES = ("gpipe", "1f1b", "circular", "interleaved_1f1b", "zero_bubble")
-FWD, BWD, BWD_INPUT, BWD_WEIGHT = "F", "B", "I", "W"  # unit-table kinds
-RECOMPUTE, VJP = "R", "V"  # executed-only kinds (see the module docstring)
-BACKWARD_KINDS = ("B", "V", "I", "W")
+from gopher_jax.parallel.pipeline import cost, placement, zero_bubble
+from gopher_jax.parallel.pipeline.program import BWD, BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Op, Schedule, position
 
-
-@dataclasses.dataclass(frozen=True)
-class Op:
-    kind: str  # F, B, I, W (unit table); F, R, V, B, I, W (executed program)
-    microbatch: int
-    stage: int  # virtual stage (0 .. stages*repeats - 1); runs on device stage % stages
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """slots[t][d] is the unit Op device d runs in time slot t, or None when it idles."""
-
-    name: str
-    stages: int  # devices on the pipeline axis
-    repeats: int
-    microbatches: int
-    slots: tuple[tuple[Optional[Op], ...], ...]
-    # zero_bubble only: the op costs its executed program is built for (cost.OpCosts; None = analytic
-    # unit costs) and its bound on microbatches between I and W per device (zero_bubble.py)
-    op_costs: Optional[object] = dataclasses.field(default=None, compare=False, repr=False)
-    max_pending_w: int = 2
-
-    @property
-    def num_slots(self) -> int:
-        return len(self.slots)
-
-    @property
-    def virtual_stages(self) -> int:
-        return self.stages * self.repeats
-
-    def idle_slots(self) -> int:
-        """Idle (device, slot) pairs of the unit table over the whole step."""
-        return sum(op is None for row in self.slots for op in row)
-
-    def bubble(self) -> float:
-        """Idle fraction of all (device, slot) pairs of the unit table."""
-        return self.idle_slots() / (self.num_slots * self.stages)
-
-    def max_in_flight(self, device: int) -> int:
-        """Most microbatches whose forward ran on `device` but whose backward (W for zero-bubble) has not."""
-        live = peak = 0
-        start = (FWD, RECOMPUTE) if device == self.stages - 1 and self.name == "zero_bubble" else (FWD,)
-        end = BWD_WEIGHT if self.name == "zero_bubble" else BWD
-        for row in self.slots:
-            op = row[device]
-            if op is not None and (op.kind in start or op.kind == end):
-                live += 1 if op.kind in start else -1
-                peak = max(peak, live)
-        return peak
-
-    @cached_property
-    def program(self) -> tuple[tuple[tuple[Op, ...], ...], ...]:
-        """The executed program: program[t][d] = ops device d runs in slot t (module docstring)."""
-        return _executed_program(self)
-
-    def table(self, executed: bool = False) -> str:
-        """A readable chart, one row per device: `F3`/`B3` = forward/backward of microbatch 3 (`r1` = its
-        repeat), `.` = idle; `executed=True` charts the executed program (`F3+R2` = two ops in one slot)."""
-        def cell(op):
-            r = f"r{op.stage // self.stages}" if self.repeats > 1 else ""
-            return op.kind + str(op.microbatch) + r
-
-        rows = (self.program if executed else
-                tuple(tuple(() if op is None else (op,) for op in row) for row in self.slots))
-        cells = [["+".join(cell(op) for op in ops) or "." for ops in row] for row in rows]
-        width = max(len(c) for row in cells for c in row)
-        return "\n".join(f"dev{d}: " + " ".join(row[d].rjust(width) for row in cells)
-                         for d in range(self.stages))
+SCHEDULES = ("gpipe", "1f1b", "circular", "interleaved_1f1b", "zero_bubble", "zero_bubble_greedy")
+ZERO_BUBBLE = ("zero_bubble", "zero_bubble_greedy")
 
 
 def expected_bubble(name: str, stages: int, microbatches: int, repeats: int = 1) -> float:
     """The closed-form bubble of the unit tables (module docstring); 1 - this is the formula efficiency."""
     work = microbatches * (repeats if name in ("circular", "interleaved_1f1b") else 1)
-    if name == "zero_bubble":
+    if name in ZERO_BUBBLE:
         work = 3 * microbatches
     return (stages - 1) / (work + stages - 1)
 
@@ -143,7 +69,7 @@ def check(name: str, stages: int, microbatches: int, repeats: int = 1, num_layer
     if uses_repeats(name) and repeats < 2:
         raise ValueError(f"pipeline.schedule={name!r} needs pipeline.repeats >= 2 (got {repeats}); "
                          f"with one repeat use pipeline.schedule='{'gpipe' if name == 'circular' else '1f1b'}'")
-    if name in ("1f1b", "circular", "interleaved_1f1b", "zero_bubble") and microbatches < stages:
+    if name != "gpipe" and microbatches < stages:
         raise ValueError(f"pipeline.schedule={name!r} needs at least as many microbatches as stages: "
                          f"microbatches={microbatches} < MeshConfig.pipeline={stages}; use train.microbatches "
                          f">= {stages} (4 x stages keeps the bubble under 20%)")
@@ -298,58 +224,39 @@ def _interleaved(pp: int, mb: int, repeats: int) -> list:
 
 
 def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, op_costs=None,
-                  max_pending_w: int = 2) -> Schedule:
-    """Returns the unit table of a schedule, built by simulating it in lockstep (module docstring).
+                  max_pending_w: int = 2, placement_name: str | None = None) -> Schedule:
+    """Returns a schedule: its unit table, built by simulating it in lockstep, and its executed program.
 
-    zero_bubble only: `op_costs` (cost.OpCosts) are the costs its executed program is fitted to
-    (None: the analytic unit costs) and `max_pending_w` bounds microbatches between I and W."""
+    `op_costs` (cost.OpCosts; None = the analytic unit costs of remat 'none') are the costs the program
+    is fitted to: 1f1b and interleaved_1f1b take whichever of the hoisted and paired placements
+    (placement.py) prices cheaper; zero_bubble places its W and R by them (zero_bubble.py).
+    `placement_name` forces a placement. `max_pending_w` (zero_bubble_greedy) bounds microbatches
+    between I and W."""
     check(name, stages, microbatches, repeats)
     if max_pending_w < 1:
         raise ValueError(f"pipeline.max_pending_weight_grads={max_pending_w} must be >= 1")
     if name == "interleaved_1f1b":
         slots = _interleaved(stages, microbatches, repeats)
-    elif name == "zero_bubble":
+    elif name in ZERO_BUBBLE:
         slots = _zero_bubble(stages, microbatches)
     else:
         slots = _greedy(name, stages, microbatches, repeats)
-    return Schedule(name, stages, repeats, microbatches, tuple(slots), op_costs, max_pending_w)
-
-
-def _executed_program(s: Schedule):
-    """Unit table -> executed ops per (slot, device): see the module docstring."""
-    last = s.virtual_stages - 1
-    prog = [[[] for _ in range(s.stages)] for _ in range(s.num_slots)]
-    fwd_at = {(op.microbatch, op.stage): t for t, row in enumerate(s.slots) for op in row
-              if op is not None and op.kind == FWD}
-    if s.name == "zero_bubble":  # 1F1B's program, backward split, W and R moved into slack (zero_bubble.py)
-        from gopher_jax.parallel.pipeline import cost, zero_bubble
-        costs = s.op_costs or cost.analytic_costs()
-        return zero_bubble.fill_slack(make_schedule("1f1b", s.stages, s.microbatches),
-                                      lambda op: costs(op.kind, cost.position(s, op.stage)), s.max_pending_w)
-    hoist = s.name in ("1f1b", "interleaved_1f1b")
-    for t, row in enumerate(s.slots):
-        for d, op in enumerate(row):
-            if op is None:
-                continue
-            i, v = op.microbatch, op.stage
-            if op.kind == FWD:
-                if v == last and hoist:  # the last stage's forward keeps its residuals for its V
-                    prog[t][d].append(Op(RECOMPUTE, i, v))
-                elif v != last:  # (gpipe, circular: the last stage's B recomputes its forward)
-                    prog[t][d].append(op)
-            elif v == last and hoist:  # its residuals come from the R in its forward slot
-                prog[t][d].append(Op(VJP, i, v))
-            elif not hoist:
-                prog[t][d].append(op)
-            else:  # hoist the recompute into the latest earlier slot of this device without backward work
-                earliest = fwd_at[(i, v - 1)] + 1 if v > 0 else 0  # the stage input has arrived
-                spot = next((u for u in range(t - 1, earliest - 1, -1)
-                             if not any(o.kind in BACKWARD_KINDS or o.kind == RECOMPUTE for o in prog[u][d])), None)
-                if spot is None:  # nowhere to put it: recompute and backward fused, as in gpipe
-                    prog[t][d].append(op)
-                else:
-                    prog[spot][d].append(Op(RECOMPUTE, i, v))
-                    prog[t][d].append(Op(VJP, i, v))
-    # in a slot, backward ops run first (they free buffers), then F, then R (it fills a buffer)
-    rank = {BWD: 0, VJP: 0, FWD: 1, RECOMPUTE: 2}
-    return tuple(tuple(tuple(sorted(ops, key=lambda o: rank[o.kind])) for ops in row) for row in prog)
+    unit = Schedule(name, stages, repeats, microbatches, tuple(slots))
+    costs = op_costs or cost.analytic_costs()
+    cost_of = lambda op: costs(op.kind, position(unit, op.stage))  # noqa: E731
+    if name in ZERO_BUBBLE:
+        hoisted = make_schedule("1f1b", stages, microbatches, placement_name="hoisted").program
+    if name == "zero_bubble":  # ZB-H1's memory either way: <= P stage inputs, 1 residual set, <= 2 W sets
+        options = {"zb_h1_packed": zero_bubble.zb_h1(unit, cost_of),
+                   "zb_h1_slack": zero_bubble.fill_slack(hoisted, stages, stages, cost_of, 1, 1)}
+    elif name == "zero_bubble_greedy":
+        options = {"greedy_fill": zero_bubble.fill_slack(hoisted, stages, stages, cost_of, max_pending_w)}
+    elif placement_name is not None:
+        options = {placement_name: placement.PLACEMENTS[placement_name](unit)}
+    elif name in ("1f1b", "interleaved_1f1b"):
+        options = {p: placement.PLACEMENTS[p](unit) for p in ("hoisted", "paired")}
+    else:
+        options = {"fused_backward": placement.fused_backward(unit)}
+    price = {p: sum(cost.slot_costs(unit, costs, prog)) for p, prog in options.items()}
+    best = min(options, key=lambda p: (price[p], p != "hoisted"))  # a tie keeps the unit-slot program
+    return dataclasses.replace(unit, program=options[best], placement=best)

@@ -1,28 +1,27 @@
-"""zero_bubble's executed program: 1F1B's order, the backward split into I and W, W moved into slack.
+"""Zero-bubble programs: ZB-H1 (`zero_bubble`) and a greedy slack filler (`zero_bubble_greedy`).
 
-ZB-H1 (Qi et al. 2023, section 3.1) is 1F1B whose backward is split into B (input gradient, on the
-critical path) and W (weight gradient, which nothing waits for), with the W passes started later so
-they fill the bubble, at 1F1B's activation memory. The executor (executor.py) runs lockstep slots whose
-cost is the slowest device (cost.py), so "filling the bubble" means: put work where a device has slack,
-i.e. where it would otherwise wait for a slower device. This module builds exactly that:
+ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", section 3.1) is 1F1B whose backward is split
+into I (input gradient, on the critical path) and W (weight gradient, which nothing waits for): W is
+deferred into the cool-down bubbles, and a device keeps at most `stages - d` microbatches between F and
+W, 1F1B's bound. schedule._zero_bubble builds its unit table with unit ops F, R (the stage recompute,
+ours: a backward recomputes the stage from its stashed input), I and W. Lockstep slots cost their
+slowest device, so the executed program is whichever of two placements prices cheaper at the op costs
+(cost.py), both within ZB-H1's memory -- stage inputs <= stages, one residual set (R -> I), at most
+two weight-gradient sets (R -> W: every Dense's input, then its output cotangent) per device:
+  zb_h1_packed  `zb_h1`: each device runs the unit table's order, packing consecutive ready ops into
+                one slot while its load stays within a budget (the cheapest of a few); with equal op
+                costs (the paper's T_F = T_I = T_W) this is the unit table itself;
+  zb_h1_slack   `fill_slack` with one pending W and one residual set: 1F1B's hoisted program, V split
+                into I + W, W deferred (and R hoisted) into slots where the device would wait for a
+                slower one; it fills lockstep slack better when I and W differ (remat 'full').
 
-1. Start from 1F1B's executed program (schedule.py: F+R | V slots, recompute hoisted) and split each
-   V into I + W (each B that could not be hoisted into R + I + W), in the same slot.
-2. Repeatedly take the most expensive slot and try to make it cheaper: every device at its cost
-   gives up one movable op -- a W to a later slot, an R (the recompute, not the last stage's) to an
-   earlier one -- into a slot where that device's load plus the op stays within the slot's cost, so
-   no other slot gets dearer. A move is kept only if every device at the maximum found a place.
-3. Moves keep the memory bounds: at most `max_pending_w` microbatches between I and W per device (each
-   holds its Dense inputs and output cotangents, deferred_wgrad.py) and at most `max_residuals`
-   residual sets between R and I. I, F and the last stage's R never move, so every dependency of
-   1F1B still holds; W only needs its own I, R only its stage input.
-
-Op costs are relative (cost.OpCosts); the program is built with the analytic unit costs by default
-so that it does not depend on the host (`Schedule.program`); cost.py then prices it with any costs.
+`zero_bubble_greedy` (issue 18's program): `fill_slack` with `pipeline.max_pending_weight_grads` (default
+2) pending W and MAX_RESIDUALS residual sets: a little more slack filled, at the memory of up to
+max_pending_w + MAX_RESIDUALS weight-gradient sets per device (`plan` reports them).
 """
 from __future__ import annotations
 
-from gopher_jax.parallel.pipeline.schedule import BWD, BWD_INPUT, BWD_WEIGHT, RECOMPUTE, VJP, Op
+from gopher_jax.parallel.pipeline.program import BWD, BWD_INPUT, BWD_WEIGHT, RECOMPUTE, VJP, Op
 
 MAX_PENDING_W = 2  # microbatches between I and W per device (their Dense inputs + cotangents are kept)
 MAX_RESIDUALS = 2  # residual sets (R -> I) per device
@@ -101,13 +100,14 @@ def _place(p: _Program, op: Op, t: int, max_pending_w: int, max_residuals: int, 
     return None
 
 
-def fill_slack(schedule, cost_of, max_pending_w: int = MAX_PENDING_W, max_residuals: int = MAX_RESIDUALS):
-    """zero_bubble's executed program (module docstring) from a 1F1B schedule of the same shape.
+def fill_slack(program, stages: int, virtual_stages: int, cost_of, max_pending_w: int = MAX_PENDING_W,
+               max_residuals: int = MAX_RESIDUALS):
+    """zero_bubble_greedy's executed program (module docstring) from a 1F1B program (hoisted placement).
 
     `cost_of(op)` is the relative cost of an executed op. Returns program[t][d] = tuple of ops, in the
     order the executor runs them (backward kinds first, then F, then R; R before I of its microbatch)."""
-    p = _Program(split_backward(schedule.program), schedule.stages, cost_of)
-    last_stage = schedule.virtual_stages - 1
+    p = _Program(split_backward(program), stages, cost_of)
+    last_stage = virtual_stages - 1
     stuck: set[int] = set()
     while True:
         todo = [t for t in range(len(p.slots)) if t not in stuck and p.cost(t) > 0]
@@ -155,3 +155,61 @@ def _ordered(slots):
             new_row.append(tuple(ops))
         out.append(tuple(new_row))
     return tuple(out)
+
+
+def _packed(unit, cost_of, budget: float) -> tuple:
+    """Each device runs its unit-table ops in order; a slot takes consecutive ready ops while its load
+    stays within `budget` (always at least one). A neighbour's result is visible from the next slot;
+    a device's own R -> I -> W may share a slot (they run in that order)."""
+    pp, last = unit.stages, unit.virtual_stages - 1
+    seq = [[row[d] for row in unit.slots if row[d] is not None] for d in range(pp)]
+    done: dict[tuple[str, int, int], int] = {}
+    prog, t = [], 0
+    while any(seq):
+        if t > 8 * len(unit.slots) + 8 * pp:  # cannot happen for a valid unit table; guards the loop
+            raise RuntimeError(f"zero_bubble did not finish (stages={pp}, microbatches={unit.microbatches})")
+        row = []
+        for d in range(pp):
+            ops, load = [], 0.0
+            while seq[d]:
+                op = seq[d][0]
+                i, v = op.microbatch, op.stage
+                sent = done.get(("F", i, v - 1), t) < t if v > 0 else True  # the stage input has arrived
+                mine = {(o.kind, o.microbatch) for o in ops}
+                if op.kind in ("F", RECOMPUTE):
+                    ready = sent
+                elif op.kind == BWD_INPUT:
+                    ready = (((RECOMPUTE, i, v) in done or (RECOMPUTE, i) in mine)
+                             and (v == last or done.get((BWD_INPUT, i, v + 1), t) < t))
+                else:
+                    ready = (BWD_INPUT, i, v) in done or (BWD_INPUT, i) in mine
+                if not ready or (ops and load + cost_of(op) > budget + 1e-9):
+                    break
+                ops.append(seq[d].pop(0))
+                load += cost_of(op)
+            row.append(ops)
+        for ops in row:
+            for op in ops:
+                done[(op.kind, op.microbatch, op.stage)] = t
+        prog.append(row)
+        t += 1
+    return _ordered(prog)
+
+
+def zb_h1(unit, cost_of) -> tuple:
+    """ZB-H1's executed program (module docstring): the unit table's per-device order packed into
+    lockstep slots, with the budget (one op's cost up to a steady-state microbatch's) that prices
+    cheapest at `cost_of`."""
+    kinds = {}
+    for row in unit.slots:
+        for op in row:
+            if op is not None:
+                kinds.setdefault(op.kind, []).append(cost_of(op))
+    biggest = {k: max(c) for k, c in kinds.items()}
+    one = max(biggest.values())
+    budgets = sorted({one, biggest["F"] + biggest["R"], biggest["I"] + biggest["W"], 2 * one,
+                      sum(biggest.values())})
+    budgets = [b for b in budgets if b >= one]
+    programs = [_packed(unit, cost_of, b) for b in budgets]
+    price = [sum(max(sum(cost_of(op) for op in ops) for ops in row) for row in prog) for prog in programs]
+    return programs[min(range(len(programs)), key=lambda k: (price[k], k))]
