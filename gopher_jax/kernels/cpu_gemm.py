@@ -79,6 +79,8 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
     if k != kb:
         raise ValueError(f"gemm contracting sizes differ: op(a) is [{m}, {k}], op(b) is [{kb}, {n}]")
+    if 0 in (m, k, n):  # nothing to multiply (the kernel's work split assumes M, N > 0)
+        return jnp.zeros((m, n), jnp.float32)
     if not available():
         raise RuntimeError(f"the CPU GEMM kernel is unavailable: {unavailable_reason()}")
     return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32),

@@ -44,6 +44,11 @@ def test_gemm_matches_xla(m, k, n, trans_a, trans_b, dtype):
     assert _rel(ours, ref) < F32_RTOL
 
 
+def test_gemm_of_empty_operands_is_zeros():
+    assert cpu_gemm.gemm(jnp.ones((0, 4)), jnp.ones((4, 6))).shape == (0, 6)
+    np.testing.assert_array_equal(cpu_gemm.gemm(jnp.ones((3, 0)), jnp.ones((0, 6))), np.zeros((3, 6)))
+
+
 def test_gemm_rejects_bad_operands():
     with pytest.raises(ValueError, match="contracting sizes differ"):
         cpu_gemm.gemm(jnp.ones((3, 4)), jnp.ones((5, 6)))
