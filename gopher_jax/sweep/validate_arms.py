@@ -13,16 +13,9 @@ class ArmError(ValueError):
 
 
 def import_configurables() -> None:
-    """Imports every gin configurable `gopher-jax train` knows (the modules its command imports)."""
-    import data_tasks  # noqa: F401
-    import gopher_jax.data.input_pipeline  # noqa: F401
-    import gopher_jax.data.training_data  # noqa: F401
-    import gopher_jax.model.config  # noqa: F401
-    import gopher_jax.parallel.mesh  # noqa: F401
-    import gopher_jax.parallel.rules  # noqa: F401
-    import gopher_jax.train.checkpoint_errors  # noqa: F401
-    import gopher_jax.train.config  # noqa: F401
-    import gopher_jax.train.loop  # noqa: F401  (faults.*, and whatever else the loop makes configurable)
+    """Imports every gin configurable `gopher-jax train` knows (the train command's own list)."""
+    from gopher_jax.train.cli import import_configurables as train_configurables
+    train_configurables()
 
 
 def check_run(run: RunPlan, num_devices: int) -> dict:

@@ -24,20 +24,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process_id", type=int, default=None, help="env GOPHER_JAX_PROCESS_ID")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Parses gin, trains, prints where the outputs are; returns 0."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from gopher_jax.distributed import maybe_initialize
-    maybe_initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax backend use
-    # Import every configurable before gin parses (unknown names would be errors).
-    import data_tasks  # registrations (and their gin configurables), imported by the command, not the library
+def import_configurables() -> None:
+    """Imports every module whose gin configurables a `gopher-jax train` config may bind.
+
+    The sweep validates its arms with the same list (gopher_jax/sweep/validate_arms.py)."""
+    import data_tasks  # noqa: F401  (registrations and their configurables: the command imports them, not the library)
     import gopher_jax.data.input_pipeline  # noqa: F401
     import gopher_jax.data.training_data  # noqa: F401
     import gopher_jax.model.config  # noqa: F401
     import gopher_jax.parallel.mesh  # noqa: F401
     import gopher_jax.parallel.rules  # noqa: F401
+    import gopher_jax.train.checkpoint_errors  # noqa: F401  (checkpoint_restore.*)
     import gopher_jax.train.config  # noqa: F401
-    from gopher_jax.train.checkpoint_errors import CheckpointError  # also registers gin checkpoint_restore.*
+    import gopher_jax.train.loop  # noqa: F401  (faults.* and the loop's other configurables)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parses gin, trains, prints where the outputs are; returns 0."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from gopher_jax.distributed import maybe_initialize
+    maybe_initialize(args.coordinator, args.num_processes, args.process_id)  # before any jax backend use
+    import_configurables()  # before gin parses: unknown names would be errors
+    import data_tasks
+    from gopher_jax.train.checkpoint_errors import CheckpointError
     from gopher_jax.train.loop import resolve_tokenizer, train
 
     if not args.gin_file:

@@ -12,7 +12,7 @@ import seqio
 import data_tasks
 from data_tasks import massivetext
 from gopher_jax import gin_utils
-from gopher_jax.data import mixture
+from gopher_jax.data import mixture, task_specs, training_data
 from tests.data.mixture_helpers import processed_corpus
 
 
@@ -47,6 +47,9 @@ def test_gin_file_alone_registers_the_mixture(corpus):
     gin_utils.parse_gin(["gin_configs/data/massivetext.gin"], [f"register_massivetext_tasks.manifest='{out}'"])
     assert "%GOPHER_MASSIVETEXT_SAMPLING" in repr(gin.query_parameter("register_massivetext_tasks.weights"))
     assert data_tasks.register_for_training(vocab, verbose=False) == "massivetext"
+    # Recorded for training without seqio (no TensorFlow once packed); seqio gets it on first use.
+    assert len(training_data.mixture_tasks("massivetext")) == 4
+    task_specs.ensure_seqio("massivetext")
     assert len(seqio.get_mixture_or_task("massivetext").tasks) == 4
 
 

@@ -14,13 +14,13 @@ import pytest
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.scaling.flops import forward_breakdown
 
-# attention_impl="xla": XLA's cost analysis counts no FLOPs inside the fused CPU kernel's custom call.
+# attention_impl="xla", matmul_impl="xla": XLA's cost analysis counts no FLOPs inside the CPU kernels' custom calls.
 CONFIGS = {
     "relative_gelu_mha": (ModelConfig(num_layers=4, d_model=256, num_heads=8, head_dim=32, vocab_size=4096,
-                                      max_len=256, scan_layers=False, attention_impl="xla"), 256),
+                                      max_len=256, scan_layers=False, attention_impl="xla", matmul_impl="xla"), 256),
     "rope_swiglu_gqa": (ModelConfig(num_layers=2, d_model=128, num_heads=4, head_dim=32, num_kv_heads=2, d_ff=384,
                                     vocab_size=512, max_len=128, position="rope", mlp="swiglu", scan_layers=False,
-                                    attention_impl="xla"), 128),
+                                    attention_impl="xla", matmul_impl="xla"), 128),
 }
 
 
@@ -55,7 +55,7 @@ def test_loop_aware_count_of_a_scanned_model_equals_the_unrolled_one():
     counts = {}
     for scan in (True, False):
         cfg = ModelConfig(num_layers=4, d_model=128, num_heads=4, head_dim=32, vocab_size=512, max_len=64,
-                          scan_layers=scan, attention_impl="xla")
+                          scan_layers=scan, attention_impl="xla", matmul_impl="xla")
         model, tokens = Decoder(cfg), jnp.zeros((1, 64), jnp.int32)
         params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens))
         compiled = jax.jit(model.apply).lower(params, tokens).compile()
