@@ -34,7 +34,6 @@ import functools
 import hashlib
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -44,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gopher_jax.kernels import build
 from gopher_jax.model.positions import relative_shift
 
 __all__ = [
@@ -78,26 +78,10 @@ def _flags() -> tuple[str, ...]:
     return _FLAGS + tuple(shlex.split(os.environ.get("GOPHER_JAX_KERNEL_CXXFLAGS", "")))
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
-
-
-def _cpu_signature() -> str:
-    """-march=native code is only valid on the CPU it was built for: key the cache on its flags."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    import platform
-    return platform.machine()
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("GOPHER_JAX_KERNEL_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "gopher_jax" / "kernels"
+# One definition of the compiler, the CPU the build is keyed on and the cache (kernels/build.py).
+_compiler = build.compiler
+_cpu_signature = build.cpu_signature
+_cache_root = build.cache_root
 
 
 def _build() -> Path:
