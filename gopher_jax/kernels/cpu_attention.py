@@ -29,13 +29,9 @@ Design, measurements and limits: docs/decisions/0003-cpu-fused-attention.md.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import functools
-import hashlib
 import os
 import shlex
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
@@ -55,11 +51,8 @@ __all__ = [
 ]
 
 _SOURCE = Path(__file__).with_name("cpu_attention.cc")
-# -ffast-math lets g++ vectorise the reductions; -fno-finite-math-only takes back its "no NaN/Inf"
-# assumption, so a NaN or Inf input stays NaN/Inf in the output and gradients (the spike guard must
-# see it). Measured cost: none beyond noise (docs/reliability.md, "NaN and Inf").
-_FLAGS = ("-O3", "-march=native", "-ffast-math", "-fno-finite-math-only", "-std=c++17", "-fPIC", "-shared",
-          "-w")
+# Compiler flags (NaN/Inf kept for the spike guard): kernels/build.py BASE_FLAGS; measured cost of
+# -fno-finite-math-only: none beyond noise (docs/reliability.md, "NaN and Inf").
 _FWD_TARGET = "gopher_cpu_fused_attention_fwd_v1"
 _BWD_TARGET = "gopher_cpu_fused_attention_bwd_v1"
 _NEG_INF = -1e30
@@ -72,55 +65,17 @@ _state: dict = {}  # "ok": bool, "reason": str, "path": str
 # Build and registration
 # ----------------------------------------------------------------------------------------------
 
-def _flags() -> tuple[str, ...]:
-    """Compiler flags; GOPHER_JAX_KERNEL_CXXFLAGS appends more (e.g. -DGJ_BQ=32 -DGJ_BK=128 to
-    try other tile sizes). They are part of the cache key."""
-    return _FLAGS + tuple(shlex.split(os.environ.get("GOPHER_JAX_KERNEL_CXXFLAGS", "")))
+def _extra_flags() -> tuple[str, ...]:
+    """GOPHER_JAX_KERNEL_CXXFLAGS, appended to the build flags (e.g. -DGJ_BQ=32 -DGJ_BK=128 to try
+    other tile sizes). They are part of the cache key."""
+    return tuple(shlex.split(os.environ.get("GOPHER_JAX_KERNEL_CXXFLAGS", "")))
 
 
-# One definition of the compiler, the CPU the build is keyed on and the cache (kernels/build.py).
-_compiler = build.compiler
-_cpu_signature = build.cpu_signature
-_cache_root = build.cache_root
 
 
 def _build() -> Path:
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set CXX or install g++)")
-    include = jax.ffi.include_dir()
-    if not (Path(include) / "xla" / "ffi" / "api" / "ffi.h").exists():
-        raise RuntimeError(f"XLA FFI headers not found under {include}")
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    import jaxlib
-    key = hashlib.sha256()
-    for part in (_SOURCE.read_bytes(), jax.__version__.encode(), jaxlib.__version__.encode(),
-                 cxx.encode(), version.encode(), " ".join(_flags()).encode(),
-                 _cpu_signature().encode()):
-        key.update(part)
-        key.update(b"\0")
-    out_dir = _cache_root() / key.hexdigest()[:20]
-    lib = out_dir / "libgopher_cpu_attention.so"
-    if lib.exists():
-        return lib
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel pytest workers: one builds, the rest wait
-        try:
-            if lib.exists():
-                return lib
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
-            os.close(fd)
-            cmd = [cxx, *_flags(), f"-I{include}", str(_SOURCE), "-o", tmp, "-lpthread"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                os.unlink(tmp)
-                raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-4000:]}")
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, lib)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return lib
+    """Returns the built (or cached) kernel library; raises RuntimeError saying why it cannot be built."""
+    return build.build_library(_SOURCE, "gopher_cpu_attention", _extra_flags())
 
 
 def _load() -> bool:
