@@ -68,7 +68,7 @@ def test_the_check_catches_a_sibling_path(tmp_path):
     """The check itself can fail: a planted sibling path is found, an in-repository one is not."""
     bad = tmp_path / "bad.py"
     up = ".." + "/"
-    bad.write_text('DATA = "' + up + 'shared/data/corpus/c4.jsonl"\n'
+    bad.write_text('DATA = "' + up + 'shared/corpus/c4.jsonl"\n'
                    'OTHER = os.path.join(HERE, "..", "..", "' + "shared" + '", "data")\n'
                    'FINE = os.path.join(HERE, "fixtures", "c4.jsonl")\n'
                    'CHECKED = "' + up + 'shared"  # ' + MARKER + '\n')
