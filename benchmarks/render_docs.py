@@ -2,6 +2,7 @@
 
     python benchmarks/render_docs.py           # rewrite every region
     python benchmarks/render_docs.py --check   # change nothing; exit 1 naming each region that differs
+                                               # and each compile result whose recipe changed since
 
 A region is marked in markdown as `<!-- figures:NAME -->` ... `<!-- /figures -->` and in a gin file
 as `# figures:NAME` ... `# /figures`; NAME picks a renderer below. Every rendered figure names the
@@ -24,8 +25,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = "benchmarks/results"
 GIB = 2**30
 
-MD_REGION = re.compile(r"(<!-- figures:([\w.-]+) -->\n)(.*?)(<!-- /figures -->)", re.S)
-GIN_REGION = re.compile(r"(# figures:([\w.-]+)\n)(.*?)(# /figures)", re.S)
+# A markdown region may be indented (inside a list item): its body is indented the same.
+MD_REGION = re.compile(r"(([ \t]*)<!-- figures:([\w.-]+) -->\n)(.*?)([ \t]*<!-- /figures -->)", re.S)
+GIN_REGION = re.compile(r"(()# figures:([\w.-]+)\n)(.*?)(# /figures)", re.S)
 
 
 def load(name: str) -> dict:
@@ -68,6 +70,17 @@ def throughput_44m(page: str) -> str:
             f"{host_and_date(d)}; {link(page, 'compare_pytorch.json')}.")
 
 
+def embedded_corpus(page: str) -> str:
+    """docs/data_input.md: documents and bytes of each processed component of the embedded corpus."""
+    d = load("embedded_corpus.json")
+    order = ("massiveweb", "books", "news", "wikipedia", "github")
+    parts = [f"{name} {c['train']['documents']} / {c['validation']['documents']}, {c['train']['bytes'] / 1e6:.2f} MB"
+             for name in order if (c := d["components"].get(name))]
+    return _wrap(f"Processed on Python {d['host']['python']} (train / validation documents, train MB): "
+                 f"{'; '.join(parts)}. `books` and `github` follow the interpreter's standard library. "
+                 f"{host_and_date(d)}; {link(page, 'embedded_corpus.json')}.")
+
+
 def _model_size(recipe: str) -> float:
     """Parameters a recipe's name gives ("gopher_1_4b_v4" -> 1.4e9), for ordering the table."""
     m = re.search(r"_(\d+(?:_\d+)?)([mb])_", recipe + "_")
@@ -107,26 +120,129 @@ def compile_table(page: str) -> str:
     return "\n".join(rows) + "\n" + note
 
 
-def compile_header(recipe: str) -> Callable[[str], str]:
-    """A recipe's gin header line: memory per core from `gopher-jax compile`, with host and date."""
+def _recipe_facts(d: dict) -> dict:
+    """What a compile result says its recipe is: model and run files, topology, devices, mesh, schedule, batch."""
+    import ast
+
+    r, rb = d["report"], d["recipe_bindings"]
+    b = rb["bindings"]
+    models = [f for f in rb["includes"] if f.startswith("gin_configs/models/")]
+    runs = [f for f in rb["includes"] if f.startswith("gin_configs/runs/") and not f.endswith("_paper.gin")]
+    stages = r["mesh"].get("pipeline", 1)
+    if stages > 1:
+        schedule = ast.literal_eval(b["pipeline.schedule"]) if "pipeline.schedule" in b else "the code default"
+        repeats = int(b.get("pipeline.repeats", "1"))
+        schedule += f" (repeats {repeats})" if repeats > 1 else ""
+        schedule += f" over {stages} stages"
+    else:
+        schedule = "none (one pipeline stage)"
+    batch = b.get("train.batch_size", "?")
+    ramp = ast.literal_eval(b["train.batch_ramp"]) if "train.batch_ramp" in b else ()
+    batch += "".join(f" -> {size}" for _, size in ramp)
+    return {"model": models[-1] if models else "?", "run": runs[0] if runs else "?", "topology": r["topology"],
+            "devices": r["num_devices"], "hbm": r["hbm_bytes_per_device"] / GIB,
+            "mesh": " x ".join(f"{k} {v}" for k, v in r["mesh"].items() if v > 1) or "1 device",
+            "schedule": schedule, "batch": batch, "microbatches": b.get("train.microbatches", "1"),
+            "sha": rb["sha256"][:12]}
+
+
+def recipe_table(page: str) -> str:
+    """gin_configs/parallel/README.md: what each TPU recipe is, as its compile result records it."""
+    rows = ["| recipe | model | run file (included) | topology (devices) | mesh | pipeline schedule "
+            "| batch (seqs) / microbatches |",
+            "|---|---|---|---|---|---|---|"]
+    for d in _compile_results():
+        f = _recipe_facts(d)
+        rows.append(f"| `{d['recipe']}.gin` | `{f['model'][len('gin_configs/'):]}` | `{f['run'][len('gin_configs/'):]}` "
+                    f"| {f['topology']} ({f['devices']}) | {f['mesh']} | {f['schedule']} "
+                    f"| {f['batch']} / {f['microbatches']} |")
+    return "\n".join(rows) + "\n"
+
+
+def recipe_header(recipe: str) -> Callable[[str], str]:
+    """A recipe's gin header: model, run file, topology, mesh, schedule and the memory per device from
+    `gopher-jax compile`, all from its compile result (whose bindings hash tests/docs checks against
+    the recipe's own, so the header describes the recipe as it is)."""
     def render(page: str) -> str:
         name = f"compile_{recipe}.json"
         if not os.path.exists(os.path.join(REPO, RESULTS, name)):
-            return (f"# Memory per device from `gopher-jax compile`: not on record yet "
-                    f"(python benchmarks/compile_recipes.py --recipes {recipe}).\n")
+            return (f"# Not compiled on record yet: python benchmarks/compile_recipes.py --recipes {recipe}\n")
         d = load(name)
-        r = d["report"]
-        return (f"# Memory per device from `gopher-jax compile` ({r['topology']}): {r['bytes_per_device'] / GIB:.2f} GiB "
-                f"of {r['hbm_bytes_per_device'] / GIB:.0f} (plan {r['plan_bytes_per_device'] / GIB:.2f}, "
-                f"{r['memory_gap']:+.1%});\n# compiled in {r['compile_s']:.0f} s on {host_and_date(d)} "
-                f"({RESULTS}/{name}).\n")
+        r, f = d["report"], _recipe_facts(d)
+        lines = [
+            f"Model {f['model']}; run file {f['run']} (included below, so this file alone is the run).",
+            f"Topology {f['topology']}: {f['devices']} devices of {f['hbm']:.0f} GiB. Mesh {f['mesh']}. Pipeline "
+            f"schedule: {f['schedule']}. Batch {f['batch']} sequences in {f['microbatches']} microbatches.",
+            f"Memory per device from `gopher-jax compile`: {r['bytes_per_device'] / GIB:.2f} GiB of {f['hbm']:.0f} "
+            f"(plan {r['plan_bytes_per_device'] / GIB:.2f}, {r['memory_gap']:+.1%}); compiled in {r['compile_s']:.0f} s "
+            f"on {host_and_date(d)} ({RESULTS}/{name}, recipe bindings sha256 {f['sha']}).",
+        ]
+        return "".join(textwrap.fill(line, width=102, initial_indent="# ", subsequent_indent="# ",
+                                     break_long_words=False, break_on_hyphens=False) + "\n" for line in lines)
     return render
 
 
+def _schedule_rows(recipe: str) -> tuple[dict, list[dict]]:
+    d = load(f"plan_schedules_{recipe}.json")
+    rows = []
+    for row in d["schedules"]:
+        r = row["report"]
+        label = row["schedule"] + (f", repeats {row['repeats']}" if row["repeats"] > 1 else "")
+        rows.append({"label": label, "placement": r.get("pipeline_placement"), "executed": r["pipeline_efficiency"],
+                     "formula": r["pipeline_efficiency_formula"], "gib": r["bytes_per_device"] / GIB,
+                     "fits": r["fits"], "hbm": r["hbm_bytes_per_device"] / GIB, "comm_s": r["communication_s"],
+                     "step_s": r["predicted_step_s"], "report": r})
+    return d, rows
+
+
+def plan_schedules_table(recipe: str) -> Callable[[str], str]:
+    """docs/decisions/0002-pipeline.md: `gopher-jax plan` of a pipelined recipe under each schedule."""
+    def render(page: str) -> str:
+        d, rows = _schedule_rows(recipe)
+        r0 = rows[0]["report"]
+        out = ["| schedule (placement) | executed (formula) | memory / device | communication | step |",
+               "|---|---|---|---|---|"]
+        for row in rows:
+            fit = "" if row["fits"] else f": does not fit {row['hbm']:.0f}"
+            placement = f" ({row['placement']})" if row["placement"] else ""
+            out.append(f"| {row['label']}{placement} | {row['executed']:.3f} ({row['formula']:.3f}) "
+                       f"| {row['gib']:.2f} GiB{fit} | {row['comm_s']:.2f} s | {row['step_s']:.1f} s |")
+        note = (f"`gopher-jax plan` of `{recipe}.gin` on {d['topology']} with `pipeline.schedule` (and `repeats`) "
+                f"overridden: remat '{r0['remat_policy']}', MFU {r0['mfu']}, {r0['pipeline_op_costs']} op costs, "
+                f"step = compute + communication (no overlap). Predictions, not TPU measurements. "
+                f"{host_and_date(d)}; {link(page, f'plan_schedules_{recipe}.json')} "
+                f"(`python benchmarks/plan_schedules.py --recipe {recipe}`).")
+        return "\n".join(out) + "\n\n" + _wrap(note)
+    return render
+
+
+def plan_schedules_note(recipe: str) -> Callable[[str], str]:
+    """The recipe's gin note above `pipeline.schedule`: plan's step time and memory under each schedule."""
+    def render(page: str) -> str:
+        d, rows = _schedule_rows(recipe)
+        r0 = rows[0]["report"]
+        parts = [f"{row['label']} {row['step_s']:.1f} s/step, executed {row['executed']:.3f} (formula "
+                 f"{row['formula']:.3f}), {row['gib']:.2f} GiB/device" + ("" if row["fits"] else ": does not fit")
+                 for row in rows]
+        text = (f"`gopher-jax plan` of this recipe under each schedule (remat '{r0['remat_policy']}', MFU {r0['mfu']}, "
+                f"{r0['pipeline_op_costs']} op costs, step = compute + communication; {rows[0]['hbm']:.0f} GiB per "
+                f"device): {'; '.join(parts)}. {host_and_date(d)} ({RESULTS}/plan_schedules_{recipe}.json).")
+        return textwrap.fill(text, width=102, initial_indent="# ", subsequent_indent="# ",
+                             break_long_words=False, break_on_hyphens=False) + "\n"
+    return render
+
+
+# The pipelined recipes whose schedules benchmarks/plan_schedules.py compares.
+PLANNED = tuple(r for r in RECIPES if os.path.exists(os.path.join(REPO, RESULTS, f"plan_schedules_{r}.json")))
+
 RENDERERS: dict[str, Callable[[str], str]] = {
     "throughput_44m": throughput_44m,
+    "embedded_corpus": embedded_corpus,
     "compile_table": compile_table,
-    **{f"compile_{r}": compile_header(r) for r in RECIPES},
+    "recipe_table": recipe_table,
+    **{f"recipe_{r}": recipe_header(r) for r in RECIPES},
+    **{f"plan_schedules_{r}": plan_schedules_table(r) for r in PLANNED},
+    **{f"plan_schedules_note_{r}": plan_schedules_note(r) for r in PLANNED},
 }
 
 
@@ -144,17 +260,18 @@ def render_text(page: str, text: str) -> str:
     pattern = GIN_REGION if page.endswith(".gin") else MD_REGION
 
     def replace(m: re.Match) -> str:
-        name = m.group(2)
+        name, indent = m.group(3), m.group(2)
         if name not in RENDERERS:
             raise KeyError(f"{page}: region figures:{name} has no renderer; known: {', '.join(RENDERERS)}")
-        return m.group(1) + RENDERERS[name](page) + m.group(4)
+        body = "".join(indent + line if line.strip() else line for line in RENDERERS[name](page).splitlines(True))
+        return m.group(1) + body + m.group(5)
 
     return pattern.sub(replace, text)
 
 
 def regions(page: str, text: str) -> list[str]:
     """The names of the regions in a page."""
-    return [m.group(2) for m in (GIN_REGION if page.endswith(".gin") else MD_REGION).finditer(text)]
+    return [m.group(3) for m in (GIN_REGION if page.endswith(".gin") else MD_REGION).finditer(text)]
 
 
 def stale_regions() -> list[str]:
@@ -173,7 +290,7 @@ def stale_regions() -> list[str]:
 
 
 def _bodies(page: str, text: str) -> list[tuple[str, str]]:
-    return [(m.group(2), m.group(3)) for m in (GIN_REGION if page.endswith(".gin") else MD_REGION).finditer(text)]
+    return [(m.group(3), m.group(4)) for m in (GIN_REGION if page.endswith(".gin") else MD_REGION).finditer(text)]
 
 
 def main(argv=None) -> int:
@@ -181,7 +298,9 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a region is stale")
     args = p.parse_args(argv)
     if args.check:
-        stale = stale_regions()
+        sys.path.insert(0, REPO)
+        from benchmarks.compile_recipes import stale_results   # a recipe changed since its compile
+        stale = stale_regions() + stale_results()
         for s in stale:
             print(f"stale: {s} (run python benchmarks/render_docs.py)", file=sys.stderr)
         return 1 if stale else 0
