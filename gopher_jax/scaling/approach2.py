@@ -33,13 +33,19 @@ def budget_groups(runs: Runs, rel_tol: float = 0.05) -> list[np.ndarray]:
     return groups
 
 
-def fit_budget(runs: Runs) -> dict[str, float]:
-    """Returns the vertex of one budget's parabola: C, N_opt, D_opt, loss_opt and the coefficients."""
+def fit_budget(runs: Runs, robust: bool = True) -> dict[str, float]:
+    """Returns the vertex of one budget's parabola: C, N_opt, D_opt, loss_opt and the coefficients.
+    `robust` fits the parabola with Huber weights (gopher_jax/scaling/robust.py), so one bad run
+    does not move the vertex; 'downweighted' lists the runs it gave less than full weight."""
     x = np.log(runs.N)
     if len(np.unique(np.round(x, 6))) < 3:
         raise ValueError(f"budget C={np.median(runs.C):.3g} has {len(np.unique(x))} distinct model sizes; "
                          f"a parabola needs >= 3 (add sizes to the sweep)")
-    p2, p1, p0 = np.polyfit(x, runs.loss, 2)
+    if robust:
+        from gopher_jax.scaling.robust import huber_polyfit
+        (p2, p1, p0), weights = huber_polyfit(x, runs.loss, 2)
+    else:
+        (p2, p1, p0), weights = np.polyfit(x, runs.loss, 2), np.ones(len(x))
     if p2 <= 0:
         raise ValueError(f"budget C={np.median(runs.C):.3g}: loss vs log N curves downward (p2={p2:.3g}), "
                          f"no minimum; add sizes on both sides of the best run or drop this budget")
@@ -50,25 +56,28 @@ def fit_budget(runs: Runs) -> dict[str, float]:
             "p2": float(p2), "p1": float(p1), "p0": float(p0),
             "N_min": float(runs.N.min()), "N_max": float(runs.N.max()),
             # a vertex outside the trained sizes is an extrapolation: the sweep should add sizes there
-            "extrapolated": bool(not runs.N.min() <= np.exp(x_opt) <= runs.N.max())}
+            "extrapolated": bool(not runs.N.min() <= np.exp(x_opt) <= runs.N.max()),
+            "downweighted": [float(n) for n, w in zip(runs.N, weights) if w < 1.0]}
 
 
-def fit_lines(budgets: list[dict]) -> dict[str, float]:
-    """Returns a, k_N (N_opt = k_N C^a) and b, k_D (D_opt = k_D C^b) through the budget vertices."""
+def fit_lines(budgets: list[dict], robust: bool = True) -> dict[str, float]:
+    """Returns a, k_N (N_opt = k_N C^a) and b, k_D (D_opt = k_D C^b) through the budget vertices
+    (Huber-weighted lines with `robust`)."""
     C = [v["C"] for v in budgets]
-    a, k_N = fit_power_law(C, [v["N_opt"] for v in budgets])
-    b, k_D = fit_power_law(C, [v["D_opt"] for v in budgets])
+    a, k_N = fit_power_law(C, [v["N_opt"] for v in budgets], robust=robust)
+    b, k_D = fit_power_law(C, [v["D_opt"] for v in budgets], robust=robust)
     return {"a": a, "b": b, "k_N": k_N, "k_D": k_D}
 
 
 def fit_approach2(runs: Runs, *, n_boot: int = 200, level: float = DEFAULT_LEVEL, seed: int = 0,
-                  rel_tol: float = 0.05) -> FitResult:
-    """Returns approach 2's a, b, k_N, k_D with bootstrap intervals; extra['budgets'] has each vertex."""
+                  rel_tol: float = 0.05, robust: bool = True) -> FitResult:
+    """Returns approach 2's a, b, k_N, k_D with bootstrap intervals; extra['budgets'] has each vertex.
+    `robust` (default) fits parabolas and lines with Huber weights; False is plain least squares."""
     groups = budget_groups(runs, rel_tol)
     if len(groups) < 2:
         raise ValueError(f"approach 2 needs >= 2 FLOP budgets; the runs have one (C~{np.median(runs.C):.3g})")
 
-    budgets = [fit_budget(runs.take(g)) for g in groups]
+    budgets = [fit_budget(runs.take(g), robust) for g in groups]
     intervals, failed = {}, 0
     if n_boot > 0:
         rng = np.random.default_rng(seed)
@@ -86,8 +95,9 @@ def fit_approach2(runs: Runs, *, n_boot: int = 200, level: float = DEFAULT_LEVEL
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    samples.append(fit_lines([fit_budget(sample.take(g)) for g in groups]))
+                    samples.append(fit_lines([fit_budget(sample.take(g), robust) for g in groups], robust))
             except ValueError:
                 failed += 1
         intervals = percentile_intervals(samples, n_boot, level)
-    return FitResult("2", fit_lines(budgets), intervals, level, n_boot, failed, extra={"budgets": budgets})
+    return FitResult("2", fit_lines(budgets, robust), intervals, level, n_boot, failed,
+                     extra={"budgets": budgets, "robust": robust})

@@ -113,3 +113,47 @@ def plot_contours(law: dict, path: str, runs: Runs | None = None, n_range=(1e7, 
     ax[1].set_ylim(p["E"], p["E"] + 2.0)
     ax[1].legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_allocation(runs: Runs, fits: dict, path: str) -> str:
+    """Writes N_opt(C) and D_opt(C) over the sweep's budgets: each approach's fitted power law with
+    its bootstrap band (the interval of a at the budgets' geometric centre), approach 2's per-budget
+    vertices, and lines of slope 0.5 (Chinchilla) and 0.73 (Kaplan) through the same centre; returns path."""
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    lo, hi = runs.C.min() / 1.5, runs.C.max() * 1.5
+    cc = np.geomspace(lo, hi, 50)
+    c0 = float(np.exp(np.mean(np.log(runs.C))))
+    styles = {"1": "tab:blue", "2": "tab:orange", "3": "tab:green"}
+    for panel, (key, k_key, label) in enumerate((("a", "k_N", "N_opt (parameters)"), ("b", "k_D", "D_opt (tokens)"))):
+        centre = None
+        for name, fit in fits.items():
+            if "error" in fit or fit.get(key) is None:
+                continue
+            if name == "3":  # Eq. 4: N_opt = G (C/6)^a, D_opt = (C/6)^b / G
+                g = fit.get("G")
+                if g is None:
+                    continue
+                y = g * (cc / 6) ** fit["a"] if key == "a" else (cc / 6) ** fit["b"] / g
+            else:
+                y = fit[k_key] * cc ** fit[key]
+            interval = fit.get("intervals", {}).get(key)
+            text = f" [{interval[0]:.2f}, {interval[1]:.2f}]" if interval and None not in interval else ""
+            ax[panel].plot(cc, y, color=styles[name], label=f"approach {name}: {key} = {fit[key]:.3f}{text}")
+            if interval and None not in interval:
+                y0 = float(np.interp(np.log(c0), np.log(cc), np.log(y)))
+                band = [np.exp(y0 + e * (np.log(cc) - np.log(c0))) for e in interval]
+                ax[panel].fill_between(cc, band[0], band[1], color=styles[name], alpha=0.12)
+            if centre is None:
+                centre = float(np.exp(np.interp(np.log(c0), np.log(cc), np.log(y))))
+            if name == "2":
+                col = "N_opt" if key == "a" else "D_opt"
+                ax[panel].scatter([b["C"] for b in fit.get("budgets", [])], [b[col] for b in fit.get("budgets", [])],
+                                  color=styles[name], zorder=4)
+        if centre is not None:
+            for slope, name, ls in (((0.5, "Chinchilla a = b = 0.5", ":"),
+                                     (K.KAPLAN_A if key == "a" else K.KAPLAN_B, "Kaplan", "--"))):
+                ax[panel].plot(cc, centre * (cc / c0) ** slope, color="gray", ls=ls, label=f"{name} (slope {slope})")
+        ax[panel].set(xscale="log", yscale="log", xlabel="training FLOPs C (Chinchilla App. F)", ylabel=label)
+        ax[panel].legend(fontsize=7)
+    fig.suptitle("Compute-optimal allocation fitted to this sweep")
+    return _save(fig, path)

@@ -4,12 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def fit_power_law(x, y) -> tuple[float, float]:
-    """Returns (exponent p, prefactor k) of the least-squares line log y = p log x + log k."""
+def fit_power_law(x, y, robust: bool = False) -> tuple[float, float]:
+    """Returns (exponent p, prefactor k) of the line log y = p log x + log k: least squares, or with
+    `robust` a Huber fit (gopher_jax/scaling/robust.py) that down-weights outlying points."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if len(x) < 2 or np.ptp(np.log(x)) == 0:
         raise ValueError(f"a power law needs points at >= 2 distinct x values; got x={x.tolist()}")
-    p, logk = np.polyfit(np.log(x), np.log(y), 1)
+    if robust:
+        from gopher_jax.scaling.robust import huber_polyfit
+        p, logk = huber_polyfit(np.log(x), np.log(y), 1)[0]
+    else:
+        p, logk = np.polyfit(np.log(x), np.log(y), 1)
     return float(p), float(np.exp(logk))
 
 

@@ -57,29 +57,43 @@ class Size:
                 "num_heads": self.d_model // self.head_dim, "head_dim": self.head_dim}
 
 
-def _cell_params(model: dict, steps: int, seq_len: int, batch_size: int) -> list[str]:
+def _size_params(cell: dict) -> list[str]:
+    """Returns the bindings a cell's size sets: ModelConfig fields, then its per-size optimizer ones."""
+    return ([f"ModelConfig.{k} = {v}" for k, v in cell["model"].items()]
+            + [f"{k} = {v}" for k, v in cell.get("hparams", {}).items()])
+
+
+def _cell_params(cell: dict, seq_len: int, batch_size: int) -> list[str]:
     """Returns the bindings of one (budget, size) cell, in the order overrides.gin lists them."""
-    return ([f"ModelConfig.{k} = {v}" for k, v in model.items()]
-            + [f"train.steps = {steps}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}",
+    return (_size_params(cell) + _budget_params(cell["steps"], seq_len, batch_size))
+
+
+def _budget_params(steps: int, seq_len: int, batch_size: int) -> list[str]:
+    return ([f"train.steps = {steps}", f"train.batch_size = {batch_size}", f"train.seq_len = {seq_len}",
                # held-out loss once, at the end (it is the loss the fits read); one checkpoint
                "train.eval_every = 0", f"train.checkpoint_every = {steps}"])
 
 
-def isoflop_spec(cells: list[dict], run_gin, model_gin, seq_len: int, batch_size: int):
+def isoflop_spec(cells: list[dict], run_gin, model_gin, seq_len: int, batch_size: int, base_params=()):
     """Returns the sweep spec of the cells: axes budget x size, zipped (each cell one pair)."""
     from gopher_jax.sweep.spec import Axis, AxisValue, SweepSpec
 
     budget = Axis("budget", tuple(AxisValue(f"{c['budget']:.0e}".replace("+", ""), (),
-                                            tuple(_cell_params({}, c["steps"], seq_len, batch_size))) for c in cells))
+                                            tuple(_budget_params(c["steps"], seq_len, batch_size))) for c in cells))
     size = Axis("size", tuple(AxisValue(f"{c['model']['num_layers']}x{c['model']['d_model']}", (),
-                                        tuple(_cell_params(c["model"], 0, 0, 0)[:len(c["model"])])) for c in cells))
-    return SweepSpec(tuple(run_gin) + tuple(model_gin), (), (budget, size), (("budget", "size"),))
+                                        tuple(_size_params(c))) for c in cells))
+    return SweepSpec(tuple(run_gin) + tuple(model_gin), tuple(base_params), (budget, size), (("budget", "size"),))
 
 
 def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), model_gin=(),
-               seq_len: int = 128, batch_size: int = 8, method: str = "chinchilla", min_steps: int = 20) -> dict:
+               seq_len: int = 128, batch_size: int = 8, method: str = "chinchilla", min_steps: int = 20,
+               size_rule=None, sizes_per_budget: dict | None = None, base_params=()) -> dict:
     """Returns the manifest: one run per (budget, size) whose step count spends the budget.
 
+    `size_rule(d_model, n_params, tokens_per_step) -> {gin binding: value}` adds per-size settings
+    (e.g. gopher_jax.scaling.size_hparams.size_bindings) to every run of that size.
+    `sizes_per_budget` ({budget: [Size, ...]}) gives a budget its own sizes instead of `sizes`.
+    `base_params` are gin bindings every run gets (after the gin files, before its cell's bindings).
     Runs that would take fewer than `min_steps` steps are left out (listed under 'skipped'). Each
     run's name and workdir are the sweep runner's (arm labels + config hash, see gopher_jax/sweep/plan.py).
     """
@@ -87,7 +101,7 @@ def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), m
 
     cells, skipped = [], []
     for c in sorted(float(b) for b in budgets):
-        for size in sizes:
+        for size in (sizes_per_budget or {}).get(c, sizes):
             model = size.overrides()
             if seq_len > base.max_len:  # the learned-position table and masks must cover seq_len
                 model["max_len"] = seq_len
@@ -99,26 +113,30 @@ def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), m
                 skipped.append({"name": label, "steps": steps, "reason": f"< min_steps={min_steps}"})
                 continue
             tokens = steps * batch_size * seq_len
-            cells.append({"budget": c, "C": fpt * tokens, "N": count_params(cfg),
+            n_params = count_params(cfg)
+            hparams = size_rule(size.d_model, n_params, batch_size * seq_len) if size_rule else {}
+            cells.append({"budget": c, "C": fpt * tokens, "N": n_params,
                           "N_non_embedding": count_params(cfg, embeddings=False), "flops_per_token": fpt,
-                          "steps": steps, "tokens": tokens, "tokens_per_step": batch_size * seq_len, "model": model})
+                          "steps": steps, "tokens": tokens, "tokens_per_step": batch_size * seq_len, "model": model,
+                          "hparams": hparams})
     if not cells:
         raise ValueError(f"every run of the sweep is shorter than min_steps={min_steps}; raise the budgets "
                          f"{list(budgets)} or lower the batch size / sequence length")
     runs = []
-    for cell, rp in zip(cells, expand(isoflop_spec(cells, run_gin, model_gin, seq_len, batch_size))):
+    for cell, rp in zip(cells, expand(isoflop_spec(cells, run_gin, model_gin, seq_len, batch_size, base_params))):
         workdir = os.path.join(out_dir, rp.name)
         runs.append({"name": rp.name, **cell, "workdir": workdir, "params": list(rp.params),
                      "command": ["gopher-jax", "train", *rp.train_args(workdir)]})
     return {"budgets": sorted(float(b) for b in budgets), "seq_len": seq_len, "batch_size": batch_size,
-            "method": method, "run_gin": list(run_gin), "model_gin": list(model_gin), "runs": runs,
+            "method": method, "run_gin": list(run_gin), "model_gin": list(model_gin),
+            "base_params": list(base_params), "runs": runs,
             "skipped": skipped}
 
 
 def overrides_gin(run: dict, seq_len: int, batch_size: int) -> str:
     """Returns the gin text of one run's overrides (the bindings its command passes)."""
     lines = [f"# {run['name']}: N={run['N']:,} params, {run['tokens']:,} tokens, C={run['C']:.4g} FLOPs"]
-    lines += [p for p in _cell_params(run["model"], run["steps"], seq_len, batch_size)]
+    lines += _cell_params(run, seq_len, batch_size)
     return "\n".join(lines) + "\n"
 
 
@@ -140,7 +158,7 @@ def write_sweep(manifest: dict, out_dir: str) -> str:
 
 def _spec_of(manifest: dict):
     return isoflop_spec(manifest["runs"], manifest["run_gin"], manifest["model_gin"], manifest["seq_len"],
-                        manifest["batch_size"])
+                        manifest["batch_size"], manifest.get("base_params", ()))
 
 
 def load_manifest(out_dir: str) -> dict:

@@ -51,3 +51,46 @@ def kaplan_runs(N_c=K.KAPLAN_ND_N_C, D_c=K.KAPLAN_ND_D_C, alpha_N=K.KAPLAN_ND_AL
     N, D = (a.ravel() for a in np.meshgrid(np.geomspace(1e6, 1e9, 8), np.geomspace(1e8, 1e11, 8)))
     loss = kaplan_loss_nd(N, D, N_c, D_c, alpha_N, alpha_D) * np.exp(noise * rng.standard_normal(len(N)))
     return make_runs(N, D, loss)
+
+
+def write_fake_metrics(manifest: dict, law: dict, *, eval_lines: bool = True, points: int = 11,
+                       noise: float = 0.003, seed: int = 0, truncated_tail: bool = True) -> None:
+    """Writes a metrics.jsonl into each planned run's workdir as `gopher-jax train` would, with the
+    loss after D tokens = law(N, D) * exp(noise * normal) (each point as if its schedule ended there),
+    a held-out eval line at the last step, and (truncated_tail) the half-written line a killed run leaves."""
+    import json
+    import os
+
+    rng = np.random.default_rng(seed)
+    for run in manifest["runs"]:
+        with open(os.path.join(run["workdir"], "metrics.jsonl"), "w") as f:
+            loss = None
+            for step in np.linspace(0, run["steps"], points).astype(int):
+                D = max(step, 1) * run["tokens_per_step"]
+                loss = float(chinchilla_loss(run["N"], D, **law) * np.exp(noise * rng.standard_normal()))
+                f.write(json.dumps({"step": int(step), "loss": loss, "tokens_per_s": 1e4, "mfu": 0.1}) + "\n")
+            if eval_lines:
+                f.write(json.dumps({"step": run["steps"], "eval_loss": loss}) + "\n")
+            if truncated_tail:
+                f.write('{"step": 9')
+
+
+def isoflop_exponents(runs: Runs, law: dict) -> tuple[float, float]:
+    """Returns (a, b) of N_opt ~ C^a, D_opt ~ C^b for `law` itself along the runs' budgets: at each
+    budget the exact minimum of the law on that budget's line log D = s log N + k (log D is linear
+    in log N at fixed C for any FLOP count), found with scipy rather than a parabola, then a
+    least-squares line through the budgets in log-log space. The yardstick a fit should recover."""
+    from scipy.optimize import minimize_scalar
+
+    from gopher_jax.scaling.approach2 import budget_groups
+
+    C, N, D = [], [], []
+    for g in budget_groups(runs):
+        n, d = np.log(runs.N[g]), np.log(runs.D[g])
+        slope, intercept = np.polyfit(n, d, 1)
+        res = minimize_scalar(lambda x: chinchilla_loss(np.exp(x), np.exp(slope * x + intercept), **law),
+                              bounds=(n.min() - 3, n.max() + 3), method="bounded", options={"xatol": 1e-9})
+        C.append(np.exp(np.mean(np.log(runs.C[g]))))
+        N.append(np.exp(res.x))
+        D.append(np.exp(slope * res.x + intercept))
+    return float(np.polyfit(np.log(C), np.log(N), 1)[0]), float(np.polyfit(np.log(C), np.log(D), 1)[0])

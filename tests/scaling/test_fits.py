@@ -86,6 +86,23 @@ def test_approach2_recovers_exponents_and_vertices():
         assert b["N_opt"] == pytest.approx(n_true, rel=0.25)
 
 
+def test_approach2_huber_fit_shrugs_off_one_diverged_run():
+    """One run per budget reports a loss 15% too high (a diverged or mis-scheduled run): the Huber
+    parabolas keep every vertex near the clean one and flag that run; least squares moves them."""
+    runs = synthetic.isoflop_runs(noise=0.002, seed=3)
+    clean = fit_approach2(runs, n_boot=0).extra["budgets"]
+    bad = runs.loss.copy()
+    for g in budget_groups(runs):
+        bad[g[2]] *= 1.15  # the third-smallest size, left of each vertex
+    broken = make_runs(runs.N, runs.D, bad, runs.C)
+    robust = fit_approach2(broken, n_boot=0).extra["budgets"]
+    plain = fit_approach2(broken, n_boot=0, robust=False).extra["budgets"]
+    for c, r, p, g in zip(clean, robust, plain, budget_groups(runs)):
+        assert r["N_opt"] == pytest.approx(c["N_opt"], rel=0.03)
+        assert float(runs.N[g][2]) in r["downweighted"]
+        assert abs(np.log(p["N_opt"] / c["N_opt"])) > 3 * abs(np.log(r["N_opt"] / c["N_opt"]))
+
+
 def test_approach2_rejects_a_concave_budget():
     runs = make_runs([1e8, 2e8, 4e8, 1e8, 2e8, 4e8], [1e9] * 3 + [1e10] * 3, [3.0, 2.5, 3.0, 2.5, 2.7, 2.5],
                      C=[6e17] * 3 + [6e18] * 3)

@@ -7,10 +7,11 @@ import pytest
 
 from gopher_jax.cli import main
 from gopher_jax.scaling import sweep as S
-from gopher_jax.scaling.approach2 import budget_groups, fit_approach2
+from gopher_jax.scaling.approach2 import fit_approach2
 from gopher_jax.scaling.laws import chinchilla_loss
 from gopher_jax.scaling.model_zoo import load_config
 from gopher_jax.scaling.runs import read_csv
+from gopher_jax.scaling.synthetic import isoflop_exponents, write_fake_metrics
 
 SIZES = "2x64,2x96,4x128,4x192,6x256"
 BUDGETS = "1e12,3e12,1e13"
@@ -18,35 +19,13 @@ LAW = dict(E=2.0, A=300.0, B=250.0, alpha=0.3, beta=0.3)  # a toy law whose opti
 
 
 def fake_training(manifest, *, eval_lines=True, seed=0):
-    """Writes a metrics.jsonl per run as `gopher-jax train` would: loss falls along the law."""
-    rng = np.random.default_rng(seed)
-    for run in manifest["runs"]:
-        with open(os.path.join(run["workdir"], "metrics.jsonl"), "w") as f:
-            for step in np.linspace(0, run["steps"], 11).astype(int):
-                D = max(step, 1) * run["tokens_per_step"]
-                loss = float(chinchilla_loss(run["N"], D, **LAW) * np.exp(0.003 * rng.standard_normal()))
-                f.write(json.dumps({"step": int(step), "loss": loss, "tokens_per_s": 1e4, "mfu": 0.1}) + "\n")
-            if eval_lines:
-                f.write(json.dumps({"step": run["steps"], "eval_loss": loss}) + "\n")
-            f.write('{"step": 9')  # a run killed mid-write leaves a truncated line
+    """Writes a metrics.jsonl per run as `gopher-jax train` would: loss falls along LAW."""
+    write_fake_metrics(manifest, LAW, eval_lines=eval_lines, seed=seed)
 
 
 def isoflop_exponents_of_the_law(runs):
-    """Returns (a, b) of N_opt ~ C^a, D_opt ~ C^b for the generating LAW itself: at each budget, the
-    exact minimum of LAW along that budget's runs (log D is linear in log N at fixed C), found with
-    scipy instead of a parabola, then a straight line through the budgets in log-log space."""
-    from scipy.optimize import minimize_scalar
-
-    C, N, D = [], [], []
-    for g in budget_groups(runs):
-        n, d = np.log(runs.N[g]), np.log(runs.D[g])
-        slope, intercept = np.polyfit(n, d, 1)
-        res = minimize_scalar(lambda x: chinchilla_loss(np.exp(x), np.exp(slope * x + intercept), **LAW),
-                              bounds=(n.min() - 3, n.max() + 3), method="bounded", options={"xatol": 1e-9})
-        C.append(np.exp(np.mean(np.log(runs.C[g]))))
-        N.append(np.exp(res.x))
-        D.append(np.exp(slope * res.x + intercept))
-    return np.polyfit(np.log(C), np.log(N), 1)[0], np.polyfit(np.log(C), np.log(D), 1)[0]
+    """Returns (a, b) of the generating LAW's own IsoFLOP optima along these runs' budgets."""
+    return isoflop_exponents(runs, LAW)
 
 
 def test_plan_spends_each_budget(tmp_path):
