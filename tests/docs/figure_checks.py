@@ -7,7 +7,10 @@ A *figure* is a number stated with a unit of speed, memory or time:
   - time: ns, µs, us, ms, s, sec, seconds, min, minutes, h, hours, s/step;
 written as a number or a range ("32-38 ms", "~2 s", "1,250 tokens/s", "**0.36 s**"), or a bare number
 in a markdown table column whose header names one of these units (a "filter s" or "MB/s" column).
-A unit directly followed by a letter, digit, "+", "=" or "(" is not one ("3MB+P-1", "MB=12").
+A unit directly followed by a letter, digit, "+", "=" or "(" is not one ("3MB+P-1", "MB=12"), nor is a
+number glued to a word by "-" ("GPT-2 tokens/s"). The rule sees a unit only after its number: a sentence
+that names the unit once ("CPU ms per call: 35.5 -> 34.5") is seen through its other figures, if any,
+so keep such a paragraph beside its results file anyway.
 
 A figure passes when any of these holds:
   1. it lies inside a generated region (`<!-- figures:NAME -->` .. `<!-- /figures -->`, in gin
@@ -36,7 +39,7 @@ _MEMORY = r"[KMGT]i?B"
 _TIME = r"ns|µs|us|ms|s/step|s|secs?|seconds?|mins?|minutes?|h|hours?"
 UNIT = rf"(?:{_SPEED}|{_MEMORY}|{_TIME})"
 _END = r"(?![\w+=(])"
-FIGURE = re.compile(rf"(?<![\w.]){RANGE}\s*(?:{UNIT}{_END}|%\s*MFU\b|[x×]\s+(?:faster|slower)\b)")
+FIGURE = re.compile(rf"(?<![\w.])(?<![A-Za-z]-){RANGE}\s*(?:{UNIT}{_END}|%\s*MFU\b|[x×]\s+(?:faster|slower)\b)")
 HEADER_UNIT = re.compile(rf"(?<![\w/])(?:{UNIT}|%\s*MFU)(?![\w/])")
 BARE_NUMBER = re.compile(rf"^\**{RANGE}\**$")
 RESULTS_FILE = re.compile(r"benchmarks/(?:results/)?[\w.-]+\.json")

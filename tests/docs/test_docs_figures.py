@@ -106,7 +106,7 @@ def test_the_rule_sees_figures_in_every_form():
     found = [f for _, f, _ in figure_checks.figures("docs/x.md", (
         "It trains at 1,250 tokens/s and 72% MFU, a step takes 3.27-3.36 s/step, compile ~2 s,\n"
         "kernel 32–38 ms, 4.25 GiB/device, 12.9 MB read at 9.30 MB/s, 435 GFLOP/s, 1.29× faster.\n"
-        "Not figures: a 280B model, the formula (P-1)/(3MB+P-1), P=4, MB=12, 128 x 2048.\n"
+        "Not figures: a 280B model, the formula (P-1)/(3MB+P-1), P=4, MB=12, 128 x 2048, GPT-2 tokens/s.\n"
         "\n"
         "| stage | docs/s | memory | total s |\n"
         "|---|---|---|---|\n"
