@@ -1,6 +1,9 @@
 """Two local processes x 4 CPU devices train like one process x 8 devices (same global batches: the
 input is addressed by global row, gopher_jax/data/mixture_input.py), and a checkpoint resumes on
-another host count, continuing exactly like the uninterrupted single-process run."""
+another host count, continuing exactly like the uninterrupted single-process run.
+
+The one-process runs go through `gopher-jax train`'s entry point (gopher_jax.cli.main) in this process,
+which already has 8 CPU devices and JAX imported; only the pairs need processes of their own."""
 import json
 import os
 import socket
@@ -63,30 +66,39 @@ def _finish(procs):
     return outs
 
 
-def _single(workdir, steps, *extra):
-    return subprocess.Popen([sys.executable, "-m", "gopher_jax.cli", "train", f"--workdir={workdir}", *ARGS,
-                             f"--gin_param=train.steps={steps}", *extra], cwd=REPO,
-                            env=_env(8, workdir.parent / "jax_cache_one"), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def _single(capsys, workdir, steps, *extra):
+    """`gopher-jax train` as one process x 8 devices, in this process: returns its stdout + stderr."""
+    import jax
+
+    from gopher_jax.cli import main
+    capsys.readouterr()
+    with jax.default_matmul_precision(None):  # a `gopher-jax` process's default, not conftest's 'highest'
+        code = main(["train", f"--workdir={workdir}", *ARGS, f"--gin_param=train.steps={steps}", *extra])
+    out = "".join(capsys.readouterr())
+    assert code == 0, out[-3000:]
+    return out
 
 
-def test_two_processes_match_one_and_resume_across_host_counts(tmp_path):
+def test_two_processes_match_one_and_resume_across_host_counts(tmp_path, capsys, monkeypatch):
     """2 processes x 4 devices == 1 process x 8 devices, step for step; a checkpoint written by the pair
     resumes on one process, and one written by one process resumes on a pair (same global batches)."""
     from gopher_jax.data.tokenizer import ensure_embedded_tokenizer
 
+    monkeypatch.chdir(REPO)  # ARGS name the gin files relative to the repository
     ensure_embedded_tokenizer(4096)  # tiny.gin's vocabulary: cached once here, not raced by the processes
     one, pair_first, single_first = tmp_path / "one", tmp_path / "pair_then_one", tmp_path / "one_then_pair"
-    ref = _single(one, TOTAL)
-    outs = _finish(_pair(pair_first, FIRST) + [_single(single_first, FIRST)])
+    pair = _pair(pair_first, FIRST)  # the pair trains while this process runs the one-process runs
+    _single(capsys, single_first, FIRST)
+    _single(capsys, one, TOTAL)
+    outs = _finish(pair)
     assert "done: step 2" in outs[0] and "done: step 2" in outs[1]
     # Every host took part in the pair's checkpoint; process 0 alone wrote the logs.
     assert sorted(os.listdir(pair_first / "checkpoints")) == ["2"]
     assert sorted(_losses(pair_first)) == [1, 2]
 
     # The pair's checkpoint resumes on one process; the single process's on a fresh pair.
-    outs = _finish([_single(pair_first, TOTAL, "--resume")] + _pair(single_first, TOTAL, "--resume"))
-    _finish([ref])
+    pair = _pair(single_first, TOTAL, "--resume")
+    outs = [_single(capsys, pair_first, TOTAL, "--resume")] + _finish(pair)
     assert all("resumed from step 2" in out and "done: step 4" in out for out in outs), outs[0][-2000:]
     reference = _losses(one)
     assert sorted(reference) == [1, 2, 3, 4]
