@@ -9,8 +9,11 @@ import pytest
 from gopher_jax import gin_utils
 from gopher_jax.train.spikes import EXIT_DIVERGED, TrainingDiverged
 
+# A 2-layer, 64-wide tiny.gin: the policies act on the loss, the checkpoints and the batch positions,
+# which do not depend on the model's size; a smaller model only compiles and steps faster.
 COMMON = ("train.seq_len=32", "train.batch_size=8", "train.log_every=1", "train.eval_every=0",
-          "train.eval_batches=1", "train.checkpoint_every=2", "train.spike_warmup_steps=100")
+          "train.eval_batches=1", "train.checkpoint_every=2", "train.spike_warmup_steps=100",
+          "ModelConfig.num_layers=2", "ModelConfig.d_model=64", "ModelConfig.num_heads=4", "ModelConfig.head_dim=16")
 
 
 def run(workdir, *params):
