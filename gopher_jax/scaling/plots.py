@@ -115,6 +115,10 @@ def plot_contours(law: dict, path: str, runs: Runs | None = None, n_range=(1e7, 
     return _save(fig, path)
 
 
+def _finite(*xs) -> bool:
+    return all(x is not None and np.isfinite(x) for x in xs)
+
+
 def plot_allocation(runs: Runs, fits: dict, path: str) -> str:
     """Writes N_opt(C) and D_opt(C) over the sweep's budgets: each approach's fitted power law with
     its bootstrap band (the interval of a at the budgets' geometric centre), approach 2's per-budget
@@ -127,12 +131,10 @@ def plot_allocation(runs: Runs, fits: dict, path: str) -> str:
     for panel, (key, k_key, label) in enumerate((("a", "k_N", "N_opt (parameters)"), ("b", "k_D", "D_opt (tokens)"))):
         centre = None
         for name, fit in fits.items():
-            if "error" in fit or fit.get(key) is None:
+            if "error" in fit or not _finite(fit.get(key), fit.get(k_key) if name != "3" else fit.get("G")):
                 continue
             if name == "3":  # Eq. 4: N_opt = G (C/6)^a, D_opt = (C/6)^b / G
-                g = fit.get("G")
-                if g is None:
-                    continue
+                g = fit["G"]
                 y = g * (cc / 6) ** fit["a"] if key == "a" else (cc / 6) ** fit["b"] / g
             else:
                 y = fit[k_key] * cc ** fit[key]

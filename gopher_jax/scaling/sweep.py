@@ -78,7 +78,7 @@ def isoflop_spec(cells: list[dict], run_gin, model_gin, seq_len: int, batch_size
     """Returns the sweep spec of the cells: axes budget x size, zipped (each cell one pair)."""
     from gopher_jax.sweep.spec import Axis, AxisValue, SweepSpec
 
-    budget = Axis("budget", tuple(AxisValue(f"{c['budget']:.0e}".replace("+", ""), (),
+    budget = Axis("budget", tuple(AxisValue(f"{c['budget']:.3g}".replace("+", ""), (),
                                             tuple(_budget_params(c["steps"], seq_len, batch_size))) for c in cells))
     size = Axis("size", tuple(AxisValue(f"{c['model']['num_layers']}x{c['model']['d_model']}", (),
                                         tuple(_size_params(c))) for c in cells))
@@ -108,7 +108,7 @@ def plan_sweep(budgets, sizes, *, base: ModelConfig, out_dir: str, run_gin=(), m
             cfg = base.replace(**model)
             fpt = flops_per_token(cfg, seq_len, method)
             steps = int(round(c / (fpt * batch_size * seq_len)))
-            label = f"C{c:.0e}_L{size.num_layers}_d{size.d_model}".replace("+", "")
+            label = f"C{c:.3g}_L{size.num_layers}_d{size.d_model}".replace("+", "")
             if steps < min_steps:
                 skipped.append({"name": label, "steps": steps, "reason": f"< min_steps={min_steps}"})
                 continue

@@ -47,6 +47,9 @@ SKIPPED_BY_DESIGN = {
     ("docs/interop.md", "gopher-jax import"): "needs a local Hugging Face model (tests/interop builds one)",
     ("docs/interop.md", "gopher-jax export"): "needs a run with its tokenizer (tests/interop exports one)",
     ("docs/scaling.md", "gopher-jax scaling plot"): "needs curves from a sweep (tests/scaling plots them)",
+    ("docs/scaling.md", "gopher-jax scaling reproduce"): "builds the scaling corpus and trains the whole IsoFLOP "
+                                                         "sweep (about an hour on 2 cores); tests/scaling/"
+                                                         "test_reproduce.py runs its plan, fit and report",
 }
 # Commands that elide their arguments (`...`) are synopses (their flags are checked by
 # test_docs_consistency.py); commands on a cluster runner or a gs:// bucket are parsed only.
