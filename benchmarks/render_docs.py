@@ -81,6 +81,59 @@ def embedded_corpus(page: str) -> str:
                  f"{host_and_date(d)}; {link(page, 'embedded_corpus.json')}.")
 
 
+def isoflop_reproduce(page: str) -> str:
+    """docs/scaling.md: the exponents `gopher-jax scaling reproduce` fitted, beside Chinchilla Table 2,
+    and the held-out loss of every run of the sweep."""
+    d = load("isoflop_reproduce.json")
+    v, fits, pct = d["verdict"], d["fits"], f"{d['level']:.0%}"
+    wall = (f"{d['command_wall_s'] / 3600:.1f} h wall for the command(s) that trained it, "
+            if d.get("command_wall_s") else "")
+    corpus = d["corpus"]
+    parts = ", ".join(f"{n} {c['train_tokens'] / 1e6:.1f}M" for n, c in corpus["components"].items())
+    head = _wrap(f"{len(d['runs']) - len(d['missing'])} runs over budgets "
+                 + ", ".join(f"{b:.3g}" for b in d["budgets"]) + f" FLOPs (Chinchilla App. F count, last layer "
+                 f"included), {d['batch_size']} x {d['seq_len']} tokens per step, on the scaling corpus "
+                 f"({corpus['total_train_tokens'] / 1e6:.1f}M byte-level train tokens: {parts}); "
+                 f"{wall}{d['train_wall_s'] / 3600:.1f} h summed over runs. Host: {host_and_date(d)}; "
+                 f"{link(page, 'isoflop_reproduce.json')}.")
+
+    def fmt(x, interval):
+        lo, hi = interval
+        return f"{x:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{x:.3f}"
+
+    rows = [f"| approach | a (N_opt ∝ C^a) [{pct} CI] | b (D_opt ∝ C^b) [{pct} CI] | Chinchilla Table 2 a / b "
+            f"| CI excludes Kaplan's a = 0.73 | a in [0.40, 0.60] |", "|---|---|---|---|---|---|"]
+    for name in ("1", "2", "3"):
+        x = v.get(name, {})
+        if not x.get("fitted"):
+            rows.append(f"| {name} | not fitted: {x.get('why', 'no result')} | | | | |")
+            continue
+        rows.append(f"| {name} | {fmt(x['a'], x['a_interval'])} | {fmt(x['b'], x['b_interval'])} | "
+                    f"{x['chinchilla_a']:.2f} / {x['chinchilla_b']:.2f} | {'yes' if x['excludes_kaplan'] else 'no'} "
+                    f"| {'yes' if 0.40 <= x['a'] <= 0.60 else 'no'} |")
+    sizes = sorted({r["size"] for r in d["runs"]}, key=lambda z: next(r["N"] for r in d["runs"] if r["size"] == z))
+    n_of = {r["size"]: r["N"] for r in d["runs"]}
+    vertices = {round(b["C"], -9): b for b in fits.get("2", {}).get("budgets", [])}
+    grid = ["| budget (FLOPs) | " + " | ".join(f"{z} ({n_of[z] / 1e3:.0f}K)" for z in sizes) + " | parabola vertex N_opt |",
+            "|---|" + "---|" * (len(sizes) + 1)]
+    for b in d["budgets"]:
+        runs = {r["size"]: r for r in d["runs"] if r["budget"] == b}
+        best = min((r["eval_loss"] for r in runs.values() if r["eval_loss"] is not None), default=None)
+        cells = []
+        for z in sizes:
+            r = runs.get(z)
+            if r is None or r["eval_loss"] is None:
+                cells.append("")
+                continue
+            cells.append(f"**{r['eval_loss']:.4f}**" if r["eval_loss"] == best else f"{r['eval_loss']:.4f}")
+        vert = next((vb for c, vb in vertices.items() if abs(c / b - 1) < 0.05), None)
+        vtext = "" if vert is None else (f"{vert['N_opt'] / 1e3:.0f}K"
+                                         + (" (extrapolated)" if vert.get("extrapolated") else ""))
+        grid.append(f"| {b:.3g} | " + " | ".join(cells) + f" | {vtext} |")
+    return (head + "\n" + "\n".join(rows) + "\n\nHeld-out loss of every run in nats per token (one token is one byte: the tokenizer is byte-level); bold: the budget's best.\n\n"
+            + "\n".join(grid) + "\n")
+
+
 def _model_size(recipe: str) -> float:
     """Parameters a recipe's name gives ("gopher_1_4b_v4" -> 1.4e9), for ordering the table."""
     m = re.search(r"_(\d+(?:_\d+)?)([mb])_", recipe + "_")
@@ -238,6 +291,7 @@ PLANNED = tuple(r for r in RECIPES if os.path.exists(os.path.join(REPO, RESULTS,
 RENDERERS: dict[str, Callable[[str], str]] = {
     "throughput_44m": throughput_44m,
     "embedded_corpus": embedded_corpus,
+    "isoflop_reproduce": isoflop_reproduce,
     "compile_table": compile_table,
     "recipe_table": recipe_table,
     **{f"recipe_{r}": recipe_header(r) for r in RECIPES},
