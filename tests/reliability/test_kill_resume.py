@@ -22,9 +22,12 @@ from gopher_jax.train.checkpoint_integrity import MANIFEST_NAME
 from gopher_jax.train.signals import EXIT_PREEMPTED
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# tiny.gin at 2 layers x 64 wide: bit-identical replays, checkpoint fallbacks and the data position
+# do not depend on the model's size; each of the four processes compiles a smaller step.
+SMALL = ("ModelConfig.num_layers=2", "ModelConfig.d_model=64", "ModelConfig.num_heads=4", "ModelConfig.head_dim=16")
 PARAMS = ("train.steps=8", "train.seq_len=64", "train.batch_size=4", "train.log_every=1", "train.eval_every=0",
           "train.eval_batches=1", "train.checkpoint_every=2", "train.keep_checkpoints=2",
-          "train.spike_policy='skip'", "train.spike_warmup_steps=2", "faults.nan_loss_batches=(4,)")
+          "train.spike_policy='skip'", "train.spike_warmup_steps=2", "faults.nan_loss_batches=(4,)", *SMALL)
 SLOW = ("faults.sleep_per_step_s=0.6",)  # gives the test time to signal mid-run; numerics unchanged
 
 

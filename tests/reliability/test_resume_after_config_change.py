@@ -10,10 +10,12 @@ checkpoint; a workdir whose checkpoints were all quarantined refuses to start ag
 import glob
 import os
 
-from tests.reliability.test_kill_resume import finish, records, start
+from tests.reliability.test_kill_resume import SMALL, finish, records, start
 
+# SMALL: tiny.gin at 2 layers x 64 wide; the checks are on the bindings, the checkpoints and the logged
+# steps, which do not depend on the model's size.
 PARAMS = ("train.steps=20", "train.seq_len=64", "train.batch_size=4", "train.log_every=5", "train.eval_every=0",
-          "train.eval_batches=1", "train.checkpoint_every=10")
+          "train.eval_batches=1", "train.checkpoint_every=10", *SMALL)
 CHANGED = ("train.spike_policy='skip'", "optimizer.name='adam'")
 
 
