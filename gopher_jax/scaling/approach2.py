@@ -74,8 +74,13 @@ def fit_approach2(runs: Runs, *, n_boot: int = 200, level: float = DEFAULT_LEVEL
     """Returns approach 2's a, b, k_N, k_D with bootstrap intervals; extra['budgets'] has each vertex.
     `robust` (default) fits parabolas and lines with Huber weights; False is plain least squares."""
     groups = budget_groups(runs, rel_tol)
+    # a budget with fewer than 3 sizes (a sweep still training) has no parabola: left out, and said
+    skipped = {f"budget C={np.median(runs.C[g]):.3g}": f"{len(np.unique(runs.N[g]))} distinct sizes, a parabola "
+               f"needs >= 3" for g in groups if len(np.unique(runs.N[g])) < 3}
+    groups = [g for g in groups if len(np.unique(runs.N[g])) >= 3]
     if len(groups) < 2:
-        raise ValueError(f"approach 2 needs >= 2 FLOP budgets; the runs have one (C~{np.median(runs.C):.3g})")
+        raise ValueError(f"approach 2 needs >= 2 FLOP budgets with >= 3 model sizes each; the runs have "
+                         f"{len(groups)} (C~{np.median(runs.C):.3g})" + (f"; left out: {skipped}" if skipped else ""))
 
     budgets = [fit_budget(runs.take(g), robust) for g in groups]
     intervals, failed = {}, 0
@@ -100,4 +105,4 @@ def fit_approach2(runs: Runs, *, n_boot: int = 200, level: float = DEFAULT_LEVEL
                 failed += 1
         intervals = percentile_intervals(samples, n_boot, level)
     return FitResult("2", fit_lines(budgets, robust), intervals, level, n_boot, failed,
-                     extra={"budgets": budgets, "robust": robust})
+                     extra={"budgets": budgets, "robust": robust, "skipped": skipped})

@@ -130,7 +130,7 @@ def fit_all(out: str, *, n_boot: int = N_BOOT, level: float = LEVEL, log=print) 
     from gopher_jax.scaling.runs import write_csv
 
     manifest = S.load_manifest(out)
-    finals, curves, missing = S.collect(manifest)
+    finals, curves, missing = S.collect(manifest, finished_only=True)
     write_csv(finals, os.path.join(out, "runs.csv"))
     write_csv(curves, os.path.join(out, "curves.csv"))
     fits = {}

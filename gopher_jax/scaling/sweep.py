@@ -201,10 +201,17 @@ def run_local(out_dir: str, *, workers: int = 1, log=print) -> dict[str, int]:
     return codes
 
 
-def collect(manifest: dict, *, loss_key: str = "loss") -> tuple[Runs, Runs, list[str]]:
-    """Returns (final-loss table, training-curve table, names of runs without metrics)."""
+def collect(manifest: dict, *, loss_key: str = "loss", finished_only: bool = False) -> tuple[Runs, Runs, list[str]]:
+    """Returns (final-loss table, training-curve table, names of runs left out). A run without
+    metrics is left out; with `finished_only`, so is one without the sweep runner's DONE marker
+    (a run still training would otherwise count its last logged step as its end)."""
+    from gopher_jax.sweep import status
+
     finals, curves, missing = [], [], []
     for run in manifest["runs"]:
+        if finished_only and status.run_status(run["workdir"]) != status.DONE:
+            missing.append(run["name"])
+            continue
         path = os.path.join(run["workdir"], "metrics.jsonl")
         recs = read_metrics(path, loss_key=loss_key) if os.path.isfile(path) else []
         recs = [r for r in recs if r["step"] > 0]

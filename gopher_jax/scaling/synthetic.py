@@ -54,10 +54,12 @@ def kaplan_runs(N_c=K.KAPLAN_ND_N_C, D_c=K.KAPLAN_ND_D_C, alpha_N=K.KAPLAN_ND_AL
 
 
 def write_fake_metrics(manifest: dict, law: dict, *, eval_lines: bool = True, points: int = 11,
-                       noise: float = 0.003, seed: int = 0, truncated_tail: bool = True) -> None:
+                       noise: float = 0.003, seed: int = 0, truncated_tail: bool = True,
+                       done_marker: bool = True) -> None:
     """Writes a metrics.jsonl into each planned run's workdir as `gopher-jax train` would, with the
     loss after D tokens = law(N, D) * exp(noise * normal) (each point as if its schedule ended there),
-    a held-out eval line at the last step, and (truncated_tail) the half-written line a killed run leaves."""
+    a held-out eval line at the last step, (truncated_tail) the half-written line a killed run leaves,
+    and (done_marker) the sweep runner's DONE marker."""
     import json
     import os
 
@@ -73,6 +75,9 @@ def write_fake_metrics(manifest: dict, law: dict, *, eval_lines: bool = True, po
                 f.write(json.dumps({"step": run["steps"], "eval_loss": loss}) + "\n")
             if truncated_tail:
                 f.write('{"step": 9')
+        if done_marker:  # as the sweep runner marks a run whose training exited 0
+            from gopher_jax.sweep import status
+            status.write_marker(run["workdir"], status.DONE_FILE, {"exit_code": 0})
 
 
 def isoflop_exponents(runs: Runs, law: dict) -> tuple[float, float]:
