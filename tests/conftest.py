@@ -1,5 +1,6 @@
 """Test setup: 8 emulated CPU devices, set before jax is imported anywhere."""
 import os
+import shutil
 
 # The CPU client aborts the process (LOG(FATAL)) when a collective's rendezvous waits longer than
 # its terminate timeout. On 2 oversubscribed cores, 8 emulated devices plus a second pytest worker
@@ -29,7 +30,6 @@ jax.config.update("jax_default_matmul_precision", "highest")
 def pytest_sessionfinish(session, exitstatus):
     """The process that made the compilation cache removes it (xdist workers leave it to the controller)."""
     if os.environ.get("GOPHER_JAX_TEST_CACHE_OWNER") == str(os.getpid()):
-        import shutil
         shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
@@ -48,3 +48,133 @@ def _fresh_gin():
     gin.clear_config()
     yield
     gin.clear_config()
+
+
+# -- scheduling under pytest-xdist (README command 2: `-n 2`) ------------------------------------------------
+#
+# xdist's default `--dist load` hands tests out in chunks of consecutive tests, so two tests that share a
+# module- or session-scoped fixture (a trained run, a compiled program, a finished sweep) often land on
+# different workers, and each worker builds the fixture. For `-n N` without --dist, the run uses the
+# scheduler below instead: every test that uses a module/session-scoped fixture defined under tests/ goes
+# to one worker together with the other users of that fixture (one work unit, built once); units go out
+# largest first, then the tests without shared fixtures one by one, the known-slow ones first, so that
+# no long test starts last while the other worker idles. This changes which worker runs a test and when,
+# never whether it runs. (xdist's own `--dist loadgroup` marks do not work with pytest 9: it renames
+# items through an attribute pytest 9 no longer reads.)
+#
+# The workers collect (the controller does not), so each worker writes {test id: unit} to a file the
+# controller named, and the controller's scheduler reads it once every worker has collected.
+
+# Known-slow tests without shared fixtures (node id prefixes), started first. A stale entry only changes
+# the order.
+SLOW_FIRST = (
+    "tests/data/test_massivetext_e2e.py::",
+    "tests/plan/test_distributed.py::test_sigterm_to_one_host",
+    "tests/plan/test_multiprocess.py::",
+    "tests/train/test_train_cli.py::test_tiny_model_learns",
+    "tests/sweep/test_kill_resume.py::",
+    "tests/data/test_beam_components.py::test_million_edge_graph",
+    "tests/reliability/test_kill_resume.py::",
+    "tests/reliability/test_resume_after_config_change.py::",
+    "tests/model/test_attention_impl.py::",
+    "tests/data/test_corpus_beam.py::",
+    "tests/train/test_token_budget.py::test_the_loop_trains",
+    "tests/plan/test_plan.py::test_plan_prices_ops_by_compiling_them",
+    "tests/model/test_variants.py::test_remat_policies",
+    "tests/train/test_train_cli.py::",
+    "tests/reliability/test_rewind.py::",
+    "tests/eval/test_decode.py::",
+)
+_UNITS_FILE = "gopher_jax_units_file"
+
+
+def _shared_fixture_keys(item) -> set:
+    """The module/session-scoped fixtures defined under tests/ that `item` uses (its fixture closure)."""
+    info = getattr(item, "_fixtureinfo", None)
+    keys = set()
+    for name in getattr(info, "names_closure", ()):
+        defs = info.name2fixturedefs.get(name) or ()
+        for d in defs[-1:]:  # the definition that applies to this item
+            if d.scope == "function" or not d.baseid.startswith("tests"):
+                continue
+            keys.add(item.nodeid.split("::")[0] if d.scope == "module" else f"{d.baseid}::{d.argname}")
+    return keys
+
+
+def _units(items) -> dict:
+    """{test id: work unit}: tests that share a module/session fixture (transitively) share a unit."""
+    parent = {}
+
+    def find(k):
+        while parent.setdefault(k, k) != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    item_keys = [sorted(_shared_fixture_keys(item)) for item in items]
+    for keys in item_keys:
+        for k in keys[1:]:
+            parent[find(k)] = find(keys[0])
+    return {item.nodeid: find(keys[0]) if keys else item.nodeid for item, keys in zip(items, item_keys)}
+
+
+def _units_path(config) -> str:
+    """The controller's file for the work units (made once; the workers write it)."""
+    if not hasattr(config, "_gopher_jax_units"):
+        import tempfile
+        path = os.path.join(tempfile.mkdtemp(prefix="gopher_jax_xdist_"), "units.json")
+        config._gopher_jax_units = path
+        config.add_cleanup(lambda: shutil.rmtree(os.path.dirname(path), ignore_errors=True))
+    return config._gopher_jax_units
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist's controller, before starting a worker: where to write the work units (`-n N` only)."""
+    if node.config.getvalue("dist") == "load":
+        node.workerinput[_UNITS_FILE] = _units_path(node.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load":  # an explicit --dist other than load is left alone
+        return None
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+    path = _units_path(config)
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        """xdist's loadscope, with the work units of `_units` (one test when it shares no fixture)."""
+        units = None
+
+        def _split_scope(self, nodeid):
+            if self.units is None:
+                try:
+                    with open(path) as f:
+                        self.units = json.load(f)
+                except (OSError, ValueError):  # no worker wrote it: one test per unit, as `load` does
+                    self.units = {}
+            return self.units.get(nodeid, nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    path = getattr(config, "workerinput", {}).get(_UNITS_FILE)
+    if not path:
+        return
+    units = _units(items)
+    shared = {u for n, u in units.items() if u != n}
+
+    def rank(item):
+        if units[item.nodeid] in shared:
+            return -1  # stays where it is, beside the other users of its fixture
+        return next((i for i, p in enumerate(SLOW_FIRST) if item.nodeid.startswith(p)), len(SLOW_FIRST))
+    items.sort(key=rank)  # stable: collection order within a rank
+    import json
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(units, f)
+    os.replace(tmp, path)  # every worker collects the same tests and writes the same units
