@@ -13,8 +13,11 @@ from tests.sweep.conftest import TEST_PARAMS, sweep_argv
 
 TTL_S = 3  # a killed worker's run is reclaimed this long after its last heartbeat
 # Two runs zipped with their lengths: a short one that finishes, a long one (slowed by the train
-# loop's own fault injection) that is killed after its first checkpoint.
-AXES = ["train.seed=0,1", "train.steps=3,24"]
+# loop's own fault injection) that is killed after its first checkpoint. 12 steps: >= 3 s (10 slowed
+# steps) between that checkpoint and the run's end for the 0.2 s poll below to kill it, and 10 steps
+# left for the second attempt to show it resumed rather than restarted.
+LONG = 12
+AXES = ["train.seed=0,1", f"train.steps=3,{LONG}"]
 PARAMS = [p for p in TEST_PARAMS if not p.startswith(("train.steps", "train.checkpoint_every"))] + [
     "train.checkpoint_every=2", "faults.sleep_per_step_s=0.3"]
 
@@ -54,7 +57,7 @@ def test_killed_sweep_resumes_only_the_unfinished_run(tmp_path):
     short_dir, long_dir = os.path.join(out, short.name), os.path.join(out, long_.name)
     assert os.path.isfile(os.path.join(short_dir, "DONE")) and not os.path.exists(os.path.join(long_dir, "DONE"))
     killed_at = _checkpoint_steps(long_dir)[-1]
-    assert 2 <= killed_at < 24
+    assert 2 <= killed_at < LONG
 
     code = main(_argv(out))  # the same command again, in this process
     assert code == 0, open(os.path.join(long_dir, "train.log")).read()[-3000:]
@@ -63,7 +66,7 @@ def test_killed_sweep_resumes_only_the_unfinished_run(tmp_path):
     assert len(again) == 2 and again[1]["generation"] == 1  # reclaimed after the dead worker's lease expired
     log = open(os.path.join(long_dir, "train.log")).read()
     assert f"resumed from step {killed_at}" in log
-    assert json.load(open(os.path.join(long_dir, "summary.json")))["step"] == 24
+    assert json.load(open(os.path.join(long_dir, "summary.json")))["step"] == LONG
     steps = [json.loads(line)["step"] for line in open(os.path.join(long_dir, "metrics.jsonl"))
              if '"loss"' in line]
-    assert steps[-1] == 24 and killed_at + 1 in steps  # the second attempt logged from the checkpoint on
+    assert steps[-1] == LONG and killed_at + 1 in steps  # the second attempt logged from the checkpoint on
