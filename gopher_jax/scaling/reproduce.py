@@ -119,13 +119,13 @@ def parse_sizes(text: str) -> dict[float, tuple[str, ...]]:
     return out
 
 
-def fit_all(out: str, *, n_boot: int = N_BOOT, level: float = LEVEL, log=print) -> dict:
+def fit_all(out: str, *, n_boot: int = N_BOOT, level: float = LEVEL, log=print, plots: bool = True) -> dict:
     """Collects the runs in `out`, fits approaches 1-3 with bootstrap intervals, writes runs.csv,
-    curves.csv, fit.json and the plots; returns {"fits": {approach: fit JSON}, "missing": [...], "plots": [...]}."""
+    curves.csv, fit.json and (plots) the plots; returns {"fits": {approach: fit JSON}, "missing": [...], "plots": [...]}."""
     from gopher_jax.scaling.approach1 import fit_approach1
     from gopher_jax.scaling.approach2 import fit_approach2
     from gopher_jax.scaling.approach3 import fit_approach3
-    from gopher_jax.scaling import plots
+    from gopher_jax.scaling import plots as P
 
     from gopher_jax.scaling.runs import write_csv
 
@@ -150,11 +150,13 @@ def fit_all(out: str, *, n_boot: int = N_BOOT, level: float = LEVEL, log=print) 
     with open(os.path.join(out, "fit.json"), "w") as f:
         json.dump(fits, f, indent=2)
     paths = []
+    if not plots:
+        return {"fits": fits, "missing": missing, "plots": paths, "finals": finals}
     if "error" not in fits["2"]:  # Chinchilla Fig. 3: the IsoFLOP parabolas and their vertices
-        paths.append(plots.plot_isoflop(finals, fits["2"], os.path.join(out, "scaling_isoflop.png")))
+        paths.append(P.plot_isoflop(finals, fits["2"], os.path.join(out, "scaling_isoflop.png")))
     if "error" not in fits["1"]:  # Fig. 2: the curves and their envelope
-        paths.append(plots.plot_envelope(curves, fits["1"], os.path.join(out, "scaling_envelope.png")))
-    paths.append(plots.plot_allocation(finals, fits, os.path.join(out, "scaling_allocation.png")))
+        paths.append(P.plot_envelope(curves, fits["1"], os.path.join(out, "scaling_envelope.png")))
+    paths.append(P.plot_allocation(finals, fits, os.path.join(out, "scaling_allocation.png")))
     return {"fits": fits, "missing": missing, "plots": paths, "finals": finals}
 
 
