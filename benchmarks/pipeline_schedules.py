@@ -3,8 +3,8 @@
 For each model (a gin file of gin_configs/models), remat policy and (stages, microbatches) pair: the op costs
 of one stage (gopher_jax/parallel/pipeline/compiled_op_costs.py: each branch compiled on this CPU, XLA's FLOP
 count, the split backward's I and W included), then the executed efficiency of GPipe, 1F1B,
-interleaved 1F1B (repeats 2; each placed for these costs: placement.py), ZB-H1 and the greedy
-zero-bubble (zero_bubble.py), by the lockstep cost model (cost.py: slot cost = slowest device).
+interleaved 1F1B (repeats 2; each placed for these costs: placement.py), ZB-H1 with one and two
+weight-gradient sets (zero_bubble.py), by the lockstep cost model (cost.py: slot cost = slowest device).
 No step is run: these are FLOP-priced programs, not wall-clock times (on one CPU host the emulated
 devices share the cores, so wall-clock cannot show a bubble).
 
@@ -38,7 +38,7 @@ def model_config(name: str):
 
 def measure(name: str, seq_len: int, rows, remat: str = "none") -> dict:
     """Op costs (forward units) and executed efficiencies of one model at each (stages, microbatches)."""
-    from gopher_jax.parallel.pipeline import compiled_op_costs, cost, placement, schedule
+    from gopher_jax.parallel.pipeline import compiled_op_costs, cost, placement, schedule, zero_bubble
 
     base = model_config(name).replace(remat_policy=remat)
     out = {"model": name, "remat_policy": remat, "seq_len": seq_len, "rows": []}
@@ -58,9 +58,10 @@ def measure(name: str, seq_len: int, rows, remat: str = "none") -> dict:
             row["executed"][s] = round(cost.executed_efficiency(table, costs), 4)
             row["placement"][s] = table.placement
             row["formula"][s] = round(1 - schedule.expected_bubble(s, pp, mb, r), 4)
-        for s in ("zero_bubble", "zero_bubble_greedy"):
-            table = schedule.make_schedule(s, pp, mb, op_costs=split)
-            row["executed"][s] = round(cost.executed_efficiency(table, split), 4)
+        for k in (1, 2):  # weight-gradient sets kept (pipeline.max_pending_weight_grads)
+            table = schedule.make_schedule("zero_bubble", pp, mb, op_costs=split, max_pending_w=k,
+                                           w_parts=zero_bubble.part_choices(layers))
+            row["executed"][f"zero_bubble_k{k}"] = round(cost.executed_efficiency(table, split), 4)
         row["formula"]["zero_bubble"] = round(1 - schedule.expected_bubble("zero_bubble", pp, mb), 4)
         one = schedule.make_schedule("1f1b", pp, mb)
         row["executed"]["1f1b_issue18_executor"] = round(

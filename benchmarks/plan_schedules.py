@@ -2,7 +2,7 @@
 executed and formula pipeline efficiency, communication and predicted step time.
 
     python benchmarks/plan_schedules.py [--recipe gopher_280b_v3] \
-        [--schedules gpipe,1f1b,interleaved_1f1b:2,zero_bubble,zero_bubble_greedy]
+        [--schedules gpipe,1f1b,interleaved_1f1b:2,zero_bubble]
 
 For each schedule (`name` or `name:repeats`), runs `gopher-jax plan --gin_file=gin_configs/parallel/<recipe>.gin
 --topology=<the topology its header names> --json --gin_param=pipeline.schedule='<name>'
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.compile_recipes import REPO, recipe_bindings, recipe_topologies  # noqa: E402
 from benchmarks.host_info import host_info  # noqa: E402
 
-SCHEDULES = "gpipe,1f1b,interleaved_1f1b:2,zero_bubble,zero_bubble_greedy"
+SCHEDULES = "gpipe,1f1b,interleaved_1f1b:2,zero_bubble"
 
 
 def plan_schedule(recipe: str, topology: str, schedule: str, repeats: int) -> dict:

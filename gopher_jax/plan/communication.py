@@ -18,7 +18,8 @@ neighbours; the compiled step's schedule is the place to read them: `gopher-jax 
 Terms:
   pipeline_ppermute   slots x one stage-input buffer [rows, seq, d_model] per device
   fsdp_gather_scatter per op the program runs, one all-gather of its stage's weights over `fsdp`
-                      (F, R, I: 1; V: 1 + a reduce-scatter of its weight gradients; B: 2 + 1; W: 1 RS)
+                      (F, R, I: 1; V: 1 + a reduce-scatter of its weight gradients; B: 2 + 1; W: 1 RS,
+                      a W run in `w_parts` layer groups 1 / w_parts each)
   data_allreduce      the fp32 gradient shard all-reduced over `data` once per step
   interleaved_weights virtual stages whose layers are stored on another device (('layers',
                       'pipeline') stores contiguous blocks): their weights in, their gradients out
@@ -79,8 +80,9 @@ def step_communication(model, train, sizes: dict, dcn: dict, topology, layer_par
     stage_bytes = layer_params * stage_layers / t * param_itemsize
     if schedule is not None:
         ops = [op.kind for row in schedule.program for op in row[0]]  # device 0: the first stage's work
-        gathers, scatters = sum(GATHERS[k] for k in ops), sum(SCATTERS[k] for k in ops)
-        how = f"{gathers} all-gathers + {scatters} reduce-scatters of a {stage_layers:g}-layer stage (device 0's ops)"
+        gathers = sum(GATHERS[k] for k in ops)
+        scatters = round(sum(SCATTERS[k] / (schedule.w_parts if k == "W" else 1) for k in ops), 6)
+        how = f"{gathers} all-gathers + {scatters:g} reduce-scatters of a {stage_layers:g}-layer stage (device 0's ops)"
     else:
         per_mb = 3 if model.remat_policy == "full" else 2  # forward, backward (+ the recompute's)
         gathers, scatters = per_mb * train.microbatches, train.microbatches

@@ -11,10 +11,11 @@ shard by shard. Gradients and activations are modelled (nothing is allocated):
     full working set while it is recomputed, plus fp32 logits. Pipelined (stages > 1,
     gopher_jax/parallel/pipeline/executor.py): each device stashes only stage inputs between a
     microbatch's forward and backward, keeps the remat policy's tensors for one microbatch through one
-    stage per residual set (R -> V / I) and, per weight-gradient set (zero-bubble, R -> W), every
-    Dense's input and output cotangent; all three counted from the program the trainer runs (the
-    executor's own buffer allocation: GPipe all microbatches, 1F1B <= stages (hoisted) or <= 2 stages - 1
-    (paired), circular repeats x microbatches, ...).
+    stage per residual set (R -> V / I) and, per weight-gradient set (zero-bubble, I -> W), every
+    distinct Dense input and every Dense output cotangent; all three counted from the program the
+    trainer runs (the executor's own buffer allocation: GPipe all microbatches, 1F1B <= stages (hoisted)
+    or <= 2 stages - 1 (paired), circular repeats x microbatches, zero-bubble its pooled sets twice
+    plus those its busiest slot materialises: executor.Program.wg_live).
 MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
 4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
 """
@@ -103,15 +104,17 @@ def pipeline_buffers(schedule) -> dict:
     device."""
     from gopher_jax.parallel.pipeline.executor import compile_program
     prog = compile_program(schedule)
-    return {"stage_inputs": prog.act_slots, "residual_sets": prog.res_slots, "weight_grad_sets": prog.wg_slots}
+    return {"stage_inputs": prog.act_slots, "residual_sets": prog.res_slots, "weight_grad_sets": prog.wg_slots,
+            "weight_grad_sets_live": prog.wg_live}
 
 
 def _wgrad_elements(model: ModelConfig, t: int) -> float:
-    """Elements per token and layer zero-bubble keeps from I to W: every Dense's input and output
-    cotangent (deferred_wgrad.py; q, k and v each keep their own copy of the normed input)."""
+    """Elements per token and layer of a zero-bubble weight-gradient set (deferred_wgrad.py): every distinct
+    Dense input (query, key and value read one; wi and wi_gate one; a parallel block's attention and MLP
+    one) and every Dense output cotangent; t = tensor-parallel degree."""
     h, hk, kvk, f = model.d_model, model.num_heads * model.head_dim, model.kv_heads * model.head_dim, model.ffw_dim
     mult = 2 if model.mlp == "swiglu" else 1
-    inputs = 3 * h + hk / t + mult * h + f / t  # q, k, v | out | wi (and wi_gate) | wo
+    inputs = (h if model.block == "parallel" else 2 * h) + hk / t + f / t  # attention | out | MLP | wo
     cotangents = (hk + 2 * kvk) / t + h + mult * f / t + h
     return inputs + cotangents
 
@@ -143,11 +146,11 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
             from gopher_jax.parallel.pipeline import cost
             from gopher_jax.parallel.pipeline.schedule import make_schedule
             schedule = make_schedule(schedule_name, stages, pipe_mb, repeats, cost.analytic_costs(model.remat_policy),
-                                     pipeline.max_pending_weight_grads if pipeline is not None else 2)
+                                     pipeline.max_pending_weight_grads if pipeline is not None else 1)
         buffers = pipeline_buffers(schedule)
         in_flight = buffers["stage_inputs"]
         # a fused B (R + V in one slot) holds its residual set inside the slot: one set all the same
-        residual_sets, wgrad_sets = max(buffers["residual_sets"], 1), buffers["weight_grad_sets"]
+        residual_sets, wgrad_sets = max(buffers["residual_sets"], 1), buffers["weight_grad_sets_live"]
         layers_here = math.ceil(model.num_layers / (stages * repeats))
         kept_b = (residual_sets * kept_elems * item * tokens * layers_here + in_flight * model.d_model * item * tokens
                   + wgrad_sets * _wgrad_elements(model, t) * item * tokens * layers_here)

@@ -43,8 +43,9 @@ def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipel
     else:
         raise ValueError(f"pipeline op costs {op_costs!r} must be 'compiled' or 'analytic'")
     fitted = priced if pipeline.program_costs == "compiled" else cost.analytic_costs(model.remat_policy)
+    from gopher_jax.parallel.pipeline.config import w_part_choices
     table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats, fitted,
-                                   pipeline.max_pending_weight_grads)
+                                   pipeline.max_pending_weight_grads, w_parts=w_part_choices(model, stages, pipeline))
     return table, priced
 
 

@@ -30,6 +30,10 @@ for s in ("1f1b", "interleaved_1f1b", "zero_bubble"):
 CASES["zero_bubble_pp4_remat_full_fitted"] = (dict(data=2, pipeline=4), "zero_bubble")
 EXTRA = {"zero_bubble_pp4_remat_full_fitted": (dict(remat_policy="full"),
                                                 dict(program_costs="compiled", max_pending_weight_grads=1))}
+# zero-bubble keeping two weight-gradient sets, each W run in 4 layer groups (forced below)
+CASES["zero_bubble_pp2_two_sets_w_parts"] = (dict(data=-1, pipeline=2), "zero_bubble")
+EXTRA["zero_bubble_pp2_two_sets_w_parts"] = ({}, dict(max_pending_weight_grads=2))
+W_PARTS = {"zero_bubble_pp2_two_sets_w_parts": 4}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,13 @@ def test_pipelined_gradients_equal_unpipelined(name, reference):
                     seq_len=SEQ if pipeline_kw else 0)  # (0: zero-bubble fitted to unit costs, no compiles)
     if pipeline_kw.get("program_costs") == "compiled":
         assert pipe.op_costs.source == "compiled" and pipe.schedule.placement.startswith("zb_h1")
+    if name in W_PARTS:  # the program of this case with its W in layer groups, run by the same executor
+        from gopher_jax.parallel.pipeline.executor import compile_program, make_pipeline_grads
+        from gopher_jax.parallel.pipeline.schedule import make_schedule
+        pipe.schedule = make_schedule("zero_bubble", pipe.stages, pipe.microbatches, op_costs=pipe.op_costs,
+                                      max_pending_w=2, w_parts=(W_PARTS[name],))
+        assert pipe.schedule.w_parts == W_PARTS[name] and compile_program(pipe.schedule).wg_slots == 2
+        pipe._grads = make_pipeline_grads(MODEL, pipe.schedule, Z_LOSS)
     p_sh = param_shardings(abstract_params(MODEL, SEQ), mesh, RULES)
     b_sh = batch_sharding(mesh, RULES)
     with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):

@@ -141,7 +141,7 @@ def test_recipes_fit(recipe, topology):
         assert plan["pipeline_efficiency"] >= plan["pipeline_efficiency_formula"]
         assert plan["activation_detail"]["microbatches_in_flight"] <= 2 * 3 + 4 + 1  # Megatron's bound
         # the fastest schedule `plan` finds that fits 16 GiB (issue 28): every other one is slower or too big
-        for other, repeats in (("gpipe", 1), ("1f1b", 1), ("zero_bubble", 1), ("zero_bubble_greedy", 1)):
+        for other, repeats in (("gpipe", 1), ("1f1b", 1), ("zero_bubble", 1)):
             alt = make_plan([f"gin_configs/parallel/{recipe}"], [f"pipeline.schedule='{other}'",
                                                                  f"pipeline.repeats={repeats}"],
                             topology, pipeline_costs="analytic")

@@ -4,8 +4,8 @@ Every executed op kind (F, R, V, B, I, W; schedule.py) at every stage position (
 layers, mid: layers, last: layers + head + loss) is the same function the executor's `lax.switch`
 branch runs (`executor.StageOps`), jitted on one device for one microbatch and compiled; its cost is
 `compiled.cost_analysis()["flops"]` (after XLA's dead-code elimination). zero_bubble's R, I and W are
-the split backward of deferred_wgrad.py: I computes dx and the Dense output cotangents, W only the
-kernels' x^T dy, so I + W is about V, not 2 V.
+the split backward of deferred_wgrad.py: I computes dx and every Dense's input and output cotangent,
+W only the kernels' x^T dy, so I + W is about V, not 2 V.
 
 XLA's cost analysis counts a while loop's body once, so the layer scan is unrolled
 (ModelConfig.scan_unroll) and a stage is priced from two compiles, with one and with two layers:
@@ -57,23 +57,23 @@ def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layer
     ops = StageOps(cfg, pos, z_loss, split, p, o, x, mb, tw)
     g_last = (jnp.ones((), jnp.float32), jnp.zeros((), jnp.float32))
 
-    def program(p, o, x, mb, tw, kept, cots, g):  # what the executor's run_op does for `kind`
+    def program(p, o, x, mb, tw, kept, wset, g):  # what the executor's run_op does for `kind`
         g = g_last if pos == "last" else g
         if kind == "F":
             return ops.forward(p, o, x, mb, tw)
         if kind in "RB":
-            out, vjp, aux = ops.linearize(p, o, x, mb, tw)
+            out, vjp = ops.linearize(p, o, x, mb, tw)
             if kind == "R":
-                return out, ops.keep(vjp, aux)
+                return out, ops.keep(vjp)
         else:
-            vjp, aux = ops.restore(kept, p, o)
+            vjp = ops.restore(kept, p, o)
         if kind == "W":
-            return ops.weight_grads(aux, cots, p)
+            return ops.weight_grads(wset, p)
         return ops.backward(vjp, g)
 
     # FLOPs are counted on the optimized HLO; the backend (LLVM) optimisation level does not change
     # them, and level 0 compiles several times faster
-    lowered = jax.jit(program).lower(p, o, x, mb, tw, ops.shapes, ops.cotangent_shapes, x)
+    lowered = jax.jit(program).lower(p, o, x, mb, tw, ops.shapes, ops.wgrad_shapes, x)
     compiled = lowered.compile({"xla_backend_optimization_level": 0})
     analysis = compiled.cost_analysis()
     analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis

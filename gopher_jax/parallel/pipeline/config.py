@@ -22,13 +22,13 @@ from gopher_jax.parallel.pipeline import schedule as sched
 @gin.configurable("pipeline")
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular" | "interleaved_1f1b" | "zero_bubble" |
-    # "zero_bubble_greedy"
+    schedule: str = "1f1b"  # "gpipe" | "1f1b" | "circular" | "interleaved_1f1b" | "zero_bubble"
     repeats: int = 1  # circular, interleaved_1f1b: layer groups per device (virtual stages = stages x repeats)
     microbatches: int = 0  # microbatches per pipeline pass; 0 = train.microbatches (one pass per step).
     # train.microbatches = k x pipeline.microbatches accumulates gradients over k pipeline passes.
-    max_pending_weight_grads: int = 2  # zero_bubble_greedy: microbatches between I and W per device; each holds
-    # its Dense inputs and output cotangents (deferred_wgrad.py). More fills more bubble, costs memory.
+    max_pending_weight_grads: int = 1  # zero_bubble: weight-gradient sets (every Dense's input and output
+    # cotangent of the stage, deferred_wgrad.py) a device keeps from I to W across slots. More fills more
+    # bubble (zero_bubble.bubble_lower_bound) and costs a set each (`gopher-jax plan` prices them).
     program_costs: str = "compiled"  # op costs the program is fitted to (1f1b / interleaved: hoisted or
     # paired placement, placement.py; zero-bubble: zero_bubble.py): "compiled" = each stage branch compiled
     # and priced by XLA (compiled_op_costs.py, a few seconds); "analytic" = unit costs of the remat policy.
@@ -69,11 +69,18 @@ class Pipeline:
         self.microbatches = mb
         self.op_costs = program_costs(model_config, config, stages, seq_len, z_loss)  # what the program fits
         self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats, self.op_costs,
-                                            config.max_pending_weight_grads)
+                                            config.max_pending_weight_grads,
+                                            w_parts=w_part_choices(model_config, stages, config))
         self._grads = make_pipeline_grads(model_config, self.schedule, z_loss)
 
     def __call__(self, params, batch: dict, total_weight):
         return self._grads(params, split_microbatches(batch, self.microbatches), total_weight)
+
+
+def w_part_choices(model_config, stages: int, config: PipelineConfig) -> tuple:
+    """zero_bubble: the W layer-group counts make_schedule may choose among (zero_bubble.part_choices)."""
+    from gopher_jax.parallel.pipeline import zero_bubble
+    return zero_bubble.part_choices(model_config.num_layers // (stages * config.repeats))
 
 
 def program_costs(model_config, config: PipelineConfig, stages: int, seq_len: int, z_loss: float = 0.0):

@@ -11,7 +11,7 @@ F + R + V = F + B (forward, the backward's stage recompute, the VJP; the last st
 its R, so it counts B only). The recompute R is part of it: `plan` multiplies the unpipelined step
 by (F + R + V) / (F + V) for it (plan/throughput.py) and divides by this efficiency for the bubble.
 A program that runs more than that work (a V that re-ran the forward, zero-bubble's I + W above V)
-shows as a lower efficiency; `tests/parallel/test_pipeline_executed_cost.py` checks, from the
+shows as a lower efficiency; `tests/parallel/test_pipeline_memory.py` checks, from the
 compiled executor's own branches, that what runs is what the program says.
 
 Op costs per (executed kind, stage position) come from `measured_costs` (compile each branch on
@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
-from gopher_jax.parallel.pipeline.program import POSITIONS, Schedule, position
+from gopher_jax.parallel.pipeline.program import POSITIONS, Schedule, op_cost, position
 
 KINDS = ("F", "R", "V", "B", "I", "W")
 
@@ -55,8 +55,7 @@ def analytic_costs(remat_policy: str = "none") -> OpCosts:
 def slot_costs(schedule: Schedule, costs: OpCosts, program=None) -> list[float]:
     """Cost of every slot of the executed program: max over devices of the sum of its ops' costs."""
     program = schedule.program if program is None else program
-    return [max(sum(costs(op.kind, position(schedule, op.stage)) for op in ops) for ops in row)
-            for row in program]
+    return [max(sum(op_cost(schedule, costs, op) for op in ops) for ops in row) for row in program]
 
 
 def reference_work(schedule: Schedule, costs: OpCosts) -> float:

@@ -23,14 +23,12 @@ both at the op costs it is given (cost.py), so the program follows the remat pol
 """
 from __future__ import annotations
 
-from gopher_jax.parallel.pipeline.program import BACKWARD_KINDS, BWD, FWD, RECOMPUTE, VJP, Op, Schedule
-
-# in a slot, backward ops run first (they free buffers), then F, then R (it fills a buffer)
-_RANK = {BWD: 0, VJP: 0, FWD: 1, RECOMPUTE: 2}
+from gopher_jax.parallel.pipeline.program import (BACKWARD_KINDS, BWD, FWD, RECOMPUTE, VJP, Lockstep, Op, Schedule,
+                                                  slot_order)
 
 
 def _ordered(prog) -> tuple:
-    return tuple(tuple(tuple(sorted(ops, key=lambda o: _RANK[o.kind])) for ops in row) for row in prog)
+    return tuple(tuple(slot_order(ops) for ops in row) for row in prog)
 
 
 def fused_backward(s: Schedule) -> tuple:
@@ -77,32 +75,23 @@ def paired(s: Schedule) -> tuple:
                 for d in range(s.stages)]
     backwards = [[op for row in s.slots for op in [row[d]] if op is not None and op.kind == BWD]
                  for d in range(s.stages)]
-    done: dict[tuple[str, int, int], int] = {}
-    prog, t = [], 0
-    limit = 4 * (s.num_slots + s.stages)  # cannot be reached for a valid unit table; guards the loop
+    lock = Lockstep(f"paired placement of {s.name}", 4 * (s.num_slots + s.stages))
     while any(forwards) or any(backwards):
-        if t > limit:
-            raise RuntimeError(f"paired placement of {s.name} did not finish (stages={s.stages})")
         row = []
         for d in range(s.stages):
             ops = []
             f = forwards[d][0] if forwards[d] else None
-            if f is not None and (f.stage == 0 or done.get((FWD, f.microbatch, f.stage - 1), t) < t):
+            if f is not None and (f.stage == 0 or lock.before(FWD, f.microbatch, f.stage - 1)):
                 ops.append(forwards[d].pop(0))
             b = backwards[d][0] if backwards[d] else None
             if b is not None:
                 i, v = b.microbatch, b.stage
-                ready = (done.get((FWD, i, v - 1), t) < t if v > 0 else True) if v == last else \
-                    done.get((BWD, i, v + 1), t) < t
+                ready = (v == 0 or lock.before(FWD, i, v - 1)) if v == last else lock.before(BWD, i, v + 1)
                 if ready:
                     ops.insert(0, backwards[d].pop(0))
             row.append(ops)
-        for ops in row:
-            for op in ops:
-                done[(op.kind, op.microbatch, op.stage)] = t
-        prog.append(row)
-        t += 1
-    return _ordered(prog)
+        lock.close(row)
+    return tuple(lock.program)
 
 
 PLACEMENTS = {"fused_backward": fused_backward, "hoisted": hoisted, "paired": paired}

@@ -27,6 +27,7 @@ class Op:
     kind: str  # F, B, I, W (unit table); F, R, V, B, I, W (executed program)
     microbatch: int
     stage: int  # virtual stage (0 .. stages*repeats - 1); runs on device stage % stages
+    part: int = 0  # W of a zero-bubble program split in `Schedule.w_parts` layer groups: which one
 
 
 Program = tuple  # program[t][d] = tuple of Ops device d runs in slot t, in order
@@ -44,6 +45,7 @@ class Schedule:
     slots: tuple[tuple[Optional[Op], ...], ...]
     program: Program = dataclasses.field(compare=False, repr=False, default=())
     placement: str = ""  # how `program` was placed from the unit table (schedule.PLACEMENTS)
+    w_parts: int = 1  # zero_bubble: each W runs as this many ops over equal groups of the stage's layers
 
     @property
     def num_slots(self) -> int:
@@ -90,7 +92,63 @@ class Schedule:
                          for d in range(self.stages))
 
 
+def op_cost(schedule: Schedule, costs, op: Op) -> float:
+    """An executed op's cost: costs(kind, position); a W split in `w_parts` layer groups costs its share."""
+    c = costs(op.kind, position(schedule, op.stage))
+    return c / schedule.w_parts if op.kind == BWD_WEIGHT else c
+
+
 def position(schedule: Schedule, stage: int) -> str:
     """'first' | 'mid' | 'last': which branch a virtual stage runs (embedding / layers / head + loss)."""
     return "first" if stage == 0 else "last" if stage == schedule.virtual_stages - 1 else "mid"
 
+
+
+class Lockstep:
+    """An executed program built slot by slot, with the dependency rule every placement shares: a
+    device's result is visible to its neighbours from the next slot (the ring ppermute at the end of the
+    slot) and to itself within the slot (its ops run in `slot_order`)."""
+
+    def __init__(self, name: str, limit: int):
+        self.name, self.limit = name, limit
+        self.done: dict[tuple[str, int, int], int] = {}  # (kind, microbatch, virtual stage) -> slot
+        self.program: list = []
+
+    @property
+    def t(self) -> int:
+        return len(self.program)
+
+    def before(self, kind: str, microbatch: int, stage: int) -> bool:
+        """Did (kind, microbatch, stage) run in an earlier slot (so a neighbour can read it now)?"""
+        return self.done.get((kind, microbatch, stage), self.t) < self.t
+
+    def ran(self, kind: str, microbatch: int, stage: int) -> bool:
+        return (kind, microbatch, stage) in self.done
+
+    def close(self, row) -> None:
+        """Appends slot `row` (per device, a list of ops) to the program: the one slot-closing step."""
+        if self.t > self.limit:  # cannot be reached for valid inputs; guards the loop
+            raise RuntimeError(f"{self.name} did not finish in {self.limit} slots")
+        for ops in row:
+            for op in ops:
+                self.done[(op.kind, op.microbatch, op.stage)] = self.t
+        self.program.append(tuple(slot_order([op for op in ops if op is not None]) for ops in row))
+
+
+def slot_order(ops) -> tuple:
+    """A slot's ops in the order the executor runs them (executor._check_slot relies on it): weight
+    gradients of earlier microbatches first, then the recompute R of the slot's backward microbatch, the
+    backward (B, V or I), that microbatch's W, the forward F, and last an R of another microbatch (it
+    fills a buffer for a later slot). A set an op hands to a later op of the same slot (R -> V / I,
+    I -> W) never touches a buffer."""
+    back = next((op for op in ops if op.kind in ("B", "V", "I")), None)
+
+    def rank(op):
+        mine = back is not None and (op.microbatch, op.stage) == (back.microbatch, back.stage)
+        if op.kind == BWD_WEIGHT:
+            return 3 if mine else 0
+        if op.kind == RECOMPUTE:
+            return 1 if mine and back.kind != BWD else 5
+        return 2 if op is back else 4
+
+    return tuple(sorted(ops, key=rank))

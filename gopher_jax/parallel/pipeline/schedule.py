@@ -9,8 +9,8 @@
    the stashed stage input (R), so only stage inputs are stashed between a microbatch's F and its
    backward. How the unit table becomes the program is a *placement* (placement.py: fused_backward
    for gpipe/circular; hoisted or paired for 1f1b/interleaved_1f1b, whichever prices cheaper at the
-   op costs; zero_bubble.py for the two zero-bubble schedules). cost.py prices a program: a slot
-   costs its most expensive device.
+   op costs; zero_bubble.py places zero-bubble's program at the op costs within its memory bounds).
+   cost.py prices a program: a slot costs its most expensive device.
 
 Virtual stages: the model's layers are cut into `stages * repeats` contiguous groups; group v runs on
 device v % stages (repeats = 1 except `circular` and `interleaved_1f1b`).
@@ -22,9 +22,9 @@ device v % stages (repeats = 1 except `circular` and `interleaved_1f1b`).
   interleaved_1f1b  Megatron's interleaved 1F1B (Narayanan et al. 2021): virtual stages in groups of
                     `stages` microbatches, 1F1B ordering; in flight at most 2(P-d-1) + (R-1) P + 1.
   zero_bubble       ZB-H1 (Qi et al. 2023): the backward split into I (input gradient, on the
-                    critical path) and W (weight gradient), W deferred to fill the bubble; the unit
-                    table keeps at most `stages - d` microbatches between F and W, like 1F1B.
-  zero_bubble_greedy  1F1B's program, V split, W and R moved greedily into slack (zero_bubble.py).
+                    critical path) and W (weight gradient), W deferred to fill the bubble; at most
+                    `stages` stage inputs, one residual set and `pipeline.max_pending_weight_grads`
+                    weight-gradient sets per device (zero_bubble.py).
 
 Bubble of the unit table (idle / all (device, slot) pairs; all devices are equal):
   gpipe, 1f1b:                  (P - 1) / (MB + P - 1)
@@ -32,17 +32,19 @@ Bubble of the unit table (idle / all (device, slot) pairs; all devices are equal
 The formulas `expected_bubble` returns (1 - formula efficiency; what plan reports beside the executed):
   gpipe, 1f1b:                  (P - 1) / (MB + P - 1)    (Megatron: the same with T_B = T_R + 2 T_F)
   circular, interleaved_1f1b:   (P - 1) / (R MB + P - 1)
-  zero_bubble(_greedy):         (P - 1) / (3 MB + P - 1)  (ZB-H1 with T_F = T_I = T_W: a third of 1F1B's)
+  zero_bubble:                  (P - 1) / (3 MB + P - 1)  (ZB-H1 with T_F = T_I = T_W: a third of 1F1B's;
+                                what no lockstep program beats at real costs: zero_bubble.bubble_lower_bound)
 """
 from __future__ import annotations
 
 import dataclasses
 
 from gopher_jax.parallel.pipeline import cost, placement, zero_bubble
-from gopher_jax.parallel.pipeline.program import BWD, BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Op, Schedule, position
+from gopher_jax.parallel.pipeline.program import (BWD, BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Lockstep, Op, Schedule,
+                                                  op_cost)
 
-SCHEDULES = ("gpipe", "1f1b", "circular", "interleaved_1f1b", "zero_bubble", "zero_bubble_greedy")
-ZERO_BUBBLE = ("zero_bubble", "zero_bubble_greedy")
+SCHEDULES = ("gpipe", "1f1b", "circular", "interleaved_1f1b", "zero_bubble")
+ZERO_BUBBLE = ("zero_bubble",)
 
 
 def expected_bubble(name: str, stages: int, microbatches: int, repeats: int = 1) -> float:
@@ -84,24 +86,17 @@ def check(name: str, stages: int, microbatches: int, repeats: int = 1, num_layer
                          f"MeshConfig.pipeline in {ok} or ModelConfig.num_layers a multiple of {stages * repeats}")
 
 
-class _Lockstep:
-    """Dependency bookkeeping of a lockstep simulation (F, B ops): a result is visible from the next slot."""
+def _ready(lock: Lockstep, op: Op, v_total: int) -> bool:
+    """F after the previous virtual stage's F; B after the next one's B (the last stage: after its own F)."""
+    i, v = op.microbatch, op.stage
+    if op.kind == FWD:
+        return v == 0 or lock.before(FWD, i, v - 1)
+    return lock.before(FWD, i, v) if v == v_total - 1 else lock.before(BWD, i, v + 1)
 
-    def __init__(self, stages: int, microbatches: int, repeats: int):
-        self.v_total = stages * repeats
-        self.done: dict[tuple[str, int, int], int] = {}  # (kind, microbatch, virtual stage) -> slot
 
-    def ready(self, op: Op, t: int) -> bool:
-        i, v = op.microbatch, op.stage
-        before = lambda kind, w: self.done.get((kind, i, w), t) < t  # noqa: E731
-        if op.kind == FWD:
-            return v == 0 or before(FWD, v - 1)
-        return before(FWD, v) if v == self.v_total - 1 else before(BWD, v + 1)
-
-    def commit(self, row, t: int) -> None:
-        for op in row:
-            if op is not None:
-                self.done[(op.kind, op.microbatch, op.stage)] = t
+def _unit_slots(lock: Lockstep) -> list:
+    """The unit table of a lockstep run that placed at most one op per device per slot."""
+    return [tuple(ops[0] if ops else None for ops in row) for row in lock.program]
 
 
 def _greedy(name: str, pp: int, mb: int, repeats: int) -> list:
@@ -111,60 +106,52 @@ def _greedy(name: str, pp: int, mb: int, repeats: int) -> list:
     (highest virtual stage first). 1f1b: a backward if ready, else a forward while fewer than
     `stages - d` microbatches are in flight on device d."""
     v_total = pp * repeats
-    sim = _Lockstep(pp, mb, repeats)
+    lock = Lockstep(f"schedule {name} (stages={pp}, microbatches={mb})", 16 * mb * v_total + 8 * pp)
     todo = [[Op(k, i, v) for k in (FWD, BWD) for v in range(d, v_total, pp) for i in range(mb)] for d in range(pp)]
     in_flight = [0] * pp
-    slots, t = [], 0
     while any(todo):
-        if t > 16 * mb * v_total + 8 * pp:  # cannot happen for valid inputs; guards the loop
-            raise RuntimeError(f"schedule {name} did not finish (stages={pp}, microbatches={mb})")
         row = []
         for d in range(pp):
-            ready = [op for op in todo[d] if sim.ready(op, t)]
+            ready = [op for op in todo[d] if _ready(lock, op, v_total)]
             f = sorted((o for o in ready if o.kind == FWD), key=lambda o: (o.stage, o.microbatch))
             b = sorted((o for o in ready if o.kind == BWD), key=lambda o: (-o.stage, o.microbatch))
             if name in ("gpipe", "circular"):
                 op = (f or b or [None])[0]
             else:
                 op = (b or (f if in_flight[d] < pp - d else []) or [None])[0]
-            row.append(op)
-        for d, op in enumerate(row):
-            if op is not None:
+            row.append([] if op is None else [op])
+        for d, ops in enumerate(row):
+            for op in ops:
                 todo[d].remove(op)
                 in_flight[d] += 1 if op.kind == FWD else -1
-        sim.commit(row, t)
-        slots.append(tuple(row))
-        t += 1
-    return slots
+        lock.close(row)
+    return _unit_slots(lock)
 
 
 def _zero_bubble(pp: int, mb: int) -> list:
-    """ZB-H1 on unit ops F, R, I, W (the recompute R is a unit op of its own; the last stage's forward
-    is its R). Each device runs, in this priority, a ready I (the critical path), an R (at most one
-    residual set kept per device), an F (at most `stages - d` microbatches between F and W, 1F1B's
-    memory) or a pending W (fills what would be bubble)."""
+    """ZB-H1's unit table on unit ops F, R, I, W (the recompute R is a unit op of its own; the last
+    stage's forward is its R), the chart `Schedule.table` draws: each device runs, in this priority, a
+    ready I (the critical path), an R (one residual set per device), an F (at most `stages - d`
+    microbatches between F and W, 1F1B's bound) or a pending W. The executed program is placed at the
+    op costs by zero_bubble.zb_h1."""
     last = pp - 1
-    done: dict[tuple[str, int, int], int] = {}
+    lock = Lockstep(f"zero_bubble (stages={pp}, microbatches={mb})", 16 * mb * pp + 8 * pp)
     todo = [[Op(k, i, d) for i in range(mb) for k in ((RECOMPUTE,) if d == last else (FWD, RECOMPUTE))
              + (BWD_INPUT, BWD_WEIGHT)] for d in range(pp)]
     in_flight, residuals = [0] * pp, [0] * pp
-    slots, t = [], 0
 
     def ready(op: Op) -> bool:
         i, v = op.microbatch, op.stage
-        before = lambda kind, w: done.get((kind, i, w), t) < t  # noqa: E731
-        arrived = v == 0 or before(FWD, v - 1)
+        arrived = v == 0 or lock.before(FWD, i, v - 1)
         if op.kind == FWD:
             return arrived
         if op.kind == RECOMPUTE:
-            return arrived and (v == last or before(FWD, v))
+            return arrived and (v == last or lock.before(FWD, i, v))
         if op.kind == BWD_INPUT:
-            return before(RECOMPUTE, v) and (v == last or before(BWD_INPUT, v + 1))
-        return before(BWD_INPUT, v)
+            return lock.before(RECOMPUTE, i, v) and (v == last or lock.before(BWD_INPUT, i, v + 1))
+        return lock.before(BWD_INPUT, i, v)
 
     while any(todo):
-        if t > 16 * mb * pp + 8 * pp:  # cannot happen for valid inputs; guards the loop
-            raise RuntimeError(f"zero_bubble did not finish (stages={pp}, microbatches={mb})")
         row = []
         for d in range(pp):
             room = in_flight[d] < pp - d
@@ -172,19 +159,17 @@ def _zero_bubble(pp: int, mb: int) -> list:
                     for k in (FWD, RECOMPUTE, BWD_INPUT, BWD_WEIGHT)}
             pick[FWD] = pick[FWD] if room else []
             pick[RECOMPUTE] = pick[RECOMPUTE] if residuals[d] < 1 and (d != last or room) else []
-            row.append(next((pick[k][0] for k in (BWD_INPUT, RECOMPUTE, FWD, BWD_WEIGHT) if pick[k]), None))
-        for d, op in enumerate(row):
-            if op is None:
-                continue
-            todo[d].remove(op)
-            done[(op.kind, op.microbatch, op.stage)] = t
-            in_flight[d] += op.kind == FWD or (op.kind == RECOMPUTE and d == last)
-            residuals[d] += op.kind == RECOMPUTE
-            in_flight[d] -= op.kind == BWD_WEIGHT
-            residuals[d] -= op.kind == BWD_WEIGHT
-        slots.append(tuple(row))
-        t += 1
-    return slots
+            op = next((pick[k][0] for k in (BWD_INPUT, RECOMPUTE, FWD, BWD_WEIGHT) if pick[k]), None)
+            row.append([] if op is None else [op])
+        for d, ops in enumerate(row):
+            for op in ops:
+                todo[d].remove(op)
+                in_flight[d] += op.kind == FWD or (op.kind == RECOMPUTE and d == last)
+                residuals[d] += op.kind == RECOMPUTE
+                in_flight[d] -= op.kind == BWD_WEIGHT
+                residuals[d] -= op.kind == BWD_WEIGHT
+        lock.close(row)
+    return _unit_slots(lock)
 
 
 def _interleaved(pp: int, mb: int, repeats: int) -> list:
@@ -206,32 +191,30 @@ def _interleaved(pp: int, mb: int, repeats: int) -> list:
             ops += [fwd(warm + k), bwd(k)]
         ops += [bwd(k) for k in range(total - warm, total)]
         order.append(ops)
-    sim = _Lockstep(pp, mb, repeats)
-    pos, slots, t = [0] * pp, [], 0
+    v_total = pp * repeats
+    lock = Lockstep(f"interleaved_1f1b (stages={pp}, microbatches={mb})", 8 * total * pp + 8 * pp)
+    pos = [0] * pp
     while any(p < len(o) for p, o in zip(pos, order)):
-        if t > 8 * total * pp + 8 * pp:
-            raise RuntimeError(f"interleaved_1f1b did not finish (stages={pp}, microbatches={mb})")
         row = []
         for d in range(pp):
             op = order[d][pos[d]] if pos[d] < len(order[d]) else None
-            row.append(op if op is not None and sim.ready(op, t) else None)
-        for d, op in enumerate(row):
-            pos[d] += op is not None
-        sim.commit(row, t)
-        slots.append(tuple(row))
-        t += 1
-    return slots
+            row.append([op] if op is not None and _ready(lock, op, v_total) else [])
+        for d, ops in enumerate(row):
+            pos[d] += len(ops)
+        lock.close(row)
+    return _unit_slots(lock)
 
 
 def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, op_costs=None,
-                  max_pending_w: int = 2, placement_name: str | None = None) -> Schedule:
+                  max_pending_w: int = 1, placement_name: str | None = None, w_parts=(1,)) -> Schedule:
     """Returns a schedule: its unit table, built by simulating it in lockstep, and its executed program.
 
     `op_costs` (cost.OpCosts; None = the analytic unit costs of remat 'none') are the costs the program
     is fitted to: 1f1b and interleaved_1f1b take whichever of the hoisted and paired placements
-    (placement.py) prices cheaper; zero_bubble places its W and R by them (zero_bubble.py).
-    `placement_name` forces a placement. `max_pending_w` (zero_bubble_greedy) bounds microbatches
-    between I and W."""
+    (placement.py) prices cheaper; zero_bubble places its ops by them (zero_bubble.py) with at most
+    `max_pending_w` weight-gradient sets kept per device, each W run as one of `w_parts` (the cheapest;
+    each a divisor of the layers per stage) ops over equal layer groups. `placement_name` forces a
+    placement."""
     check(name, stages, microbatches, repeats)
     if max_pending_w < 1:
         raise ValueError(f"pipeline.max_pending_weight_grads={max_pending_w} must be >= 1")
@@ -243,15 +226,17 @@ def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, o
         slots = _greedy(name, stages, microbatches, repeats)
     unit = Schedule(name, stages, repeats, microbatches, tuple(slots))
     costs = op_costs or cost.analytic_costs()
-    cost_of = lambda op: costs(op.kind, position(unit, op.stage))  # noqa: E731
-    if name in ZERO_BUBBLE:
-        hoisted = make_schedule("1f1b", stages, microbatches, placement_name="hoisted").program
-    if name == "zero_bubble":  # ZB-H1's memory either way: <= P stage inputs, 1 residual set, <= 2 W sets
-        options = {"zb_h1_packed": zero_bubble.zb_h1(unit, cost_of),
-                   "zb_h1_slack": zero_bubble.fill_slack(hoisted, stages, stages, cost_of, 1, 1)}
-    elif name == "zero_bubble_greedy":
-        options = {"greedy_fill": zero_bubble.fill_slack(hoisted, stages, stages, cost_of, max_pending_w)}
-    elif placement_name is not None:
+    if name == "zero_bubble":
+        options = {}
+        for n in w_parts:
+            split = dataclasses.replace(unit, w_parts=n)
+            prog = zero_bubble.zb_h1(stages, microbatches, lambda op: op_cost(split, costs, op), max_pending_w,
+                                     w_parts=n)
+            name_n = "zb_h1" + (f"/{n}" if n > 1 else "")
+            options[f"zb_h1/{n}"] = dataclasses.replace(split, program=prog, placement=name_n)
+        price = {p: sum(cost.slot_costs(s, costs)) for p, s in options.items()}
+        return options[min(options, key=lambda p: (price[p], int(p.split("/")[1])))]
+    if placement_name is not None:
         options = {placement_name: placement.PLACEMENTS[placement_name](unit)}
     elif name in ("1f1b", "interleaved_1f1b"):
         options = {p: placement.PLACEMENTS[p](unit) for p in ("hoisted", "paired")}

@@ -23,7 +23,7 @@ from gopher_jax.model import axes
 from gopher_jax.model import positions as pos
 from gopher_jax.model.block import Block
 from gopher_jax.model.config import ModelConfig
-from gopher_jax.model.dense import WGRAD_COTANGENTS, WGRAD_INPUTS, dense
+from gopher_jax.model.dense import WGRAD_COTANGENTS, Dense, dense
 from gopher_jax.model.norms import Norm
 from gopher_jax.model.remat import remat_policy
 
@@ -94,8 +94,8 @@ class Stage(nn.Module):
         if policy is not None:
             block = nn.remat(Block, policy=policy, prevent_cse=False)
         args = (segment_ids, positions, rel_embed, rel_biases)
-        # the zero-bubble split backward's per-layer matmul inputs / output cotangents (model/dense.py)
-        stack = nn.scan(block, variable_axes={"params": 0, WGRAD_INPUTS: 0, WGRAD_COTANGENTS: 0},
+        # the zero-bubble split backward's per-layer matmul input taps / output cotangents (`stage`)
+        stack = nn.scan(block, variable_axes={"params": 0, WGRAD_TAPS: 0, WGRAD_COTANGENTS: 0},
                         split_rngs={"params": True},
                         in_axes=(nn.broadcast,) * len(args), length=self.num_layers, unroll=cfg.scan_unroll,
                         metadata_params={nn.PARTITION_NAME: axes.LAYERS})(cfg, name="layers")
@@ -128,27 +128,87 @@ def _stage_args(cfg: ModelConfig, outer: dict, x, segment_ids, positions) -> tup
     return x, segment_ids, positions, rel_embed, rel_biases
 
 
-def stage(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions, cotangents=None):
+# Zero-bubble's split backward (deferred_wgrad.py) needs, per Dense of the stage, its matmul input x and
+# output cotangent dy, both produced by I (the input-gradient pass), so what W keeps lives from I to W
+# only. dy is the cotangent of a zero perturbation of the output (model/dense.py, WGRAD_COTANGENTS). x
+# comes from a *tap*: an identity whose VJP returns the primal x as the cotangent of a zero probe
+# (collection WGRAD_TAPS). Under remat the backward recomputes each layer, so R keeps only what the
+# remat policy keeps and I emits x while it recomputes. Denses fed the same array (query, key and
+# value read one normed input; wi and wi_gate another) share one tap: the later ones are recorded as
+# aliases of the first (`TapLayout.aliases`) and keep nothing.
+WGRAD_TAPS = "wgrad_taps"
+
+
+@jax.custom_vjp
+def _tap(x, probe):
+    del probe
+    return x
+
+
+def _tap_fwd(x, probe):
+    del probe
+    return x, x
+
+
+def _tap_bwd(x, g):
+    return g, x  # the probe's "cotangent" is the value x itself
+
+
+_tap.defvjp(_tap_fwd, _tap_bwd)
+
+
+class _TapInputs:
+    """Flax method interceptor for Stage.apply in the split backward: taps each Dense's input once."""
+
+    def __init__(self):
+        self.tapped = {}  # id(input) -> (input, its Dense's path): strong refs keep the ids unique
+        self.aliases = []  # (path of a Dense, path of the Dense whose tap holds its input)
+
+    def __call__(self, next_fun, args, kwargs, context):
+        m = context.module
+        if not isinstance(m, Dense) or context.method_name != "__call__" or m.is_initializing():
+            return next_fun(*args, **kwargs)
+        x = args[0]
+        mutable = m.is_mutable_collection(WGRAD_TAPS)
+        if id(x) in self.tapped:
+            if mutable:
+                self.aliases.append((tuple(m.path), self.tapped[id(x)][1]))
+            return next_fun(*args, **kwargs)
+        if not (mutable or m.has_variable(WGRAD_TAPS, "x")):
+            return next_fun(*args, **kwargs)
+        self.tapped[id(x)] = (x, tuple(m.path))
+        dtype = jnp.dtype(m.config.dtype)
+        probe = m.variable(WGRAD_TAPS, "x", lambda: jnp.zeros(x.shape, dtype)).value
+        return next_fun(_tap(x.astype(dtype), probe), *args[1:], **kwargs)
+
+
+def stage(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions, split=None):
     """Applies one stage: `layers` is the Decoder's "layers" subtree sliced to [layers_per_stage, ...].
 
-    With `cotangents` (the zero perturbations of `cotangent_shapes`; zero-bubble's split backward,
-    deferred_wgrad.py) returns (x, every Dense's matmul input: the WGRAD_INPUTS tree)."""
+    `split` = (cotangents, taps): the zero probes of `split_shapes` (zero-bubble's split backward,
+    deferred_wgrad.py); differentiating w.r.t. them gives every Dense's output cotangent and input."""
     num = jax.tree.leaves(layers)[0].shape[0]
     args = _stage_args(cfg, outer, x, segment_ids, positions)
-    if cotangents is None:
+    if split is None:
         return Stage(cfg, num).apply({"params": {"layers": layers}}, *args)
-    y, state = Stage(cfg, num).apply({"params": {"layers": layers}, WGRAD_COTANGENTS: cotangents}, *args,
-                                     mutable=[WGRAD_INPUTS])
-    return y, state[WGRAD_INPUTS]
+    cotangents, taps = split
+    with nn.intercept_methods(_TapInputs()):
+        return Stage(cfg, num).apply({"params": {"layers": layers}, WGRAD_COTANGENTS: cotangents,
+                                      WGRAD_TAPS: taps}, *args)
 
 
-def cotangent_shapes(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions):
-    """ShapeDtypeStructs of the stage's WGRAD_COTANGENTS tree: one [layers, ..., out] per Dense."""
+def split_shapes(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, positions):
+    """(cotangent shapes, tap shapes, aliases) of the split backward: ShapeDtypeStruct trees of the stage's
+    WGRAD_COTANGENTS (one [layers, ..., out] per Dense) and WGRAD_TAPS (one [layers, ..., in] per distinct
+    Dense input), and the ((Dense path), (path of the Dense whose tap it reads)) pairs."""
+    taps = _TapInputs()
+
     def probe(layers, x):
         num = jax.tree.leaves(layers)[0].shape[0]
-        _, state = Stage(cfg, num).apply({"params": {"layers": layers}}, *_stage_args(cfg, outer, x, segment_ids,
-                                                                                     positions),
-                                         mutable=[WGRAD_COTANGENTS])
-        return state[WGRAD_COTANGENTS]
-    return jax.eval_shape(probe, layers, x)
-
+        with nn.intercept_methods(taps):
+            _, state = Stage(cfg, num).apply({"params": {"layers": layers}},
+                                             *_stage_args(cfg, outer, x, segment_ids, positions),
+                                             mutable=[WGRAD_COTANGENTS, WGRAD_TAPS])
+        return state[WGRAD_COTANGENTS], state[WGRAD_TAPS]
+    cots, tap_shapes = jax.eval_shape(probe, layers, x)
+    return cots, tap_shapes, tuple(dict.fromkeys(taps.aliases))

@@ -1,215 +1,177 @@
-"""Zero-bubble programs: ZB-H1 (`zero_bubble`) and a greedy slack filler (`zero_bubble_greedy`).
+"""Zero-bubble: ZB-H1 (Qi et al. 2023, section 3.1) as a lockstep program within 1F1B's memory.
 
-ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", section 3.1) is 1F1B whose backward is split
-into I (input gradient, on the critical path) and W (weight gradient, which nothing waits for): W is
-deferred into the cool-down bubbles, and a device keeps at most `stages - d` microbatches between F and
-W, 1F1B's bound. schedule._zero_bubble builds its unit table with unit ops F, R (the stage recompute,
-ours: a backward recomputes the stage from its stashed input), I and W. Lockstep slots cost their
-slowest device, so the executed program is whichever of two placements prices cheaper at the op costs
-(cost.py), both within ZB-H1's memory -- stage inputs <= stages, one residual set (R -> I), at most
-two weight-gradient sets (R -> W: every Dense's input, then its output cotangent) per device:
-  zb_h1_packed  `zb_h1`: each device runs the unit table's order, packing consecutive ready ops into
-                one slot while its load stays within a budget (the cheapest of a few); with equal op
-                costs (the paper's T_F = T_I = T_W) this is the unit table itself;
-  zb_h1_slack   `fill_slack` with one pending W and one residual set: 1F1B's hoisted program, V split
-                into I + W, W deferred (and R hoisted) into slots where the device would wait for a
-                slower one; it fills lockstep slack better when I and W differ (remat 'full').
+ZB-H1 is 1F1B whose backward is split into I (input gradient: dx, on the critical path) and W (weight
+gradient: x^T dy per matmul, which nothing waits for; deferred_wgrad.py); W is deferred into what would
+be bubble. Our backward also recomputes its stage from the stashed stage input (R), and R too is off the
+critical path (it only needs the stage input). Memory, per device, is what the program keeps across slot
+boundaries (executor.compile_program colours it):
 
-`zero_bubble_greedy` (issue 18's program): `fill_slack` with `pipeline.max_pending_weight_grads` (default
-2) pending W and MAX_RESIDUALS residual sets: a little more slack filled, at the memory of up to
-max_pending_w + MAX_RESIDUALS weight-gradient sets per device (`plan` reports them).
+  stage inputs          at most `stages` (ZB-H1's and 1F1B's bound: F's output waits for R)
+  residual sets         R -> I, at most `max_residuals` (1: one stage's remat-policy residuals)
+  weight-gradient sets  I -> W, at most `max_pending_w` (pipeline.max_pending_weight_grads): every
+                        Dense's input and output cotangent of the stage (the big one)
+
+`zb_h1` builds the program by lockstep list scheduling: in each slot every device takes its most urgent
+ready op (I, then F or R, then W: `Policy.primary`), the slot's budget is the dearest of those (times
+`Policy.stretch`; from the first I to the last F at least half a microbatch's work, so the steady state
+runs in level slots of F + R + part of W | I + the rest), and each device then adds ready ops
+(`Policy.fill` order) while its load stays within the budget and the memory bounds hold. A W may run
+as `w_parts` ops over equal layer groups, which top up slots. Every policy runs at the op costs and at
+the op costs rounded to whole forwards; the program that prices cheapest at the real costs is kept
+(lockstep: a slot costs its slowest device, cost.py).
+
+What no lockstep program can beat (docs/decisions/0002-pipeline.md derives it): a middle device d waits
+d F-slots for its first input, and after its last I the last microbatch's I still crosses d devices and
+device 0 runs that microbatch's W, while device d has at most `max_pending_w` W's left to fill that
+tail. So the bubble (idle time per device, at a middle stage's op costs) is at least
+
+    (P - 2) (F + I) + (1 - K) W            K = max_pending_w, P >= 3   (`bubble_lower_bound`)
+
+ZB-H1's "a third of 1F1B's bubble", (P - 1)(F + R + I + W) / 3, needs K >= ceil(I / W) at P = 4 and
+more for larger P: with remat 'full' I is about 2 W (it recomputes each layer), so one pending W set is
+not enough, whatever the schedule.
 """
 from __future__ import annotations
 
-from gopher_jax.parallel.pipeline.program import BWD, BWD_INPUT, BWD_WEIGHT, RECOMPUTE, VJP, Op
+import dataclasses
+import itertools
 
-MAX_PENDING_W = 2  # microbatches between I and W per device (their Dense inputs + cotangents are kept)
-MAX_RESIDUALS = 2  # residual sets (R -> I) per device
-
-
-def split_backward(program) -> list:
-    """1F1B's program with V -> I + W and a fused B -> R + I + W (same slot), as mutable lists."""
-    out = []
-    for row in program:
-        new_row = []
-        for ops in row:
-            new = []
-            for op in ops:
-                i, v = op.microbatch, op.stage
-                if op.kind == VJP:
-                    new += [Op(BWD_INPUT, i, v), Op(BWD_WEIGHT, i, v)]
-                elif op.kind == BWD:
-                    new += [Op(RECOMPUTE, i, v), Op(BWD_INPUT, i, v), Op(BWD_WEIGHT, i, v)]
-                else:
-                    new.append(op)
-            new_row.append(new)
-        out.append(new_row)
-    return out
+from gopher_jax.parallel.pipeline.program import BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Lockstep, Op
 
 
-class _Program:
-    """A mutable program with the queries the slack filling needs."""
-
-    def __init__(self, slots, stages: int, cost_of):
-        self.slots, self.stages, self.cost_of = slots, stages, cost_of  # cost_of(op) -> float
-
-    def load(self, t: int, d: int) -> float:
-        return sum(self.cost_of(op) for op in self.slots[t][d])
-
-    def cost(self, t: int) -> float:
-        return max(self.load(t, d) for d in range(self.stages))
-
-    def slot_of(self, kind: str, microbatch: int, stage: int) -> int:
-        d = stage % self.stages
-        return next(t for t, row in enumerate(self.slots) for op in row[d]
-                    if op.kind == kind and op.microbatch == microbatch and op.stage == stage)
-
-    def live(self, d: int, t: int, start: str, end: str) -> int:
-        """Microbatches on device d whose `start` op ran by slot t and whose `end` op runs after it."""
-        started = [op for row in self.slots[: t + 1] for op in row[d] if op.kind == start]
-        return sum(self.slot_of(end, op.microbatch, op.stage) > t for op in started)
-
-    def move(self, op: Op, src: int, dst: int) -> None:
-        d = op.stage % self.stages
-        self.slots[src][d].remove(op)
-        self.slots[dst][d].append(op)
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    primary: tuple  # kinds in the order a device picks its first op of a slot
+    fill: tuple  # kinds in the order it adds more within the slot's budget
+    stretch: float  # budget >= stretch x the dearest first op of the slot
+    balance: bool  # from the first I to the last F, budget >= half a microbatch's work (F + R + I + W) / 2
 
 
-def _place(p: _Program, op: Op, t: int, max_pending_w: int, max_residuals: int, last_stage: int):
-    """A slot to move `op` (now in slot t) into without raising that slot's cost, or None."""
-    d = op.stage % p.stages
-    c = p.cost_of(op)
-    if op.kind == BWD_WEIGHT:
-        candidates = range(t + 1, len(p.slots))
-        bound = ("I", "W", max_pending_w)
-    elif op.kind == RECOMPUTE and op.stage != last_stage:
-        arrived = p.slot_of("F", op.microbatch, op.stage - 1) + 1 if op.stage > 0 else 0
-        candidates = range(t - 1, arrived - 1, -1)
-        bound = ("R", "I", max_residuals)
-    else:
-        return None
-    for dst in candidates:
-        if p.load(dst, d) + c > p.cost(dst) + 1e-9:
-            continue
-        p.move(op, t, dst)
-        span = range(min(t, dst), max(t, dst) + 1)
-        ok = all(p.live(d, u, bound[0], bound[1]) <= bound[2] for u in span)
-        p.move(op, dst, t)
-        if ok:
-            return dst
-    return None
+POLICIES = tuple(Policy(p, f, s, b) for p, f, s, b in itertools.product(
+    (("I", "F", "R", "W"), ("I", "R", "F", "W")), (("I", "F", "R", "W"), ("I", "R", "F", "W")), (1.0, 1.2),
+    (False, True)))
 
 
-def fill_slack(program, stages: int, virtual_stages: int, cost_of, max_pending_w: int = MAX_PENDING_W,
-               max_residuals: int = MAX_RESIDUALS):
-    """zero_bubble_greedy's executed program (module docstring) from a 1F1B program (hoisted placement).
-
-    `cost_of(op)` is the relative cost of an executed op. Returns program[t][d] = tuple of ops, in the
-    order the executor runs them (backward kinds first, then F, then R; R before I of its microbatch)."""
-    p = _Program(split_backward(program), stages, cost_of)
-    last_stage = virtual_stages - 1
-    stuck: set[int] = set()
-    while True:
-        todo = [t for t in range(len(p.slots)) if t not in stuck and p.cost(t) > 0]
-        if not todo:
-            break
-        t = max(todo, key=lambda u: (p.cost(u), -u))
-        top = p.cost(t)
-        moves = []
-        for d in range(p.stages):
-            if p.load(t, d) < top - 1e-9:
-                continue
-            found = None
-            for op in sorted(p.slots[t][d], key=lambda o: -cost_of(o)):
-                dst = _place(p, op, t, max_pending_w, max_residuals, last_stage)
-                if dst is not None:
-                    found = (op, dst)
-                    break
-            if found is None:
-                moves = None
-                break
-            p.move(found[0], t, found[1])
-            moves.append(found)
-        if moves is None or p.cost(t) >= top - 1e-9:  # could not make it cheaper: undo, leave it
-            for op, dst in reversed(moves or []):
-                p.move(op, dst, t)
-            stuck.add(t)
-    return _ordered(p.slots)
+def part_choices(layers_per_stage: int) -> tuple:
+    """How many equal layer groups a W may run in (make_schedule keeps the cheapest): 1, 2 and the
+    largest divisor of the stage's layers up to 10. More groups fill lockstep slots more evenly (a W
+    part tops up a slot that F + R or I leaves short)."""
+    return tuple(sorted({1, 2 if layers_per_stage % 2 == 0 else 1,
+                         max(n for n in range(1, 11) if layers_per_stage % n == 0)}))
 
 
-def _ordered(slots):
-    """Executor order inside a slot: I (frees a residual set) and W first, then F, then R; an R whose I
-    is in the same slot goes just before it."""
-    rank = {BWD_INPUT: 1, BWD_WEIGHT: 1, "F": 2, RECOMPUTE: 3}
-    out = []
-    for row in slots:
-        new_row = []
-        for ops in row:
-            ops = sorted(ops, key=lambda o: rank[o.kind])
-            for r in [o for o in ops if o.kind == RECOMPUTE]:
-                i = next((k for k, o in enumerate(ops) if o.kind == BWD_INPUT and o.microbatch == r.microbatch
-                          and o.stage == r.stage), None)
-                if i is not None:
-                    ops.remove(r)
-                    ops.insert(i, r)
-            new_row.append(tuple(ops))
-        out.append(tuple(new_row))
-    return tuple(out)
+def bubble_lower_bound(stages: int, f: float, i: float, w: float, max_pending_w: int) -> float:
+    """The least idle time per device of any lockstep ZB program (module docstring), in op-cost units."""
+    if stages < 3:
+        return 0.0
+    return max(0.0, (stages - 2) * (f + i) + (1 - max_pending_w) * w)
 
 
-def _packed(unit, cost_of, budget: float) -> tuple:
-    """Each device runs its unit-table ops in order; a slot takes consecutive ready ops while its load
-    stays within `budget` (always at least one). A neighbour's result is visible from the next slot;
-    a device's own R -> I -> W may share a slot (they run in that order)."""
-    pp, last = unit.stages, unit.virtual_stages - 1
-    seq = [[row[d] for row in unit.slots if row[d] is not None] for d in range(pp)]
-    done: dict[tuple[str, int, int], int] = {}
-    prog, t = [], 0
-    while any(seq):
-        if t > 8 * len(unit.slots) + 8 * pp:  # cannot happen for a valid unit table; guards the loop
-            raise RuntimeError(f"zero_bubble did not finish (stages={pp}, microbatches={unit.microbatches})")
-        row = []
+def _schedule(stages: int, microbatches: int, cost_of, policy: Policy, max_pending_w: int,
+              max_residuals: int, w_parts: int, max_stash: int) -> tuple:
+    pp, mb, last = stages, microbatches, stages - 1
+    lock = Lockstep("zero_bubble", 8 * (mb + pp) * (4 + w_parts))
+    nxt = [{FWD: 0, RECOMPUTE: 0, BWD_INPUT: 0} for _ in range(pp)]  # next microbatch per kind (in order)
+    pending = [[] for _ in range(pp)]  # W parts to run: (microbatch, part), in order
+    w_left = [[w_parts] * mb for _ in range(pp)]  # W parts not yet run, per microbatch
+    arrived = [0] * pp  # stage inputs received by the end of the previous slot (d > 0)
+    half = (sum(cost_of(Op(k, 0, min(1, last))) for k in (FWD, RECOMPUTE, BWD_INPUT)) +
+            w_parts * cost_of(Op(BWD_WEIGHT, 0, min(1, last)))) / 2
+
+    while any(pending[d] or nxt[d][BWD_INPUT] < mb for d in range(pp)):
+        rows = [[] for _ in range(pp)]
+        loads = [0.0] * pp
+        took = [{FWD: 0, RECOMPUTE: 0, BWD_INPUT: 0} for _ in range(pp)]
+        w_now = [[] for _ in range(pp)]
+
+        def sets_kept(d: int) -> int:
+            """Weight-gradient sets device d keeps past this slot: I ran, some W part still to run."""
+            left = list(w_left[d])
+            for i, _ in w_now[d]:
+                left[i] -= 1
+            return sum(1 for i in range(nxt[d][BWD_INPUT] + took[d][BWD_INPUT]) if left[i])
+
+        def candidate(d: int, kind: str):
+            """The device's next op of `kind` if it may run now (dependencies and memory bounds)."""
+            if kind == BWD_WEIGHT:
+                left = [w for w in pending[d] if w not in w_now[d]]
+                return Op(BWD_WEIGHT, left[0][0], d, left[0][1]) if left else None
+            if took[d][kind] or (kind == FWD and d == last):
+                return None
+            i = nxt[d][kind]
+            if i >= mb:
+                return None
+            has_input = d == 0 or lock.before(FWD, i, d - 1)
+            r_ran = nxt[d][RECOMPUTE] + took[d][RECOMPUTE]
+            i_ran = nxt[d][BWD_INPUT] + took[d][BWD_INPUT]
+            if kind == FWD:  # the next device keeps at most `stages` stage inputs (F's output, until its R)
+                if not has_input or arrived[d + 1] + 1 - nxt[d + 1][RECOMPUTE] > max_stash:
+                    return None
+            elif kind == RECOMPUTE:
+                if not has_input or (d < last and nxt[d][FWD] + took[d][FWD] <= i):
+                    return None
+                if r_ran + 1 - i_ran > max_residuals:
+                    return None
+            else:  # I: its weight-gradient set is kept unless all its W parts fit in this slot too
+                if r_ran <= i or (d < last and not lock.before(BWD_INPUT, i, d + 1)):
+                    return None
+                if sets_kept(d) + 1 > max_pending_w:
+                    return None
+            return Op(kind, i, d)
+
+        def take(d: int, op: Op) -> None:
+            rows[d].append(op)
+            loads[d] += cost_of(op)
+            if op.kind == BWD_WEIGHT:
+                w_now[d].append((op.microbatch, op.part))
+            else:
+                took[d][op.kind] += 1
+                if op.kind == BWD_INPUT:
+                    pending[d].extend((op.microbatch, k) for k in range(w_parts))
+
         for d in range(pp):
-            ops, load = [], 0.0
-            while seq[d]:
-                op = seq[d][0]
-                i, v = op.microbatch, op.stage
-                sent = done.get(("F", i, v - 1), t) < t if v > 0 else True  # the stage input has arrived
-                mine = {(o.kind, o.microbatch) for o in ops}
-                if op.kind in ("F", RECOMPUTE):
-                    ready = sent
-                elif op.kind == BWD_INPUT:
-                    ready = (((RECOMPUTE, i, v) in done or (RECOMPUTE, i) in mine)
-                             and (v == last or done.get((BWD_INPUT, i, v + 1), t) < t))
-                else:
-                    ready = (BWD_INPUT, i, v) in done or (BWD_INPUT, i) in mine
-                if not ready or (ops and load + cost_of(op) > budget + 1e-9):
-                    break
-                ops.append(seq[d].pop(0))
-                load += cost_of(op)
-            row.append(ops)
-        for ops in row:
-            for op in ops:
-                done[(op.kind, op.microbatch, op.stage)] = t
-        prog.append(row)
-        t += 1
-    return _ordered(prog)
-
-
-def zb_h1(unit, cost_of) -> tuple:
-    """ZB-H1's executed program (module docstring): the unit table's per-device order packed into
-    lockstep slots, with the budget (one op's cost up to a steady-state microbatch's) that prices
-    cheapest at `cost_of`."""
-    kinds = {}
-    for row in unit.slots:
-        for op in row:
+            op = next((c for c in (candidate(d, k) for k in policy.primary) if c is not None), None)
             if op is not None:
-                kinds.setdefault(op.kind, []).append(cost_of(op))
-    biggest = {k: max(c) for k, c in kinds.items()}
-    one = max(biggest.values())
-    budgets = sorted({one, biggest["F"] + biggest["R"], biggest["I"] + biggest["W"], 2 * one,
-                      sum(biggest.values())})
-    budgets = [b for b in budgets if b >= one]
-    programs = [_packed(unit, cost_of, b) for b in budgets]
-    price = [sum(max(sum(cost_of(op) for op in ops) for ops in row) for row in prog) for prog in programs]
-    return programs[min(range(len(programs)), key=lambda k: (price[k], k))]
+                take(d, op)
+        budget = policy.stretch * max(loads)
+        steady = any(nxt[d][BWD_INPUT] for d in range(pp)) and any(nxt[d][FWD] < mb for d in range(last))
+        if policy.balance and steady:  # between the first I and the last F: slots of half a microbatch
+            budget = max(budget, half)
+        for d in range(pp):
+            only_w = all(nxt[e][BWD_INPUT] + took[e][BWD_INPUT] == mb for e in range(pp))  # W's left: all of them
+            while True:
+                op = next((c for c in (candidate(d, k) for k in policy.fill) if c is not None
+                           and (loads[d] + cost_of(c) <= budget + 1e-9 or only_w and c.kind == BWD_WEIGHT)), None)
+                if op is None:
+                    break
+                take(d, op)
+        if not any(rows):  # nothing could run: the memory bounds are too tight to make progress
+            raise RuntimeError(f"zero_bubble stuck (stages={pp}, microbatches={mb}, {policy})")
+        lock.close(rows)
+        for d in range(pp):
+            for kind in (FWD, RECOMPUTE, BWD_INPUT):
+                nxt[d][kind] += took[d][kind]
+            for w in w_now[d]:
+                pending[d].remove(w)
+                w_left[d][w[0]] -= 1
+            if d + 1 < pp:
+                arrived[d + 1] += took[d][FWD]
+    return tuple(lock.program)
+
+
+def zb_h1(stages: int, microbatches: int, cost_of, max_pending_w: int = 1, max_residuals: int = 1,
+          w_parts: int = 1, max_stash: int | None = None) -> tuple:
+    """ZB-H1's executed program (module docstring): the cheapest at `cost_of(op)` of the `POLICIES`, each
+    run at the op costs and at the op costs rounded to whole forwards (a W part costs 1 / w_parts of W:
+    pass a cost_of that says so). Rounded costs make ops of about equal cost look equal, so the list
+    scheduling keeps every device in step; the program is priced at the real costs either way."""
+    unit = cost_of(Op(FWD, 0, 0)) or 1.0
+    rounded = lambda op: max(1, round(cost_of(op) / unit)) * unit if cost_of(op) > 0 else 0.0  # noqa: E731
+    best = None
+    for policy, fit in itertools.product(POLICIES, (cost_of, rounded)):
+        prog = _schedule(stages, microbatches, fit, policy, max_pending_w, max_residuals, w_parts,
+                         max_stash or stages)
+        price = sum(max(sum(cost_of(op) for op in ops) for ops in row) for row in prog)
+        if best is None or price < best[0] - 1e-9:
+            best = (price, prog)
+    return best[1]
