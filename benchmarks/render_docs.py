@@ -86,6 +86,7 @@ def isoflop_reproduce(page: str) -> str:
     and the held-out loss of every run of the sweep."""
     d = load("isoflop_reproduce.json")
     v, fits, pct = d["verdict"], d["fits"], f"{d['level']:.0%}"
+    goal = next(x["goal_range"] for x in v.values() if x.get("fitted"))
     wall = (f"{d['command_wall_s'] / 3600:.1f} h wall for the command(s) that trained it, "
             if d.get("command_wall_s") else "")
     corpus = d["corpus"]
@@ -102,7 +103,7 @@ def isoflop_reproduce(page: str) -> str:
         return f"{x:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{x:.3f}"
 
     rows = [f"| approach | a (N_opt ∝ C^a) [{pct} CI] | b (D_opt ∝ C^b) [{pct} CI] | Chinchilla Table 2 a / b "
-            f"| CI excludes Kaplan's a = 0.73 | a in [0.40, 0.60] |", "|---|---|---|---|---|---|"]
+            f"| CI excludes Kaplan's a = 0.73 | a in [{goal[0]:.2f}, {goal[1]:.2f}] |", "|---|---|---|---|---|---|"]
     for name in ("1", "2", "3"):
         x = v.get(name, {})
         if not x.get("fitted"):
@@ -110,10 +111,9 @@ def isoflop_reproduce(page: str) -> str:
             continue
         rows.append(f"| {name} | {fmt(x['a'], x['a_interval'])} | {fmt(x['b'], x['b_interval'])} | "
                     f"{x['chinchilla_a']:.2f} / {x['chinchilla_b']:.2f} | {'yes' if x['excludes_kaplan'] else 'no'} "
-                    f"| {'yes' if 0.40 <= x['a'] <= 0.60 else 'no'} |")
-    sizes = sorted({r["size"] for r in d["runs"]}, key=lambda z: next(r["N"] for r in d["runs"] if r["size"] == z))
+                    f"| {'yes' if x['in_goal_range'] else 'no'} |")
     n_of = {r["size"]: r["N"] for r in d["runs"]}
-    vertices = {round(b["C"], -9): b for b in fits.get("2", {}).get("budgets", [])}
+    sizes = sorted(n_of, key=n_of.get)
     grid = ["| budget (FLOPs) | " + " | ".join(f"{z} ({n_of[z] / 1e3:.0f}K)" for z in sizes) + " | parabola vertex N_opt |",
             "|---|" + "---|" * (len(sizes) + 1)]
     for b in d["budgets"]:
@@ -126,7 +126,7 @@ def isoflop_reproduce(page: str) -> str:
                 cells.append("")
                 continue
             cells.append(f"**{r['eval_loss']:.4f}**" if r["eval_loss"] == best else f"{r['eval_loss']:.4f}")
-        vert = next((vb for c, vb in vertices.items() if abs(c / b - 1) < 0.05), None)
+        vert = next((vb for vb in fits.get("2", {}).get("budgets", []) if abs(vb["C"] / b - 1) < 0.05), None)
         vtext = "" if vert is None else (f"{vert['N_opt'] / 1e3:.0f}K"
                                          + (" (extrapolated)" if vert.get("extrapolated") else ""))
         grid.append(f"| {b:.3g} | " + " | ".join(cells) + f" | {vtext} |")

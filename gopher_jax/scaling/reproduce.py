@@ -50,6 +50,7 @@ SIZES_BY_BUDGET = {
 LEVEL = 0.95
 N_BOOT = 1000
 MIN_STEPS = 20
+GOAL_A_RANGE = (0.40, 0.60)  # the range of a the reproduction aims for (Chinchilla Table 2's approaches: 0.46-0.50)
 CORPUS_GIN = "data.gin"
 
 
@@ -167,7 +168,7 @@ def run_table(manifest: dict) -> list[dict]:
     rows = []
     for r in manifest["runs"]:
         metrics, summary_path = os.path.join(r["workdir"], "metrics.jsonl"), os.path.join(r["workdir"], "summary.json")
-        summary = json.load(open(summary_path)) if os.path.isfile(summary_path) else {}
+        summary = _read_json(summary_path)
         loss = final_eval_loss(metrics) if os.path.isfile(metrics) else None
         m = r["model"]
         rows.append({"run": r["name"], "budget": r["budget"], "size": f"{m['num_layers']}x{m['d_model']}",
@@ -181,7 +182,7 @@ def run_table(manifest: dict) -> list[dict]:
 
 def verdict(fits: dict) -> dict:
     """Returns, per fitted approach, a and b with intervals and whether they meet the goal: a in
-    [0.40, 0.60] with an interval that excludes Kaplan's a = 0.73 (Chinchilla Table 2's Kaplan row)."""
+    GOAL_A_RANGE with an interval that excludes Kaplan's a = 0.73 (Chinchilla Table 2's Kaplan row)."""
     out = {}
     for name, fit in fits.items():
         if "error" in fit or fit.get("a") is None:
@@ -190,10 +191,12 @@ def verdict(fits: dict) -> dict:
         a_lo, a_hi = fit["intervals"].get("a", [None, None])
         b_lo, b_hi = fit["intervals"].get("b", [None, None])
         excludes = a_hi is not None and a_hi < K.KAPLAN_A
+        in_range = GOAL_A_RANGE[0] <= fit["a"] <= GOAL_A_RANGE[1]
         out[name] = {"fitted": True, "a": fit["a"], "a_interval": [a_lo, a_hi], "b": fit["b"],
                      "b_interval": [b_lo, b_hi], "chinchilla_a": K.CHINCHILLA_EXPONENTS[name][0],
                      "chinchilla_b": K.CHINCHILLA_EXPONENTS[name][1], "excludes_kaplan": bool(excludes),
-                     "goal_met": bool(0.40 <= fit["a"] <= 0.60 and excludes)}
+                     "in_goal_range": bool(in_range), "goal_range": list(GOAL_A_RANGE),
+                     "goal_met": bool(in_range and excludes)}
     return out
 
 
@@ -203,7 +206,7 @@ def write_report(out: str, manifest: dict, fitted: dict, *, wall_s: float | None
     rows = run_table(manifest)
     v = verdict(fitted["fits"])
     corpus_path = os.path.join(corpus_dir, "corpus.json")
-    corpus = json.load(open(corpus_path)) if os.path.isfile(corpus_path) else {}
+    corpus = _read_json(corpus_path)
     train_wall = sum(r["wall_s"] or 0.0 for r in rows)
     pct = f"{level:.0%}"
     lines = ["# IsoFLOP reproduction of Chinchilla's compute-optimal exponents", "",
@@ -251,6 +254,14 @@ def _host() -> dict:
     return {"cpu_model": host_description()["cpu_model"], "cpu_count": os.cpu_count(),
             "load_avg_1m": os.getloadavg()[0],
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def _read_json(path: str) -> dict:
+    """Returns the JSON object in `path`, or {} if there is no such file."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
 
 
 def _fmt(interval) -> str:
