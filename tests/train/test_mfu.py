@@ -91,9 +91,11 @@ def test_progress_bar_mfu_equals_the_benchmarks(tmp_path):
     assert "(model_causal FLOPs;" in proc.stdout
 
 
-def test_peak_is_measured_in_the_runs_precision():
+def test_peak_is_measured_in_the_runs_precision(tmp_path, monkeypatch):
     """A bf16 run divides by the best bf16 GEMM of the host (fp32 sums included), an fp32 run by fp32."""
     import jax.numpy as jnp
+
+    monkeypatch.setenv("GOPHER_JAX_KERNEL_CACHE", str(tmp_path))  # an empty peak cache: measured here
 
     from gopher_jax.kernels import cpu_gemm
 
@@ -101,5 +103,32 @@ def test_peak_is_measured_in_the_runs_precision():
     n_bf16 = len(mfu._matmul_candidates(jnp.bfloat16, device))
     assert n_bf16 == len(mfu._matmul_candidates(jnp.float32, device)) + 1 == 2 + cpu_gemm.available()
     bf16, fp32 = mfu.global_peak(seconds=0.01, dtype="bfloat16"), mfu.global_peak(seconds=0.01)
-    assert bf16.source == "measured bf16 matmul, 1 host(s)" and fp32.source == "measured fp32 matmul, 1 host(s)"
+    assert bf16.source == "measured bf16 matmul, 1 host(s) (cached for this host)"
+    assert fp32.source == "measured fp32 matmul, 1 host(s) (cached for this host)"
     assert bf16.flops > 0 and fp32.flops > 0
+
+
+def test_cached_peak_skips_measuring_and_only_rises(tmp_path, monkeypatch):
+    """The host's peak is measured once and cached; a re-measure can raise it, never lower it."""
+    monkeypatch.setenv("GOPHER_JAX_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.delenv(mfu.PEAK_REMEASURE_ENV, raising=False)
+    measured = iter([300e9, 100e9, 400e9])
+    calls = []
+
+    def fake_measure(dtype, seconds):
+        calls.append(dtype)
+        return next(measured)
+
+    monkeypatch.setattr(mfu, "measure_matmul_peak", fake_measure)
+    assert mfu.cached_matmul_peak("float32") == (300e9, False)
+    assert mfu.cached_matmul_peak("float32") == (300e9, True) and len(calls) == 1  # cache hit: no measuring
+    assert mfu.global_peak(dtype="float32").flops == 300e9 and len(calls) == 1
+    monkeypatch.setenv(mfu.PEAK_REMEASURE_ENV, "1")
+    assert mfu.cached_matmul_peak("float32") == (300e9, False)  # measured 100: the cache keeps 300
+    assert mfu.cached_matmul_peak("float32") == (400e9, False)  # measured 400: raised
+    monkeypatch.delenv(mfu.PEAK_REMEASURE_ENV)
+    assert mfu.cached_matmul_peak("float32") == (400e9, True) and len(calls) == 3
+    # Each precision has its own entry.
+    monkeypatch.setattr(mfu, "measure_matmul_peak", lambda dtype, seconds: 900e9)
+    assert mfu.cached_matmul_peak("bfloat16") == (900e9, False)
+    assert mfu.cached_matmul_peak("float32") == (400e9, True)
