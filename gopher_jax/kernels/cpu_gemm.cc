@@ -36,11 +36,12 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int MR = 12;   // rows of the register tile
-constexpr int NR = 32;   // columns of the register tile (two 16-lane fp32 vectors)
-constexpr int KC = 256;  // depth of one packed slice (a multiple of 2 for bf16 pairs)
-constexpr int MC = 96;   // rows of one packed A block (a multiple of MR)
-constexpr int NC = 256;  // columns of one work item (a multiple of NR)
+constexpr int MR = 12;       // rows of the register tile
+constexpr int NR = 32;       // columns of the register tile (two 16-lane fp32 vectors)
+constexpr int KC_F32 = 256;  // depth of one packed K slice, fp32 operands (a B micro-panel: 32 KiB)
+constexpr int KC_BF16 = 512; // ... bf16 operands (the same bytes; K = d_model = 512 in one slice)
+constexpr int MC = 96;       // rows of one work item (a multiple of MR)
+constexpr int NC = 512;      // columns of one work item (a multiple of NR): its fp32 C block stays in L2
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t u = static_cast<uint32_t>(h) << 16;
@@ -235,60 +236,106 @@ void parallel_for(int n, int threads, F fn) {
   for (auto& t : pool) t.join();
 }
 
-// One work item: C[i0:i1, j0:j1] over all of K. P is the packed element type.
-template <typename T, typename P, typename PackA, typename PackB, typename Kernel>
-void gemm_item(const View<T>& a, const View<T>& b, float* c, int64_t ldc, int64_t K, int64_t i0,
-               int64_t i1, int64_t j0, int64_t j1, PackA pack_a, PackB pack_b, Kernel kernel) {
-  const int nb = static_cast<int>(j1 - j0);
-  const int nb_pad = (nb + NR - 1) / NR * NR;
-  std::vector<P> bbuf(static_cast<size_t>(KC + 1) * nb_pad), abuf(static_cast<size_t>(KC + 1) * MC);
-  for (int64_t k0 = 0; k0 < K; k0 += KC) {
-    const int kb = static_cast<int>(std::min<int64_t>(KC, K - k0));
-    const int kstride = std::is_same<P, float>::value ? kb : (kb + 1) / 2 * 2;  // per panel row
-    pack_b(b, k0, kb, j0, nb, bbuf.data());
-    for (int64_t m0 = i0; m0 < i1; m0 += MC) {
-      const int mb = static_cast<int>(std::min<int64_t>(MC, i1 - m0));
-      pack_a(a, m0, mb, k0, kb, abuf.data());
-      for (int jr = 0; jr < nb; jr += NR) {
-        const P* bp = bbuf.data() + static_cast<int64_t>(jr) * kstride;
-        for (int ir = 0; ir < mb; ir += MR) {
-          kernel(kb, abuf.data() + static_cast<int64_t>(ir) * kstride, bp,
-                 c + (m0 + ir) * ldc + j0 + jr, ldc, std::min(MR, mb - ir), std::min(NR, nb - jr),
-                 k0 == 0);
+inline uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+// Writes an fp32 row of `n` values to the output row in its dtype (fp32, or bf16 rounded to nearest even).
+inline void write_row(const float* src, float* dst, int n) { std::memcpy(dst, src, sizeof(float) * n); }
+inline void write_row(const float* src, uint16_t* dst, int n) {
+  int j = 0;
+#if defined(__AVX512BF16__)
+  for (; j + 16 <= n; j += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + j)));
+#endif
+  for (; j < n; ++j) dst[j] = f32_to_bf16(src[j]);
+}
+
+// C[M, N] (fp32 sums, stored as O) = op(A) @ op(B); P is the packed element type, KC its slice depth.
+//
+// op(B) is packed once per call, whole (every K slice x every NR-wide panel, in parallel), so no
+// work item packs it again. A work item is an MC x NC block of C: for each K slice it packs its
+// MC rows of op(A) and runs the register tile over the block, accumulating into a per-thread fp32
+// block that stays in cache across the slices; the finished block is written to C once, in C's
+// dtype. Items run on all threads, consecutive items sharing their columns (op(B) in cache).
+template <typename T, typename P, int KC, typename O, typename PackA, typename PackB, typename Kernel>
+void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_t K, PackA pack_a,
+          PackB pack_b, Kernel kernel) {
+  const int threads = num_threads();
+  const int64_t slices = (K + KC - 1) / KC, panels = (N + NR - 1) / NR;
+  const int64_t panel_elems = static_cast<int64_t>(KC) * NR;  // one packed slice of one panel (padded)
+  // op(B) packed: [slice][panel][KC x NR], zero-padded (thread_local: concurrent calls run on
+  // different threads; the buffer is reused by later calls on this thread).
+  thread_local std::vector<P> bpack;
+  bpack.resize(static_cast<size_t>(slices * panels * panel_elems));
+  P* bp_all = bpack.data();
+  parallel_for(static_cast<int>(slices * panels), threads, [&](int item) {
+    const int64_t s = item / panels, jp = item % panels;
+    const int64_t k0 = s * KC, j0 = jp * NR;
+    pack_b(b, k0, static_cast<int>(std::min<int64_t>(KC, K - k0)), j0, static_cast<int>(std::min<int64_t>(NR, N - j0)),
+           bp_all + item * panel_elems);
+  });
+  const int64_t m_blocks = (M + MC - 1) / MC, n_blocks = (N + NC - 1) / NC;
+  std::atomic<int64_t> next{0};
+  auto work = [&]() {
+    std::vector<P> abuf(static_cast<size_t>(KC) * MC);
+    std::vector<float> cbuf(static_cast<size_t>(MC) * NC);
+    for (int64_t item = next.fetch_add(1); item < m_blocks * n_blocks; item = next.fetch_add(1)) {
+      const int64_t jn = item / m_blocks, im = item % m_blocks;
+      const int64_t m0 = im * MC, j0 = jn * NC;
+      const int mb = static_cast<int>(std::min<int64_t>(MC, M - m0));
+      const int nb = static_cast<int>(std::min<int64_t>(NC, N - j0));
+      for (int64_t s = 0; s < slices; ++s) {
+        const int64_t k0 = s * KC;
+        const int kb = static_cast<int>(std::min<int64_t>(KC, K - k0));
+        const int kstride = std::is_same<P, float>::value ? kb : (kb + 1) / 2 * 2;  // per packed row
+        pack_a(a, m0, mb, k0, kb, abuf.data());
+        for (int jr = 0; jr < nb; jr += NR) {
+          const P* bp = bp_all + (s * panels + (j0 + jr) / NR) * panel_elems;
+          for (int ir = 0; ir < mb; ir += MR)
+            kernel(kb, abuf.data() + static_cast<int64_t>(ir) * kstride, bp, cbuf.data() + ir * NC + jr, NC,
+                   std::min(MR, mb - ir), std::min(NR, nb - jr), s == 0);
         }
       }
+      for (int r = 0; r < mb; ++r) write_row(cbuf.data() + r * NC, c + (m0 + r) * N + j0, nb);
     }
+  };
+  const int64_t n_items = m_blocks * n_blocks;
+  const int t = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_items)));
+  std::vector<std::thread> pool;
+  for (int w = 1; w < t; ++w) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+}
+
+template <typename T, typename O>
+void gemm_f32_path(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_t K) {
+  gemm<T, float, KC_F32>(a, b, c, M, N, K, pack_a_f32<T>, pack_b_f32<T>, kernel_f32);
+}
+
+template <typename O>
+void gemm_typed(ffi::AnyBuffer a, ffi::AnyBuffer b, O* out, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  auto ad = a.dimensions(), bd = b.dimensions();
+  if (a.element_type() == ffi::F32) {
+    View<float> va{static_cast<const float*>(a.untyped_data()), ad[1], ta};
+    View<float> vb{static_cast<const float*>(b.untyped_data()), bd[1], tb};
+    gemm_f32_path(va, vb, out, M, N, K);
+  } else {
+    View<uint16_t> va{static_cast<const uint16_t*>(a.untyped_data()), ad[1], ta};
+    View<uint16_t> vb{static_cast<const uint16_t*>(b.untyped_data()), bd[1], tb};
+#if defined(__AVX512BF16__)
+    gemm<uint16_t, uint16_t, KC_BF16>(va, vb, out, M, N, K, pack_a_bf16, pack_b_bf16, kernel_bf16);
+#else
+    gemm_f32_path(va, vb, out, M, N, K);
+#endif
   }
 }
 
-template <typename T, typename P, typename PackA, typename PackB, typename Kernel>
-void gemm(const View<T>& a, const View<T>& b, float* c, int64_t M, int64_t N, int64_t K,
-          PackA pack_a, PackB pack_b, Kernel kernel) {
-  if (K == 0) {
-    std::memset(c, 0, sizeof(float) * M * N);
-    return;
-  }
-  const int threads = num_threads();
-  const int64_t n_items = (N + NC - 1) / NC;
-  // Too few column blocks to keep every thread busy: split the rows as well (in MC multiples).
-  const int64_t m_split = std::max<int64_t>(1, std::min<int64_t>((threads + n_items - 1) / n_items,
-                                                                 (M + MC - 1) / MC));
-  const int64_t m_chunk = ((M + m_split - 1) / m_split + MC - 1) / MC * MC;
-  const int64_t m_items = (M + m_chunk - 1) / m_chunk;
-  parallel_for(static_cast<int>(n_items * m_items), threads, [&](int item) {
-    const int64_t jn = item % n_items, im = item / n_items;
-    gemm_item<T, P>(a, b, c, N, K, im * m_chunk, std::min(M, (im + 1) * m_chunk), jn * NC,
-                    std::min(N, (jn + 1) * NC), pack_a, pack_b, kernel);
-  });
-}
-
-template <typename T>
-void gemm_f32_path(const View<T>& a, const View<T>& b, float* c, int64_t M, int64_t N, int64_t K) {
-  gemm<T, float>(a, b, c, M, N, K, pack_a_f32<T>, pack_b_f32<T>, kernel_f32);
-}
-
-ffi::Error GemmImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::Buffer<ffi::F32>> c,
-                    int64_t trans_a, int64_t trans_b) {
+ffi::Error GemmImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c, int64_t trans_a,
+                    int64_t trans_b) {
   auto ad = a.dimensions(), bd = b.dimensions();
   if (ad.size() != 2 || bd.size() != 2) return ffi::Error::InvalidArgument("gemm operands must be 2-D");
   const int64_t M = trans_a ? ad[1] : ad[0], K = trans_a ? ad[0] : ad[1];
@@ -296,21 +343,19 @@ ffi::Error GemmImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::Buffer<
   if (K != Kb) return ffi::Error::InvalidArgument("gemm contracting dimensions differ");
   if (a.element_type() != b.element_type())
     return ffi::Error::InvalidArgument("gemm operands must have the same dtype");
-  float* out = c->typed_data();
-  if (a.element_type() == ffi::F32) {
-    View<float> va{static_cast<const float*>(a.untyped_data()), ad[1], trans_a != 0};
-    View<float> vb{static_cast<const float*>(b.untyped_data()), bd[1], trans_b != 0};
-    gemm_f32_path(va, vb, out, M, N, K);
-  } else if (a.element_type() == ffi::BF16) {
-    View<uint16_t> va{static_cast<const uint16_t*>(a.untyped_data()), ad[1], trans_a != 0};
-    View<uint16_t> vb{static_cast<const uint16_t*>(b.untyped_data()), bd[1], trans_b != 0};
-#if defined(__AVX512BF16__)
-    gemm<uint16_t, uint16_t>(va, vb, out, M, N, K, pack_a_bf16, pack_b_bf16, kernel_bf16);
-#else
-    gemm_f32_path(va, vb, out, M, N, K);
-#endif
-  } else {
+  if (a.element_type() != ffi::F32 && a.element_type() != ffi::BF16)
     return ffi::Error::InvalidArgument("gemm supports float32 and bfloat16 operands");
+  if (M == 0 || N == 0) return ffi::Error::Success();
+  if (c->element_type() == ffi::F32) {
+    float* out = static_cast<float*>(c->untyped_data());
+    if (K == 0) std::memset(out, 0, sizeof(float) * M * N);
+    else gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
+  } else if (c->element_type() == ffi::BF16) {
+    uint16_t* out = static_cast<uint16_t*>(c->untyped_data());
+    if (K == 0) std::memset(out, 0, sizeof(uint16_t) * M * N);
+    else gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
+  } else {
+    return ffi::Error::InvalidArgument("gemm writes float32 or bfloat16");
   }
   return ffi::Error::Success();
 }
@@ -324,6 +369,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherGemm, GemmImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::AnyBuffer>()          // a
                                   .Arg<ffi::AnyBuffer>()          // b
-                                  .Ret<ffi::Buffer<ffi::F32>>()   // c = op(a) @ op(b)
+                                  .Ret<ffi::AnyBuffer>()          // c = op(a) @ op(b), fp32 or bf16
                                   .Attr<int64_t>("trans_a")
                                   .Attr<int64_t>("trans_b"));

@@ -1,7 +1,8 @@
 """A blocked CPU GEMM (cpu_gemm.cc) called through the XLA FFI: fp32 or bf16 operands, fp32 sums.
 
-`gemm(a, b, trans_a=, trans_b=)` returns op(a) @ op(b) in float32, where op transposes while the
-kernel packs its operands (no transpose in memory). bf16 operands run on the AVX512-BF16
+`gemm(a, b, trans_a=, trans_b=, out_dtype=)` returns op(a) @ op(b) summed in float32 and stored in
+`out_dtype` (float32, or bfloat16 rounded once at the end), where op transposes while the kernel
+packs its operands (no transpose in memory). bf16 operands run on the AVX512-BF16
 dot-product instructions when the CPU has them (`has_bf16_dot()`), otherwise they are widened to
 fp32 while packing. The library is built with g++ on first use and cached per host
 (kernels/build.py); GOPHER_JAX_DISABLE_CPU_GEMM=1 turns it off. Threads per call:
@@ -26,7 +27,7 @@ from gopher_jax.kernels.build import build_library
 __all__ = ["available", "unavailable_reason", "has_bf16_dot", "gemm"]
 
 _SOURCE = Path(__file__).with_name("cpu_gemm.cc")
-_TARGET = "gopher_cpu_gemm_v1"
+_TARGET = "gopher_cpu_gemm_v2"
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -65,11 +66,13 @@ def has_bf16_dot() -> bool:
     return _load() and _state["bf16_dot"]
 
 
-def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False) -> jax.Array:
-    """Returns op(a) @ op(b) as float32 for 2-D a, b of one dtype (float32 or bfloat16).
+def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False,
+         out_dtype=jnp.float32) -> jax.Array:
+    """Returns op(a) @ op(b) for 2-D a, b of one dtype (float32 or bfloat16): fp32 sums, `out_dtype` result.
 
     op(a) is a [M, K] (or a.T for a [K, M] with trans_a); op(b) is b [K, N] (or b.T for b [N, K]
-    with trans_b). Raises ValueError on other ranks, dtypes or mismatched contracting sizes.
+    with trans_b); out_dtype is float32 or bfloat16. Raises ValueError on other ranks, dtypes or
+    mismatched contracting sizes.
     """
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"gemm takes 2-D operands; got {a.shape} and {b.shape}")
@@ -77,12 +80,15 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
         raise ValueError(f"gemm operands must both be float32 or both bfloat16; got {a.dtype}, {b.dtype}")
     m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
     kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    out_dtype = jnp.dtype(out_dtype)
+    if out_dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"gemm writes float32 or bfloat16; got {out_dtype}")
     if k != kb:
         raise ValueError(f"gemm contracting sizes differ: op(a) is [{m}, {k}], op(b) is [{kb}, {n}]")
     if 0 in (m, k, n):  # nothing to multiply (the kernel's work split assumes M, N > 0)
-        return jnp.zeros((m, n), jnp.float32)
+        return jnp.zeros((m, n), out_dtype)
     if not available():
         raise RuntimeError(f"the CPU GEMM kernel is unavailable: {unavailable_reason()}")
-    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), jnp.float32),
+    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),
                             vmap_method="sequential")(a, b, trans_a=np.int64(trans_a),
                                                       trans_b=np.int64(trans_b))

@@ -52,15 +52,19 @@ _decisions: dict[tuple, dict] = {}  # (dtype, m, k, n, transposed_b) -> decision
 _disk: dict | None = None
 
 
-def dot(a, b, *, impl: str, trans_a: bool = False, trans_b: bool = False):
-    """Returns op(a) @ op(b) for 2-D a, b with the GEMM `impl`, in a's dtype (fp32 sums except "xla")."""
-    if impl == "cpu_gemm":
-        return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(a.dtype)
+def dot(a, b, *, impl: str, trans_a: bool = False, trans_b: bool = False, out_dtype=None):
+    """Returns op(a) @ op(b) for 2-D a, b with the GEMM `impl`, in `out_dtype` (default a's dtype;
+    fp32 sums except "xla", whose result is rounded to a's dtype before any cast to out_dtype)."""
+    out_dtype = jnp.dtype(out_dtype or a.dtype)
+    if impl == "cpu_gemm":  # writes fp32 or bf16 itself: no separate rounding pass
+        if out_dtype in (jnp.float32, jnp.bfloat16):
+            return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=out_dtype)
+        return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(out_dtype)
     lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
     if impl == "xla_f32acc":
-        return jnp.dot(lhs, rhs, preferred_element_type=jnp.float32).astype(a.dtype)
+        return jnp.dot(lhs, rhs, preferred_element_type=jnp.float32).astype(out_dtype)
     if impl == "xla":
-        return jnp.dot(lhs, rhs)
+        return jnp.dot(lhs, rhs).astype(out_dtype)
     raise ValueError(f"matmul impl {impl!r} is not one of {IMPLS}")
 
 

@@ -80,10 +80,10 @@ class Decoder(nn.Module):
 
         x = Norm(cfg, name="final_norm")(x)
         if cfg.tie_embeddings:
-            table = embedder.embedding.astype(dtype)
+            table = embedder.embedding  # param dtype: multiplied in `dtype`, fp32 logits (no bf16 rounding)
             impl = "xla" if self.is_initializing() else matmul_impl_for(  # init: shapes only, no probe
                 cfg, dtype, math.prod(x.shape[:-1]), table.shape[1], table.shape[0], transposed_w=True)
-            logits = matmul_transposed(x.astype(dtype), table, impl)
+            logits = matmul_transposed(x.astype(dtype), table, impl, "float32")
         else:
             logits = dense(cfg, cfg.padded_vocab_size, (axes.EMBED, axes.VOCAB), name="logits_dense")(x)
         logits = nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))

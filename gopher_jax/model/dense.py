@@ -39,76 +39,88 @@ def kernel_init(config: ModelConfig, names: Sequence[str], *, in_axes: Sequence[
     return nn.with_logical_partitioning(init, tuple(names))
 
 
-def _impl_dot(a, b, impl, **trans):
+def _impl_dot(a, b, impl, **kw):
     from gopher_jax.kernels.matmul_impl import dot
-    return dot(a, b, impl=impl, **trans)
+    return dot(a, b, impl=impl, **kw)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def matmul(x, w, impl="xla"):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def matmul(x, w, impl="xla", out_dtype=None):
     """Returns x @ w for x [..., n] and w [n, m] with the GEMM `impl` (kernels/matmul_impl.py).
+
+    w may be wider than x (fp32 master weights under ModelConfig.dtype="bfloat16"): it is
+    multiplied in x's dtype and its gradient comes back in w's dtype, which the non-"xla" impls
+    write straight from their fp32 sums. The result is in `out_dtype` (a dtype name; default x's).
 
     Autodiff of a dot leaves it to XLA which operand of the weight gradient x^T @ dy to
     transpose, and on CPU it transposes the large activation gradient dy (a full memory pass of
     [tokens, out] per layer, ~40% of the MLP's time at the gopher_44m shape). Here the backward
     transposes x, which for every projection but the output is the smaller operand, and the
     weight gradient comes out in the kernel's own layout. With impl="xla" numerically identical
-    to `x @ w`; the other impls accumulate in fp32 and round to x's dtype.
+    to `(x @ w.astype(x.dtype)).astype(out_dtype)`; the other impls accumulate in fp32 and round
+    once to the output dtype.
     """
-    return _matmul_fwd(x, w, impl)[0]
+    return _matmul_fwd(x, w, impl, out_dtype)[0]
 
 
-def _matmul_fwd(x, w, impl):
+def _matmul_fwd(x, w, impl, out_dtype):
+    wc, out = w.astype(x.dtype), jnp.dtype(out_dtype or x.dtype)
+    res = (x, wc, jnp.zeros((0,), w.dtype))  # the empty array carries w's dtype to the backward
     if impl == "xla":
-        return jnp.dot(x, w), (x, w)
-    y = _impl_dot(x.reshape(-1, x.shape[-1]), w, impl)
-    return y.reshape(*x.shape[:-1], w.shape[-1]), (x, w)
+        return jnp.dot(x, wc).astype(out), res
+    y = _impl_dot(x.reshape(-1, x.shape[-1]), wc, impl, out_dtype=out)
+    return y.reshape(*x.shape[:-1], w.shape[-1]), res
 
 
-def _matmul_bwd(impl, res, dy):
-    x, w = res
+def _matmul_bwd(impl, out_dtype, res, dy):
+    x, w, w_dtype = res
+    dy = dy.astype(x.dtype)
     x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
     if impl == "xla":
         dw = jnp.dot(x2.T, dy2)
         dx = jnp.dot(dy, w.T)
     else:
-        dw = _impl_dot(x2, dy2.astype(x.dtype), impl, trans_a=True)
-        dx = _impl_dot(dy2.astype(x.dtype), w, impl, trans_b=True).reshape(x.shape)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+        dw = _impl_dot(x2, dy2, impl, trans_a=True, out_dtype=w_dtype.dtype)
+        dx = _impl_dot(dy2, w, impl, trans_b=True).reshape(x.shape)
+    return dx.astype(x.dtype), dw.astype(w_dtype.dtype)
 
 
 matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def matmul_transposed(x, w, impl="xla"):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def matmul_transposed(x, w, impl="xla", out_dtype=None):
     """Returns x @ w.T for x [..., n] and w [m, n] (tied-embedding logits against the [vocab, d] table).
 
-    The backward computes the table gradient as (x^T @ dy)^T (impl="xla": it transposes the small
-    activation and the [d, vocab] result instead of the [tokens, vocab] logit gradient) or, with
-    the other impls, as dy^T @ x with the transpose folded into the GEMM.
+    Dtypes as `matmul` (the output head asks for fp32 logits: with the non-"xla" impls they are
+    the fp32 sums, never rounded to bf16). The backward computes the table gradient as
+    (x^T @ dy)^T (impl="xla": it transposes the small activation and the [d, vocab] result
+    instead of the [tokens, vocab] logit gradient) or, with the other impls, as dy^T @ x with the
+    transpose folded into the GEMM.
     """
-    return _matmul_transposed_fwd(x, w, impl)[0]
+    return _matmul_transposed_fwd(x, w, impl, out_dtype)[0]
 
 
-def _matmul_transposed_fwd(x, w, impl):
+def _matmul_transposed_fwd(x, w, impl, out_dtype):
+    wc, out = w.astype(x.dtype), jnp.dtype(out_dtype or x.dtype)
+    res = (x, wc, jnp.zeros((0,), w.dtype))
     if impl == "xla":
-        return jnp.dot(x, w.T), (x, w)
-    y = _impl_dot(x.reshape(-1, x.shape[-1]), w, impl, trans_b=True)
-    return y.reshape(*x.shape[:-1], w.shape[0]), (x, w)
+        return jnp.dot(x, wc.T).astype(out), res
+    y = _impl_dot(x.reshape(-1, x.shape[-1]), wc, impl, trans_b=True, out_dtype=out)
+    return y.reshape(*x.shape[:-1], w.shape[0]), res
 
 
-def _matmul_transposed_bwd(impl, res, dy):
-    x, w = res
+def _matmul_transposed_bwd(impl, out_dtype, res, dy):
+    x, w, w_dtype = res
+    dy = dy.astype(x.dtype)
     x2, dy2 = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
     if impl == "xla":
         dw = jnp.dot(x2.T, dy2).T
         dx = jnp.dot(dy, w)
     else:
-        dy2 = dy2.astype(x.dtype)
-        dw = _impl_dot(dy2, x2, impl, trans_a=True)
+        dw = _impl_dot(dy2, x2, impl, trans_a=True, out_dtype=w_dtype.dtype)
         dx = _impl_dot(dy2, w, impl).reshape(x.shape)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
+    return dx.astype(x.dtype), dw.astype(w_dtype.dtype)
 
 
 matmul_transposed.defvjp(_matmul_transposed_fwd, _matmul_transposed_bwd)
@@ -147,7 +159,7 @@ class Dense(nn.Module):
         split = not self.is_initializing()  # (init makes every collection mutable: create params only)
         if split and self.is_mutable_collection(WGRAD_INPUTS):  # zero-bubble: keep x for the deferred dW
             self.put_variable(WGRAD_INPUTS, "x", x2)
-        w = kernel.astype(dtype).reshape(n_in, -1)
+        w = kernel.reshape(n_in, -1)  # param dtype: matmul multiplies in `dtype`, dW comes back in w's
         # Initialisation only needs shapes: no GEMM probe for its (often smaller) batch.
         impl = matmul_impl_for(cfg, dtype, math.prod(lead), n_in, w.shape[1]) if split else "xla"
         y = matmul(x2, w, impl)

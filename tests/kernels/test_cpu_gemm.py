@@ -1,7 +1,8 @@
 """CPU GEMM kernel (gopher_jax/kernels/cpu_gemm.cc) and the matmul_impl switch == XLA's dot.
 
-Ragged shapes (none a multiple of the kernel's 12 x 32 tile or of its 256-deep K slices, odd K for
-the bf16 pairs). No timing assertions: the probe's speed is what `auto` measures per host.
+Ragged shapes (none a multiple of the kernel's 12 x 32 tile, its 96 x 512 work items or its K
+slices of 256 (fp32) / 512 (bf16), odd K for the bf16 pairs; the last one spans several K slices,
+row blocks and column blocks). No timing assertions: the probe's speed is what `auto` measures per host.
 """
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,7 @@ from gopher_jax.model.dense import matmul, matmul_transposed
 
 F32_RTOL = 1e-6  # ||ours - xla|| / ||xla||: fp32 sums in another order
 BF16_RTOL = 1e-2  # bf16 rounding of the result (8 mantissa bits: 2^-8 = 0.4% per element)
-SHAPES = [(37, 53, 45), (13, 1, 70), (130, 300, 97)]  # (M, K, N)
+SHAPES = [(37, 53, 45), (13, 1, 70), (130, 300, 97), (200, 1101, 600)]  # (M, K, N)
 
 
 def _rand(shape, dtype, seed):
@@ -36,12 +37,15 @@ def test_kernel_is_available():
 def test_gemm_matches_xla(m, k, n, trans_a, trans_b, dtype):
     a = _rand((k, m) if trans_a else (m, k), dtype, 0)
     b = _rand((n, k) if trans_b else (k, n), dtype, 1)
-    ours = jax.jit(lambda a, b: cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b))(a, b)
-    assert ours.shape == (m, n) and ours.dtype == jnp.float32
+    ours, ours16 = jax.jit(lambda a, b: [cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=o)
+                                         for o in (jnp.float32, jnp.bfloat16)])(a, b)
+    assert ours.shape == ours16.shape == (m, n) and (ours.dtype, ours16.dtype) == (jnp.float32, jnp.bfloat16)
     # The reference sums the same (bf16-exact) products in fp32: both are fp32-accurate.
     a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
     ref = jnp.dot(a32.T if trans_a else a32, b32.T if trans_b else b32, precision="highest")
     assert _rel(ours, ref) < F32_RTOL
+    # A bf16 result is the fp32 sums rounded once, to nearest even.
+    np.testing.assert_array_equal(np.asarray(ours16), np.asarray(ours.astype(jnp.bfloat16)))
 
 
 def test_gemm_of_empty_operands_is_zeros():
@@ -81,6 +85,28 @@ def test_matmul_forward_and_both_gradients_match_xla(impl, dtype, transposed):
     for name, o, r in zip(("y", "dx", "dW"), ours, ref):
         assert o.shape == r.shape and o.dtype == jnp.dtype(dtype), name
         assert _rel(o, r) < tol, (name, _rel(o, r))
+
+
+@pytest.mark.parametrize("impl", ["xla", "xla_f32acc", "cpu_gemm"])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_fp32_master_weights_get_fp32_gradients(impl, transposed):
+    """bf16 activations x fp32 weights (ModelConfig.dtype="bfloat16"): multiplied in bf16, dW in fp32,
+    the output in the dtype asked for (the head's fp32 logits)."""
+    fn = matmul_transposed if transposed else matmul
+    m, k, n = 96, 130, 75
+    x = _rand((m, k), "bfloat16", 7)
+    w = _rand((n, k) if transposed else (k, n), "float32", 8)
+    dy = _rand((m, n), "float32", 9)
+    y, vjp = jax.vjp(lambda x, w: fn(x, w, impl, "float32"), x, w)
+    dx, dw = vjp(dy)
+    assert (y.dtype, dx.dtype, dw.dtype) == (jnp.float32, jnp.bfloat16, jnp.float32)
+    x32, w32, dy16 = x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(jnp.float32), dy.astype(jnp.bfloat16)
+    ref = jax.vjp(lambda x, w: fn(x, w, "xla"), x32, w32)
+    ref_y, (ref_dx, ref_dw) = ref[0], ref[1](dy16.astype(jnp.float32))
+    for name, o, r in (("y", y, ref_y), ("dx", dx, ref_dx), ("dW", dw, ref_dw)):
+        assert _rel(o, r) < BF16_RTOL, (name, _rel(o, r))
+    if impl != "xla":  # fp32 sums, never rounded to bf16: as exact as the fp32 reference
+        assert _rel(y, ref_y) < 1e-5 and _rel(dw, ref_dw) < 1e-5
 
 
 def test_matmul_under_grad_of_jit_scan():
