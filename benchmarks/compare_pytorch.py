@@ -1,7 +1,7 @@
 """Our train step against a Hugging Face GPT-2 + torch.compile of the same shape, interleaved.
 
     python benchmarks/compare_pytorch.py --rounds 3 --json benchmarks/results/compare_pytorch.json \
-        [--torch_python /path/to/venv-with-torch/bin/python]
+        [--torch_python /path/to/venv-with-torch/bin/python] [--reprobe]
 
 PyTorch is not a dependency of gopher_jax: install `torch transformers` in any interpreter and pass
 it as --torch_python (default: this one). Each round runs our benchmark (train_throughput.py, the
@@ -116,6 +116,10 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--torch_python", default=sys.executable, help="interpreter with torch + transformers")
     p.add_argument("--eager", action="store_true", help="also time torch without torch.compile")
+    p.add_argument("--reprobe", action="store_true",
+                   help="first time matmul_impl=auto's GEMM candidates again for both precisions "
+                        "(GOPHER_JAX_MATMUL_REPROBE=1, one untimed run each), so every round uses decisions "
+                        "measured on the machine as it is now rather than the host's cached ones")
     p.add_argument("--json", default="")
     p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
                    help="our side only: auto runs it under glibc.malloc.hugetlb=1 when the host supports it, "
@@ -149,6 +153,11 @@ def main(argv=None) -> int:
                 "torch_compile_bf16": torch_cmd + ["--bf16"]}
     if args.eager:
         variants["torch_eager_fp32"] = torch_cmd + ["--eager"]
+    reprobed = []
+    if args.reprobe:
+        for name in ("ours_fp32", "ours_bf16"):
+            cmd = [c if not c.startswith("--steps=") else "--steps=1" for c in variants[name]] + ["--no_peak"]
+            reprobed.append(run_json(cmd, {**env, "GOPHER_JAX_MATMUL_REPROBE": "1"})["matmul_auto_decisions"])
     rounds = []
     result = {}
     for r in range(args.rounds):
@@ -159,6 +168,7 @@ def main(argv=None) -> int:
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {entry[n]['tokens_per_s']:.0f}" for n in variants)
               + f" tok/s; ours-best / torch.compile-best {entry['ratio_best']:.2f}", flush=True)
         result = summarise(rounds, variants, args, shape, gin_files, env)
+        result["reprobed_before_round_1"] = bool(reprobed)
         if args.json:  # after every round: a run cut short still leaves its finished rounds
             from gopher_jax.atomic_write import atomic_write
             atomic_write(args.json, lambda f: json.dump(result, f, indent=2))

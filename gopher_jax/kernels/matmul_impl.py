@@ -7,7 +7,9 @@ Concrete implementations (`IMPLS`), all computing op(a) @ op(b) for 2-D operands
   the operand dtype afterwards. For fp32 operands it is "xla". On XLA:CPU (jax >= 0.10) a
   bf16 x bf16 -> fp32 dot runs on the bf16 dot-product units through XLA's YNNPACK fusion, while
   bf16 -> bf16 does not: measured 2.0-2.3x apart on an AMD EPYC (Zen 4, AVX512-BF16) host.
-* "cpu_gemm": the FFI kernel of kernels/cpu_gemm.cc (AVX512-BF16 / AVX-512 FMA, fp32 sums).
+* "cpu_gemm": the FFI kernel of kernels/cpu_gemm.cc (AVX512-BF16 / AVX-512 FMA, fp32 sums),
+  which writes its result in the dtype asked for (bf16 rounded once, or fp32: the output head's
+  logits and the weight gradients of fp32 master weights), so no separate rounding pass follows.
 
 `ModelConfig.matmul_impl="auto"` resolves, per (dtype, GEMM shape), with `choose`: XLA ("xla")
 off CPU, on multi-device meshes (a custom call has no sharding rule: XLA would gather its
