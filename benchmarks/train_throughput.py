@@ -41,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--no_peak", action="store_true", help="skip the matmul-peak measurement (quick A/B runs)")
     p.add_argument("--data", choices=("synthetic", "real"), default="synthetic",
                    help="synthetic: one fixed random batch; real: the embedded corpus via the input pipeline")
-    p.add_argument("--profile_dir", default="", help="write a jax.profiler trace of two steps here (TensorBoard/Perfetto)")
+    p.add_argument("--profile_dir", default="", help="write a jax.profiler trace of two steps here (TensorBoard/Perfetto); "
+                   "the JSON gets their op seconds per step by kind (`profile_op_s_per_step`)")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
                    help="auto: restart under glibc.malloc.hugetlb=1 as `gopher-jax` does "
@@ -90,6 +91,39 @@ def mfu_of(model_cfg, seq_len: int, tokens_per_s: float, peak_flops: float) -> d
     """Returns {"mfu", "mfu_count", "mfu_6n"}: the training loop's MFU (gopher_jax/train/mfu.py)."""
     from gopher_jax.train.mfu import mfu_fields
     return mfu_fields(model_cfg, seq_len, tokens_per_s, peak_flops)
+
+
+def op_seconds(profile_dir: str, hlo_text: str, steps: int) -> dict:
+    """Returns seconds per step of the profiled steps' XLA ops by kind, summed from the trace:
+    `matmul_xla` (XLA dots / YNNPACK fusions), `matmul_kernel` (kernels/cpu_gemm), `attention_kernel`
+    (the other custom calls) and `other` (elementwise, converts, reductions, the optimizer). Ops that
+    XLA runs concurrently overlap, so the kinds can sum to more than the step."""
+    import collections
+    import glob
+    import gzip
+    import re
+
+    kinds = {}
+    for line in hlo_text.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = (.*)", line)
+        if not m:
+            continue
+        name, rest = m.groups()
+        if "custom_call_target=\"gopher_cpu_gemm" in rest:
+            kinds[name] = "matmul_kernel"
+        elif "custom_call_target=" in rest:
+            kinds[name] = "attention_kernel"
+        elif name.startswith(("ynn_fusion", "dot")) or " dot(" in rest:
+            kinds[name] = "matmul_xla"
+        else:
+            kinds.setdefault(name, "other")
+    totals = collections.Counter()
+    for path in glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True):
+        with gzip.open(path) as f:
+            for e in json.load(f)["traceEvents"]:
+                if e.get("ph") == "X" and e.get("name") in kinds:
+                    totals[kinds[e["name"]]] += e["dur"] / 1e6 / steps
+    return {k: totals.get(k, 0.0) for k in ("matmul_xla", "matmul_kernel", "attention_kernel", "other")}
 
 
 def run(args) -> dict:
@@ -147,6 +181,7 @@ def run(args) -> dict:
                 state, metrics = compiled(state, trainer.put_batch(next(batches)))
                 jax.block_until_ready(metrics)
             jax.profiler.stop_trace()
+            result["profile_op_s_per_step"] = op_seconds(args.profile_dir, compiled.as_text(), 2)
     tokens = args.batch_size * args.seq_len
     step_s = statistics.median(times)
     n = count_params(model_cfg)["total"]
