@@ -29,6 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # host_info
 
 
 def parse_args(argv=None):
@@ -147,7 +148,9 @@ def run(args) -> dict:
               "batch_size": args.batch_size, "data": args.data, "devices": 1,
               "jax": jax.__version__, "cpu_count": os.cpu_count(),
               "host_hugepages": host_memory.active(), "thp_mode": host_memory.thp_mode()}
-    result.update(host_description(), dtype=model_cfg.dtype, matmul_impl=model_cfg.matmul_impl)
+    from host_info import host_info
+    result.update(host=host_info(), dtype=model_cfg.dtype, matmul_impl=model_cfg.matmul_impl)
+    result.update(host_description())
     result.update(measure_peaks(model_cfg.dtype) if not args.no_peak else
                   {"peak_gflops": float("nan"), "peak_gflops_bf16": float("nan")})
 
