@@ -140,13 +140,16 @@ def _disk_path():
 def _load_disk() -> dict:
     global _disk
     if _disk is None:
-        _disk = {}
-        if os.environ.get("GOPHER_JAX_MATMUL_REPROBE", "") in ("", "0"):
-            try:
-                _disk = json.loads(_disk_path().read_text())
-            except (OSError, ValueError):
-                _disk = {}
+        try:
+            _disk = json.loads(_disk_path().read_text())
+        except (OSError, ValueError):
+            _disk = {}
     return _disk
+
+
+def _reprobe() -> bool:
+    """GOPHER_JAX_MATMUL_REPROBE=1: measure every shape this process uses again (other entries stay)."""
+    return os.environ.get("GOPHER_JAX_MATMUL_REPROBE", "") not in ("", "0")
 
 
 def _save_disk(entry_key: str, record: dict) -> None:
@@ -164,7 +167,7 @@ def _save_disk(entry_key: str, record: dict) -> None:
 
 def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict:
     entry_key = f"{dtype_name} {m}x{k}x{n} {'nt' if transposed_b else 'nn'}"
-    record = _load_disk().get(entry_key)
+    record = None if _reprobe() else _load_disk().get(entry_key)
     cached = record is not None
     if record is None:
         rates, speedups, probed = _probe(jnp.dtype(dtype_name), m, k, n, transposed_b)

@@ -176,6 +176,32 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
     assert matmul_impl.decisions()[0]["cached"]
 
 
+def test_reprobe_measures_again_and_keeps_the_other_shapes(monkeypatch, tmp_path):
+    """GOPHER_JAX_MATMUL_REPROBE=1 re-times the shapes a process uses; the host's other entries stay."""
+    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
+    probed = []
+
+    def fake_probe(dtype, m, k, n, transposed_b):
+        probed.append((m, k, n))
+        return {"xla": 1e9}, {"xla": 1.0}, f"{m}x{k}x{n}"
+
+    monkeypatch.setattr(matmul_impl, "_probe", fake_probe)
+
+    def new_process(reprobe, *shapes):
+        monkeypatch.setenv("GOPHER_JAX_MATMUL_REPROBE", reprobe)
+        monkeypatch.setattr(matmul_impl, "_disk", None)
+        monkeypatch.setattr(matmul_impl, "_decisions", {})
+        for shape in shapes:
+            assert matmul_impl.choose("float32", *shape) == "xla"
+
+    new_process("", (24, 16, 8), (32, 16, 8))
+    new_process("1", (24, 16, 8))
+    assert probed == [(24, 16, 8), (32, 16, 8), (24, 16, 8)]
+    new_process("", (24, 16, 8), (32, 16, 8))  # both read from the file
+    assert len(probed) == 3
+
+
 @pytest.mark.parametrize("tie_embeddings", [True, False])
 def test_decoder_loss_and_gradients_with_the_kernel_equal_xla(tie_embeddings):
     """Every Dense and the output head through the kernel: same loss and parameter gradients."""
