@@ -7,10 +7,17 @@ import shutil
 # make a slow rendezvous normal: allow 5 minutes so slowness stays slowness. A real deadlock still
 # ends the run; the one CI hit (devices of one tensor group entering different all-reduces of a
 # pipeline slot) is fixed in the executor, see parallel/pipeline/executor.py `_in_order`.
+#
+# Backend optimisation level 0: LLVM's code generation is most of a CPU compile, and this suite compiles
+# hundreds of small programs that then run a step or two; at level 0 they compile about twice as fast. The
+# HLO (fusion, layouts, what the program computes) is the same; only the machine code is less optimised.
+# Tests that compare numbers compare runs made under the same flag. `gopher-jax` subprocesses that train
+# for many steps (a user's run) drop XLA_FLAGS and compile as a user's process does.
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
-    + " --xla_cpu_collective_call_terminate_timeout_seconds=300").strip()
+    + " --xla_cpu_collective_call_terminate_timeout_seconds=300"
+    + " --xla_backend_optimization_level=0").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Every `gopher-jax train` measures the host's matmul peak at start-up (1 s by default); the suite

@@ -32,7 +32,9 @@ SLOW = ("faults.sleep_per_step_s=0.6",)  # gives the test time to signal mid-run
 
 
 def start(workdir, *params, resume=False):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, like a laptop run
+    # one CPU device, like a laptop run; the suite's backend optimisation level (tests/conftest.py): every
+    # process of a test compiles alike, and these programs run a few steps
+    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
     cmd = [sys.executable, "-m", "gopher_jax.cli", "train", "--gin_file=gin_configs/runs/pretrain.gin",
            "--gin_file=gin_configs/models/tiny.gin", f"--workdir={workdir}", "--no_progress"]
     cmd += [f"--gin_param={p}" for p in params] + (["--resume"] if resume else [])
