@@ -203,12 +203,14 @@ def split_shapes(cfg: ModelConfig, layers: dict, outer: dict, x, segment_ids, po
     Dense input), and the ((Dense path), (path of the Dense whose tap it reads)) pairs."""
     taps = _TapInputs()
 
-    def probe(layers, x):
+    # Everything the stage reads is an argument of the traced function: abstract inputs (ShapeDtypeStruct,
+    # as compiled_op_costs passes) must become tracers, not closed-over constants.
+    def probe(layers, outer, x, segment_ids, positions):
         num = jax.tree.leaves(layers)[0].shape[0]
         with nn.intercept_methods(taps):
             _, state = Stage(cfg, num).apply({"params": {"layers": layers}},
                                              *_stage_args(cfg, outer, x, segment_ids, positions),
                                              mutable=[WGRAD_COTANGENTS, WGRAD_TAPS])
         return state[WGRAD_COTANGENTS], state[WGRAD_TAPS]
-    cots, tap_shapes = jax.eval_shape(probe, layers, x)
+    cots, tap_shapes = jax.eval_shape(probe, layers, outer, x, segment_ids, positions)
     return cots, tap_shapes, tuple(dict.fromkeys(taps.aliases))
