@@ -66,24 +66,11 @@ def compile_temps(devices) -> dict:
 
 
 def set_bytes() -> dict:
-    """Bytes on one device of one weight-gradient set and one residual set (the executor's layouts)."""
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
+    """Bytes on one device of one residual set, weight-gradient set and stage gradients (the executor's layouts)."""
     from gopher_jax.parallel.pipeline import compiled_op_costs
-    from gopher_jax.parallel.pipeline.executor import StageOps, outer_keys
 
     cfg = toy_config()
-    p, outer, x, mb = compiled_op_costs.abstract_stage_inputs(cfg, SEQ, ROWS // DATA, cfg.num_layers // STAGES)
-    size = lambda leaves: sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)  # noqa: E731
-    out = {"residual": 0, "weight_grad": 0}
-    for pos in ("first", "last"):
-        o = {k: outer[k] for k in outer_keys(outer, pos)}
-        ops = StageOps(cfg, pos, 0.0, True, p, o, x, mb, jax.ShapeDtypeStruct((), jnp.float32))
-        out["residual"] = max(out["residual"], size(ops.shapes))
-        out["weight_grad"] = max(out["weight_grad"], size(ops.wgrad_shapes))
-    return out
+    return compiled_op_costs.stage_set_bytes(cfg, SEQ, ROWS // DATA, cfg.num_layers // STAGES)
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ import pytest
 
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig, compiled_op_costs, cost
-from gopher_jax.parallel.pipeline.executor import StageOps, compile_program, outer_keys
+from gopher_jax.parallel.pipeline.executor import compile_program
 from gopher_jax.parallel.pipeline.program import op_cost
 from gopher_jax.parallel.rules import batch_sharding, param_shardings
 from gopher_jax.plan import hlo_cost
@@ -78,19 +78,9 @@ def test_bounded_schedules_keep_memory_flat_in_microbatches(compiled):
 
 
 def _set_bytes() -> dict:
-    """Bytes on one device of a residual set (what R keeps for V / I), a weight-gradient set (every
-    distinct Dense input and every Dense output cotangent, from I to W) and one stage's fp32 parameter
-    gradients, from the executor's own layouts (StageOps), the larger of the two stage positions."""
-    import jax.numpy as jnp
-    p, outer, x, mb = compiled_op_costs.abstract_stage_inputs(CFG, SEQ, ROWS // DATA, CFG.num_layers // STAGES)
-    size = lambda leaves: sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)  # noqa: E731
-    out = {"residual": 0, "weight_grad": 0, "stage_grads": sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(p))}
-    for pos in ("first", "last"):
-        o = {k: outer[k] for k in outer_keys(outer, pos)}
-        ops = StageOps(CFG, pos, 0.0, True, p, o, x, mb, jax.ShapeDtypeStruct((), jnp.float32))
-        out["residual"] = max(out["residual"], size(ops.shapes))
-        out["weight_grad"] = max(out["weight_grad"], size(ops.wgrad_shapes))
-    return out
+    """Bytes on one device of a residual set, a weight-gradient set and one stage's fp32 gradients
+    (compiled_op_costs.stage_set_bytes: the executor's own layouts)."""
+    return compiled_op_costs.stage_set_bytes(CFG, SEQ, ROWS // DATA, CFG.num_layers // STAGES)
 
 
 @pytest.mark.parametrize("key", [("zero_bubble", mb) for mb in MICROBATCHES] + [ZB2])

@@ -46,6 +46,26 @@ def abstract_stage_inputs(cfg: ModelConfig, seq_len: int, rows: int, layers: int
     return p, outer, x, mb
 
 
+def stage_set_bytes(cfg: ModelConfig, seq_len: int, rows: int, layers: int) -> dict:
+    """Returns bytes on one device of {"residual": one residual set (what R keeps for V / I),
+    "weight_grad": one weight-gradient set (every distinct Dense input and output cotangent, I -> W),
+    "stage_grads": one stage's fp32 parameter gradients}, from the executor's own layouts (StageOps),
+    the larger of the first and last stage positions, for `rows` rows per device of one microbatch."""
+    import numpy as np
+
+    from gopher_jax.parallel.pipeline.executor import StageOps, outer_keys
+
+    p, outer, x, mb = abstract_stage_inputs(cfg, seq_len, rows, layers)
+    size = lambda leaves: sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in leaves)  # noqa: E731
+    out = {"residual": 0, "weight_grad": 0, "stage_grads": sum(int(np.prod(a.shape)) * 4 for a in jax.tree.leaves(p))}
+    for pos in ("first", "last"):
+        o = {k: outer[k] for k in outer_keys(outer, pos)}
+        ops = StageOps(cfg, pos, 0.0, True, p, o, x, mb, jax.ShapeDtypeStruct((), jnp.float32))
+        out["residual"] = max(out["residual"], size(ops.shapes))
+        out["weight_grad"] = max(out["weight_grad"], size(ops.wgrad_shapes))
+    return out
+
+
 @functools.lru_cache(maxsize=256)
 def _flops(cfg: ModelConfig, kind: str, pos: str, seq_len: int, rows: int, layers: int, z_loss: float,
            split: bool) -> float:
