@@ -1,46 +1,17 @@
 """Where and when a benchmark ran, recorded in its results JSON so every figure rendered from it
-(benchmarks/render_docs.py) names its host and date."""
+(benchmarks/render_docs.py) names its host and date: the product's one host record
+(gopher_jax/host_record.py) with this checkout's commit."""
 from __future__ import annotations
 
-import datetime
 import os
-import platform
-import subprocess
+import sys
 
-
-def cpu_model() -> str:
-    """The CPU model name (/proc/cpuinfo's "model name", else platform.processor())."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def git_commit(repo: str) -> str | None:
-    """The checkout's HEAD commit (short), or None outside a git checkout."""
-    try:
-        out = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _REPO)
 
 
 def host_info() -> dict:
-    """Returns {cpu_model, cpu_count, load_avg_1m, date (UTC ISO 8601), commit, jax, libtpu}."""
-    import importlib.metadata as md
+    """Returns {cpu_model, cpu_flags, cpu_count, load_avg_1m, date (UTC ISO 8601), jax, libtpu, commit}."""
+    from gopher_jax.host_record import host_record
 
-    def version(name: str) -> str | None:
-        try:
-            return md.version(name)
-        except md.PackageNotFoundError:
-            return None
-
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return {"cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "commit": git_commit(repo), "jax": version("jax"), "libtpu": version("libtpu")}
+    return host_record(commit_of=_REPO)

@@ -28,11 +28,11 @@ import json
 import multiprocessing
 import os
 import shutil
-import subprocess
 import sys
 import time
 
 from gopher_jax.atomic_write import atomic_write
+from gopher_jax.host_record import host_record
 from gopher_jax.data import installed_text, scaling_sources
 from gopher_jax.data.installed_text import Root
 
@@ -163,26 +163,17 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     import gopher_jax
+    from gopher_jax.host_record import git_commit
 
-    versions = {"python": sys.version.split()[0], "gopher_jax": gopher_jax.__version__}
-    try:
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(gopher_jax.__file__)))
-        commit = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        versions["gopher_jax_commit"] = commit.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        versions["gopher_jax_commit"] = None
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(gopher_jax.__file__)))
+    versions = {"python": sys.version.split()[0], "gopher_jax": gopher_jax.__version__,
+                "gopher_jax_commit": git_commit(repo)}
     for name in ("sentencepiece", "seqio", "tensorflow", "tensorflow-text", "gensim"):
         try:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             versions[name] = None
     return versions
-
-
-def _host() -> dict:
-    from gopher_jax.kernels.build import host_description
-
-    return {"cpu_model": host_description()["cpu_model"], "cpu_count": os.cpu_count()}
 
 
 def corpus_record(options: BuildOptions, sources: dict, manifest, table: list[dict], tokenizer_path: str,
@@ -213,7 +204,7 @@ def corpus_record(options: BuildOptions, sources: dict, manifest, table: list[di
                           "tokens_per_document": "UTF-8 bytes + 2 (leading space piece, EOS)"},
             "paths": {"manifest": os.path.join(manifest.root, "manifest.json"), "tokenizer": tokenizer_path,
                       "packed_root": packed_dir, "data_gin": os.path.join(os.path.abspath(options.out), "data.gin")},
-            "command": options.command, "versions": _versions(), "host": _host(), "seconds": seconds}
+            "command": options.command, "versions": _versions(), "host": host_record(), "seconds": seconds}
 
 
 def data_gin(record: dict) -> str:

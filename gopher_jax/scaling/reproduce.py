@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from gopher_jax.host_record import host_record
 from gopher_jax.scaling import constants as K
 from gopher_jax.scaling import sweep as S
 
@@ -238,22 +239,10 @@ def write_report(out: str, manifest: dict, fitted: dict, *, wall_s: float | None
     payload = {"verdict": v, "fits": fitted["fits"], "runs": rows, "missing": fitted["missing"],
                "train_wall_s": train_wall, "command_wall_s": wall_s, "corpus": corpus, "level": level,
                "budgets": manifest["budgets"], "seq_len": manifest["seq_len"], "batch_size": manifest["batch_size"],
-               "host": _host()}
+               "host": host_record()}
     with open(os.path.join(out, "reproduce.json"), "w") as f:
         json.dump(payload, f, indent=2, default=_json_default)
     return text
-
-
-def _host() -> dict:
-    """Where the report was written: CPU model, cores, 1-minute load, UTC date (the runs' own hosts
-    are in each run's summary.json)."""
-    import datetime
-
-    from gopher_jax.kernels.build import host_description
-
-    return {"cpu_model": host_description()["cpu_model"], "cpu_count": os.cpu_count(),
-            "load_avg_1m": os.getloadavg()[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def _read_json(path: str) -> dict:
