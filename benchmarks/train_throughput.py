@@ -55,12 +55,16 @@ def measure_peaks(dtype: str) -> dict:
     """Returns the peak MFU divides by (the training loop's `global_peak` in the run's `dtype`: the
     host's cached best) and both precisions' matmul peaks (each the best of the project's GEMMs),
     after measuring both for 2 s here (`peak_gflops_*_now`), which can only raise the cache."""
-    from gopher_jax.train.mfu import cached_matmul_peak, global_peak
-    now = {name: cached_matmul_peak(name, seconds=2.0, remeasure=True)[0] for name in ("float32", "bfloat16")}
-    peak = global_peak(dtype=dtype)  # the cached max, now including the measurements above
-    fp32, bf16 = (global_peak(dtype=d).flops for d in ("float32", "bfloat16"))  # cache hits
+    import jax.numpy as jnp
+
+    from gopher_jax.train.mfu import global_peak, measure_matmul_peak, remember_matmul_peak
+    now = {name: measure_matmul_peak(name, seconds=2.0) for name in ("float32", "bfloat16")}
+    for name, flops in now.items():
+        remember_matmul_peak(name, flops)
+    peaks = {d: global_peak(dtype=d) for d in ("float32", "bfloat16")}  # the cached max, incl. `now`
+    peak = peaks[jnp.dtype(dtype).name]
     return {"peak_gflops": peak.flops / 1e9, "peak_source": peak.source,
-            "peak_gflops_fp32": fp32 / 1e9, "peak_gflops_bf16": bf16 / 1e9,
+            "peak_gflops_fp32": peaks["float32"].flops / 1e9, "peak_gflops_bf16": peaks["bfloat16"].flops / 1e9,
             "peak_gflops_fp32_now": now["float32"] / 1e9, "peak_gflops_bf16_now": now["bfloat16"] / 1e9}
 
 

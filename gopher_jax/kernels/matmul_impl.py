@@ -36,6 +36,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from gopher_jax.atomic_write import atomic_write
 from gopher_jax.kernels import build, cpu_gemm
 
 IMPLS = ("xla", "xla_f32acc", "cpu_gemm")
@@ -156,11 +157,7 @@ def _save_disk(entry_key: str, record: dict) -> None:
     disk = _load_disk()
     disk[entry_key] = record
     try:
-        path = _disk_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(disk, indent=1, sort_keys=True))
-        os.replace(tmp, path)
+        atomic_write(str(_disk_path()), lambda f: json.dump(disk, f, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home: measure again next time
 

@@ -96,6 +96,30 @@ def _peak_cache_path(dtype):
     return build.cache_root() / f"matmul_peak_{name}_{build.host_key(b'matmul_peak', name.encode())}.json"
 
 
+def _cached_peak(dtype) -> float:
+    """The cached best peak FLOP/s of this host in `dtype`, or 0.0 if none."""
+    try:
+        return float(json.loads(_peak_cache_path(dtype).read_text())["flops"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def remember_matmul_peak(dtype, flops: float) -> float:
+    """Folds a measured peak into this host's cache (kept only if it raises it); returns the cached best."""
+    from gopher_jax.atomic_write import atomic_write
+
+    cached = _cached_peak(dtype)
+    if flops <= cached:
+        return cached
+    record = {"flops": flops, "dtype": jnp.dtype(dtype).name, "jax": jax.__version__,
+              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        atomic_write(str(_peak_cache_path(dtype)), lambda f: json.dump(record, f))
+    except OSError:
+        pass  # a read-only home: measure again next time
+    return flops
+
+
 def cached_matmul_peak(dtype=jnp.float32, seconds: float = 1.0, remeasure: bool | None = None) -> tuple[float, bool]:
     """Returns (this host's matmul peak FLOP/s in `dtype`, whether it came from the cache unmeasured).
 
@@ -104,25 +128,10 @@ def cached_matmul_peak(dtype=jnp.float32, seconds: float = 1.0, remeasure: bool 
     """
     if remeasure is None:
         remeasure = os.environ.get(PEAK_REMEASURE_ENV, "") not in ("", "0")
-    path = _peak_cache_path(dtype)
-    try:
-        cached = float(json.loads(path.read_text())["flops"])
-    except (OSError, ValueError, KeyError, TypeError):
-        cached = 0.0
+    cached = _cached_peak(dtype)
     if cached > 0 and not remeasure:
         return cached, True
-    measured = measure_matmul_peak(dtype, seconds=seconds)
-    best = max(cached, measured)
-    if best > cached:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"flops": best, "dtype": jnp.dtype(dtype).name, "jax": jax.__version__,
-                                       "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only home: measure again next time
-    return best, False
+    return remember_matmul_peak(dtype, measure_matmul_peak(dtype, seconds=seconds)), False
 
 
 def spec_peak_per_device(device) -> float | None:
