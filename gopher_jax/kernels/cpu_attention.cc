@@ -22,8 +22,16 @@
 //
 // Everything is written with GCC vector extensions (16 x f32 = one AVX-512 register; GCC lowers
 // them to narrower registers on other ISAs).
+//
+// bf16 path (q, k, v, q_pos, out, dout, dq, dk, dv, dq_pos in bf16; rel_keys, lse, d rel_keys and
+// all sums, the softmax and the accumulators in fp32): every tile GEMM takes bf16 operands packed
+// as "pairs" (one uint32 word = two bf16 values adjacent along the contracted dimension) and sums
+// in fp32. On a CPU with AVX512-BF16 the micro-kernel is VDPBF16PS; elsewhere (or built with
+// -DGJ_NO_BF16_DOT) it widens each pair to fp32 and does two FMAs, the same products. Q is packed
+// unscaled (no extra rounding); the scale is applied to the fp32 scores, dK and d rel_keys.
 
 #include <algorithm>
+#include <initializer_list>
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -33,6 +41,11 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#if defined(__AVX512BF16__) && !defined(GJ_NO_BF16_DOT)
+#define GJ_BF16_DOT 1
+#include <immintrin.h>
+#endif
 
 #include "xla/ffi/api/ffi.h"
 
@@ -87,6 +100,128 @@ inline float hsum(v16 v) {
 inline float hmax(v16 v) {
   v4 b = fold16(v, true);
   return std::max(std::max(b[0], b[2]), std::max(b[1], b[3]));
+}
+
+// ---- bf16 -----------------------------------------------------------------------------------
+typedef uint32_t v16u __attribute__((vector_size(64)));
+typedef uint16_t v16h __attribute__((vector_size(32)));
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t u = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+// The bf16 bit patterns of 16 floats (round to nearest even, NaN stays NaN), one per 32-bit lane.
+inline v16u bf16_bits(v16 x) {
+  v16u u;
+  __builtin_memcpy(&u, &x, sizeof(u));
+  v16u r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return (u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) : r;
+}
+// Row of n floats (n multiple of 16) -> n bf16.
+inline void row_to_bf16(const float* x, uint16_t* y, int n) {
+  for (int j = 0; j < n; j += 16) {
+    v16h h = __builtin_convertvector(bf16_bits(vload(x + j)), v16h);
+    __builtin_memcpy(y + j, &h, sizeof(h));
+  }
+}
+// Rows 2p and 2p+1 of x [rows][ldx] -> pair words y[p * ldy + j] (n columns, multiple of 16);
+// a missing odd row (rows is odd) is zero.
+inline void rows_to_pairs(const float* x, long ldx, int rows, uint32_t* y, long ldy, int n) {
+  for (int p = 0; 2 * p < rows; ++p) {
+    const float* r0 = x + 2 * p * ldx;
+    const bool two = 2 * p + 1 < rows;
+    for (int j = 0; j < n; j += 16) {
+      v16u w = bf16_bits(vload(r0 + j));
+      if (two) w |= bf16_bits(vload(r0 + ldx + j)) << 16;
+      __builtin_memcpy(y + p * ldy + j, &w, sizeof(w));
+    }
+  }
+}
+
+// C[m, n] (+)= sum_p sum_{e<2} A_p[m]_e * B_p[n]_e for m < MR, n < 16*NV: bf16 pairs, fp32 sums.
+// A word of row m, pair p at A[m*a_rs + p*a_ps]; B pair-row p at B + p*b_rs (16*NV words).
+template <int MR, int NV>
+inline void mmb_block(int Kp, const uint32_t* __restrict A, long a_rs, long a_ps,
+                      const uint32_t* __restrict B, long b_rs, float* __restrict C, long ldc,
+                      bool accumulate) {
+  v16 c[MR][NV];
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NV; ++n) c[m][n] = accumulate ? vload(C + m * ldc + 16 * n) : v16{};
+  for (int p = 0; p < Kp; ++p) {
+    const uint32_t* bp = B + p * b_rs;
+#ifdef GJ_BF16_DOT
+    __m512bh b[NV];
+    for (int n = 0; n < NV; ++n) b[n] = (__m512bh)_mm512_loadu_si512(bp + 16 * n);
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[m * a_rs + p * a_ps]));
+      for (int n = 0; n < NV; ++n) c[m][n] = (v16)_mm512_dpbf16_ps((__m512)c[m][n], a, b[n]);
+    }
+#else
+    v16 blo[NV], bhi[NV];
+    for (int n = 0; n < NV; ++n) {
+      v16u w;
+      __builtin_memcpy(&w, bp + 16 * n, sizeof(w));
+      v16u lo = w << 16, hi = w & 0xffff0000u;
+      __builtin_memcpy(&blo[n], &lo, sizeof(lo));
+      __builtin_memcpy(&bhi[n], &hi, sizeof(hi));
+    }
+    for (int m = 0; m < MR; ++m) {
+      const uint32_t w = A[m * a_rs + p * a_ps];
+      const uint32_t lo = w << 16, hi = w & 0xffff0000u;
+      float alo, ahi;
+      std::memcpy(&alo, &lo, 4);
+      std::memcpy(&ahi, &hi, 4);
+      for (int n = 0; n < NV; ++n) c[m][n] += alo * blo[n] + ahi * bhi[n];
+    }
+#endif
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int n = 0; n < NV; ++n) vstore(C + m * ldc + 16 * n, c[m][n]);
+}
+
+template <int NV>
+inline void mmb_nv(int M, int Kp, const uint32_t* A, long a_rs, long a_ps, const uint32_t* B,
+                   long b_rs, float* C, long ldc, bool accumulate) {
+  constexpr int MR = NV <= 2 ? 8 : 4;
+  int m = 0;
+  for (; m + MR <= M; m += MR)
+    mmb_block<MR, NV>(Kp, A + m * a_rs, a_rs, a_ps, B, b_rs, C + m * ldc, ldc, accumulate);
+  if constexpr (MR > 4) {
+    if (m + 4 <= M) {
+      mmb_block<4, NV>(Kp, A + m * a_rs, a_rs, a_ps, B, b_rs, C + m * ldc, ldc, accumulate);
+      m += 4;
+    }
+  }
+  if (m + 2 <= M) {
+    mmb_block<2, NV>(Kp, A + m * a_rs, a_rs, a_ps, B, b_rs, C + m * ldc, ldc, accumulate);
+    m += 2;
+  }
+  if (m < M) mmb_block<1, NV>(Kp, A + m * a_rs, a_rs, a_ps, B, b_rs, C + m * ldc, ldc, accumulate);
+}
+
+// C[M, N] (+)= A[M, 2*Kp] B[2*Kp, N] in bf16 pairs (N a multiple of 16), in <= 64-column chunks.
+void mmb(int M, int N, int Kp, const uint32_t* A, long a_rs, long a_ps, const uint32_t* B,
+         long b_rs, float* C, long ldc, bool accumulate) {
+  if (M <= 0) return;
+  for (int n0 = 0; n0 < N; n0 += 64) {
+    const int nv = std::min(4, (N - n0) / 16);
+    const uint32_t* Bn = B + n0;
+    float* Cn = C + n0;
+    switch (nv) {
+      case 4: mmb_nv<4>(M, Kp, A, a_rs, a_ps, Bn, b_rs, Cn, ldc, accumulate); break;
+      case 3: mmb_nv<3>(M, Kp, A, a_rs, a_ps, Bn, b_rs, Cn, ldc, accumulate); break;
+      case 2: mmb_nv<2>(M, Kp, A, a_rs, a_ps, Bn, b_rs, Cn, ldc, accumulate); break;
+      default: mmb_nv<1>(M, Kp, A, a_rs, a_ps, Bn, b_rs, Cn, ldc, accumulate); break;
+    }
+  }
 }
 
 // exp(x) for x <= ~0 (clamped to [-87, 88]); Cephes-style polynomial, rel. error ~1e-7.
@@ -226,8 +361,11 @@ struct Problem {
   int G, Dp, Tk, TR, TRld, PADL, ldW;
   float scale;
   bool rel, alibi;
-  const float *q, *k, *v, *qp, *rk, *slopes;
+  bool bf16;  // q, k, v, q_pos (and out, dout, dq, dk, dv, dq_pos) are bf16, else fp32
+  const void *q, *k, *v, *qp;
+  const float *rk, *slopes;
   const float *relT_all = nullptr, *rel_all = nullptr;  // pack_rel of every head (if rel)
+  const uint32_t *relT_bf = nullptr, *rel_bf = nullptr;  // pack_rel_bf of every head (bf16 path)
   const int32_t* seg;
 
   void init() {
@@ -345,7 +483,8 @@ inline void prefetch_row(const float* p, int n) {
 // With kv == false the k/v slices are left as they are (already packed for this kv head).
 void pack(const Problem& P, int b, int h, Packed& pk, bool kv = true) {
   const int T = P.T, D = P.D, Dp = P.Dp, Tk = P.Tk, kh = h / P.G;
-  auto rows = [&](float* dst, const float* src, int heads, int head, float s, int nrows) {
+  auto rows = [&](float* dst, const void* src_v, int heads, int head, float s, int nrows) {
+    const float* src = static_cast<const float*>(src_v);
     for (int t = 0; t < T; ++t) {
       const float* x = src + P.idx(b, t, heads, head);
       prefetch_row(src + P.idx(b, std::min(t + 8, T - 1), heads, head), D);
@@ -356,7 +495,8 @@ void pack(const Problem& P, int b, int h, Packed& pk, bool kv = true) {
   };
   // Transposed and blocked by kBk keys: element (d, t) at ((t / kBk) * Dp + d) * kBk + t % kBk,
   // so one tile's keys are a contiguous [Dp, kBk] block.
-  auto cols = [&](float* dst, const float* src, int heads, int head, int ncols) {
+  auto cols = [&](float* dst, const void* src_v, int heads, int head, int ncols) {
+    const float* src = static_cast<const float*>(src_v);
     if (D != Dp || ncols != T) std::memset(dst, 0, sizeof(float) * Dp * ncols);
     for (int t = 0; t < T; ++t) {
       const float* x = src + P.idx(b, t, heads, head);
@@ -539,8 +679,10 @@ void forward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* se
 }
 
 struct Grads {
-  float *dq, *dk, *dv, *dqp, *drel;  // outputs
-  const float *out, *lse, *dout;
+  void *dq, *dk, *dv, *dqp;  // outputs (fp32, or bf16 on the bf16 path)
+  float* drel;
+  const void *out, *dout;  // fp32, or bf16 on the bf16 path
+  const float* lse;
 };
 
 // Backward of one (b, h): writes dq and dq_pos rows, adds into dK, dV ([Tk, Dp] packed, shared
@@ -577,10 +719,12 @@ void backward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* s
   std::memset(dQ, 0, sizeof(float) * T * Dp);
   std::memset(dO, 0, sizeof(float) * Tk * Dp);
   for (int t = 0; t < T; ++t) {
-    const float* go = g.dout + P.idx(b, t, P.H, h);
-    const float* o = g.out + P.idx(b, t, P.H, h);
-    prefetch_row(g.dout + P.idx(b, std::min(t + 8, T - 1), P.H, h), D);
-    prefetch_row(g.out + P.idx(b, std::min(t + 8, T - 1), P.H, h), D);
+    const float* gdout = static_cast<const float*>(g.dout);
+    const float* gout = static_cast<const float*>(g.out);
+    const float* go = gdout + P.idx(b, t, P.H, h);
+    const float* o = gout + P.idx(b, t, P.H, h);
+    prefetch_row(gdout + P.idx(b, std::min(t + 8, T - 1), P.H, h), D);
+    prefetch_row(gout + P.idx(b, std::min(t + 8, T - 1), P.H, h), D);
     float s = 0.f;
     for (int d = 0; d < D; ++d) {
       dO[t * Dp + d] = go[d];
@@ -640,10 +784,10 @@ void backward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* s
   }
   const float s = P.scale;
   for (int t = 0; t < T; ++t) {
-    float* x = g.dq + P.idx(b, t, P.H, h);
+    float* x = static_cast<float*>(g.dq) + P.idx(b, t, P.H, h);
     for (int d = 0; d < D; ++d) x[d] = s * dQ[t * Dp + d];
     if (P.rel) {
-      float* y = g.dqp + P.idx(b, t, P.H, h);
+      float* y = static_cast<float*>(g.dqp) + P.idx(b, t, P.H, h);
       for (int d = 0; d < D; ++d) y[d] = s * dQP[t * Dp + d];
     }
   }
@@ -655,6 +799,329 @@ void backward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* s
       for (int d = 0; d < D; ++d) x[d] += src[d];
     }
   }
+}
+
+// ---- bf16 path: packing and the per-(b, h) forward / backward ---------------------------------
+// Layouts (uint16 element offsets; a "word" is two adjacent bf16 along the contracted dimension):
+//   row-major  [rows][Dp]:          element (t, d) at t*Dp + d           (A operand, pairs along d)
+//   pair rows  [rows/2][Dp] words:  element (t, d) at ((t/2)*Dp + d)*2 + t%2   (B, contraction over t)
+//   key blocks [Tk/kBk][Dp/2][kBk]: element (t, d) at (((t/kBk)*(Dp/2) + d/2)*kBk + t%kBk)*2 + d%2
+//                                   (B of the score GEMMs, contraction over d)
+inline long pr_at(int t, int d, int Dp) { return ((static_cast<long>(t) / 2) * Dp + d) * 2 + (t & 1); }
+inline long kb_at(int t, int d, int Dp) {
+  return ((static_cast<long>(t / kBk) * (Dp / 2) + d / 2) * kBk + t % kBk) * 2 + (d & 1);
+}
+inline uint32_t* words(uint16_t* p) { return reinterpret_cast<uint32_t*>(p); }
+
+struct PackedBf {
+  uint16_t *Q = nullptr, *QP = nullptr, *dO = nullptr;            // row-major [T][Dp]
+  uint16_t *Kb = nullptr, *Vb = nullptr;                          // key blocks
+  uint16_t *Kp = nullptr, *Vp = nullptr, *Qp = nullptr, *QPp = nullptr, *dOp = nullptr;  // pair rows [Tk/2][Dp]
+  const uint32_t *RT = nullptr;  // rel keys reversed, [Dp/2][TRld] words (column PADL+T-1-r = rel_keys[r])
+  const uint32_t *Rp = nullptr;  // rel keys reversed, pair rows [TR/2][Dp] words (row PADL+T-1-r)
+};
+
+// Copies the (b, head) rows of a bf16 [B, T, heads, D] array into `dst` in layout `at`
+// (row-major when at == nullptr); padding (d >= D, t >= T up to nrows) is zero.
+void pack_bf(const Problem& P, const void* src_v, int b, int heads, int head, uint16_t* dst,
+             int nrows, long (*at)(int, int, int)) {
+  const uint16_t* src = static_cast<const uint16_t*>(src_v);
+  const int T = P.T, D = P.D, Dp = P.Dp;
+  std::memset(dst, 0, sizeof(uint16_t) * static_cast<size_t>(nrows) * Dp);
+  for (int t = 0; t < T; ++t) {
+    const uint16_t* x = src + P.idx(b, t, heads, head);
+    if (!at) {
+      std::memcpy(dst + static_cast<long>(t) * Dp, x, sizeof(uint16_t) * D);
+    } else {
+      for (int d = 0; d < D; ++d) dst[at(t, d, Dp)] = x[d];
+    }
+  }
+}
+
+// Head h's relative keys (fp32 in, shared by the batch) as RT and Rp of PackedBf.
+void pack_rel_bf(const Problem& P, int h, uint16_t* RT, uint16_t* Rp) {
+  const int T = P.T, D = P.D, Dp = P.Dp;
+  std::memset(RT, 0, sizeof(uint16_t) * static_cast<size_t>(Dp) * P.TRld);
+  std::memset(Rp, 0, sizeof(uint16_t) * static_cast<size_t>(P.TR) * Dp);
+  for (int r = 0; r < T; ++r) {
+    const float* x = P.rk + (static_cast<long>(r) * P.H + h) * D;
+    const int c = P.PADL + T - 1 - r;
+    for (int d = 0; d < D; ++d) {
+      const uint16_t v = f32_to_bf16(x[d]);
+      RT[(static_cast<long>(d / 2) * P.TRld + c) * 2 + (d & 1)] = v;
+      Rp[pr_at(c, d, Dp)] = v;
+    }
+  }
+}
+
+// Scores of one tile into S [qb, kBk]: scale * (Q K^T + QP . R) in fp32 (before ALiBi and masking).
+inline void tile_scores_bf(const Problem& P, const PackedBf& pk, int i0, int qb, int j0, float* S,
+                           const float* Prel) {
+  const int Dh = P.Dp / 2;
+  mmb(qb, kBk, Dh, words(pk.Q) + i0 * Dh, Dh, 1, words(pk.Kb) + static_cast<long>(j0) * Dh, kBk,
+      S, kBk, false);
+  const v16 s = vsplat(P.scale);
+  for (int r = 0; r < qb; ++r) {
+    float* sr = S + r * kBk;
+    if (P.rel) {
+      const float* pr = Prel + r * P.ldW + j0 - r + kBq - 1;
+      for (int n = 0; n < kNVk; ++n) vstore(sr + 16 * n, s * (vload(sr + 16 * n) + vload(pr + 16 * n)));
+    } else {
+      for (int n = 0; n < kNVk; ++n) vstore(sr + 16 * n, s * vload(sr + 16 * n));
+    }
+  }
+}
+
+inline void rel_block_scores_bf(const Problem& P, const PackedBf& pk, int i0, int qb, float* Prel) {
+  const int Dh = P.Dp / 2;
+  mmb(qb, rel_window_width(i0, qb), Dh, words(pk.QP) + i0 * Dh, Dh, 1, pk.RT + rel_window_base(P, i0),
+      P.TRld, Prel, P.ldW, false);
+}
+
+void forward_item_bf(const Problem& P, int b, int h, Scratch& sc, const int32_t* segpad,
+                     uint16_t* out, float* lse) {
+  const int T = P.T, Dp = P.Dp, D = P.D, Tk = P.Tk, kh = h / P.G;
+  sc.used = 0;
+  auto half = [&](size_t n) { return reinterpret_cast<uint16_t*>(sc.alloc((n + 1) / 2)); };
+  PackedBf pk;
+  pk.Q = half(static_cast<size_t>(T) * Dp);
+  pk.Kb = half(static_cast<size_t>(Tk) * Dp);
+  pk.Vp = half(static_cast<size_t>(Tk) * Dp);
+  if (P.rel) pk.QP = half(static_cast<size_t>(T) * Dp);
+  float* S = sc.alloc(kBq * kBk);
+  uint16_t* Pb = half(kBq * kBk);
+  float* acc = sc.alloc(kBq * Dp);
+  float* Prel = P.rel ? sc.alloc(kBq * P.ldW) : nullptr;
+  pack_bf(P, P.q, b, P.H, h, pk.Q, T, nullptr);
+  pack_bf(P, P.k, b, P.KH, kh, pk.Kb, Tk, kb_at);
+  pack_bf(P, P.v, b, P.KH, kh, pk.Vp, Tk, pr_at);
+  if (P.rel) {
+    pack_bf(P, P.qp, b, P.H, h, pk.QP, T, nullptr);
+    pk.RT = P.relT_bf + static_cast<long>(h) * (Dp / 2) * P.TRld;
+  }
+  const int32_t* seg = P.seg + static_cast<long>(b) * T;
+  RowCtx ctx{segpad, false, P.alibi ? P.slopes[h] : 0.f, P.alibi};
+  float mrow[kBq], lrow[kBq];
+
+  for (int i0 = 0; i0 < T; i0 += kBq) {
+    const int qb = std::min(kBq, T - i0);
+    std::fill(mrow, mrow + qb, kNegBig);
+    std::fill(lrow, lrow + qb, 0.f);
+    std::memset(acc, 0, sizeof(float) * qb * Dp);
+    if (P.rel) rel_block_scores_bf(P, pk, i0, qb, Prel);
+    for (int j0 = 0; j0 < i0 + qb; j0 += kBk) {
+      const int kb = std::min(kBk, T - j0);
+      bool uniform;
+      if (!tile_any_allowed(seg, i0, qb, j0, kb, &uniform)) continue;
+      ctx.masked = !uniform || j0 + kBk - 1 > i0;
+      tile_scores_bf(P, pk, i0, qb, j0, S, Prel);
+      for (int r = 0; r < qb; ++r) {
+        float* srow = S + r * kBk;
+        v16i allowed[kNVk];
+        row_prepare(ctx, i0 + r, j0, srow, allowed);
+        v16 mx = vsplat(kNegBig);
+        for (int n = 0; n < kNVk; ++n) {
+          v16 s = vload(srow + 16 * n);
+          s = allowed[n] ? s : vsplat(kNegBig);
+          mx = mx > s ? mx : s;
+        }
+        const float m_old = mrow[r];
+        const float m_new = std::max(m_old, hmax(mx));
+        const float alpha = std::exp(m_old - m_new);
+        v16 sum = {};
+        for (int n = 0; n < kNVk; ++n) {
+          v16 p = vexp(vload(srow + 16 * n) - m_new);
+          p = allowed[n] ? p : v16{};
+          sum += p;
+          vstore(srow + 16 * n, p);
+        }
+        row_to_bf16(srow, Pb + r * kBk, kBk);
+        mrow[r] = m_new;
+        lrow[r] = lrow[r] * alpha + hsum(sum);
+        if (alpha != 1.f) {
+          float* a = acc + r * Dp;
+          for (int d = 0; d < Dp; d += 16) vstore(a + d, vload(a + d) * alpha);
+        }
+      }
+      // acc += P V (pairs along the keys)
+      mmb(qb, Dp, (kb + 1) / 2, words(Pb), kBk / 2, 1, words(pk.Vp) + static_cast<long>(j0 / 2) * Dp,
+          Dp, acc, Dp, true);
+    }
+    for (int r = 0; r < qb; ++r) {
+      const int i = i0 + r;
+      const float inv = 1.f / lrow[r];
+      uint16_t* o = out + P.idx(b, i, P.H, h);
+      for (int d = 0; d < D; ++d) o[d] = f32_to_bf16(acc[r * Dp + d] * inv);
+      lse[(static_cast<long>(b) * P.H + h) * T + i] = mrow[r] + std::log(lrow[r]);
+    }
+  }
+}
+
+// Backward of one (b, h) on the bf16 path; as backward_item, except that dK (which sums Q, not
+// scale * Q) and rel_dst's terms are scaled by the caller / here at the end.
+void backward_item_bf(const Problem& P, int b, int h, Scratch& sc, const int32_t* segpad,
+                      const Grads& g, float* dK, float* dV, float* rel_dst, bool pack_kv) {
+  const int T = P.T, Dp = P.Dp, D = P.D, Tk = P.Tk, TR = P.TR, Dh = Dp / 2, kh = h / P.G;
+  sc.used = 0;
+  auto half = [&](size_t n) { return reinterpret_cast<uint16_t*>(sc.alloc((n + 1) / 2)); };
+  const size_t rows = static_cast<size_t>(Tk) * Dp;
+  PackedBf pk;  // fixed scratch order: k/v packed for the previous head of this kv group stay valid
+  pk.Kb = half(rows);
+  pk.Vb = half(rows);
+  pk.Kp = half(rows);
+  pk.Q = half(rows);
+  pk.Qp = half(rows);
+  pk.dO = half(rows);
+  pk.dOp = half(rows);
+  float* Di = sc.alloc(T);
+  float* L = sc.alloc(T);
+  float* dQ = sc.alloc(T * Dp);
+  float *dQP = nullptr, *dR = nullptr, *Prel = nullptr, *dSrel = nullptr;
+  uint16_t *dSrelR = nullptr, *dSrelP = nullptr;
+  if (P.rel) {
+    pk.QP = half(rows);
+    pk.QPp = half(rows);
+    dQP = sc.alloc(T * Dp);
+    dR = sc.alloc(TR * Dp);
+    Prel = sc.alloc(kBq * P.ldW);
+    dSrel = sc.alloc(kBq * P.ldW);
+    dSrelR = half(kBq * P.ldW);
+    dSrelP = half(kBq * P.ldW);
+    std::memset(dQP, 0, sizeof(float) * T * Dp);
+    std::memset(dR, 0, sizeof(float) * TR * Dp);
+    pack_bf(P, P.qp, b, P.H, h, pk.QP, T, nullptr);
+    pack_bf(P, P.qp, b, P.H, h, pk.QPp, Tk, pr_at);
+    pk.RT = P.relT_bf + static_cast<long>(h) * Dh * P.TRld;
+    pk.Rp = P.rel_bf + static_cast<long>(h) * (TR / 2) * Dp;
+  }
+  float* Pt = sc.alloc(kBq * kBk);
+  float* dP = sc.alloc(kBq * kBk);
+  float* dS = sc.alloc(kBq * kBk);
+  uint16_t* Ppair = half(kBq * kBk);
+  uint16_t* dSpair = half(kBq * kBk);
+  uint16_t* dSr = half(kBq * kBk);
+  if (pack_kv) {
+    pack_bf(P, P.k, b, P.KH, kh, pk.Kb, Tk, kb_at);
+    pack_bf(P, P.k, b, P.KH, kh, pk.Kp, Tk, pr_at);
+    pack_bf(P, P.v, b, P.KH, kh, pk.Vb, Tk, kb_at);
+  }
+  pack_bf(P, P.q, b, P.H, h, pk.Q, T, nullptr);
+  pack_bf(P, P.q, b, P.H, h, pk.Qp, Tk, pr_at);
+  pack_bf(P, g.dout, b, P.H, h, pk.dO, T, nullptr);
+  pack_bf(P, g.dout, b, P.H, h, pk.dOp, Tk, pr_at);
+  std::memset(dQ, 0, sizeof(float) * T * Dp);
+  const uint16_t* gout = static_cast<const uint16_t*>(g.out);
+  for (int t = 0; t < T; ++t) {
+    const uint16_t* go = pk.dO + static_cast<long>(t) * Dp;
+    const uint16_t* o = gout + P.idx(b, t, P.H, h);
+    float s = 0.f;
+    for (int d = 0; d < D; ++d) s += bf16_to_f32(go[d]) * bf16_to_f32(o[d]);
+    Di[t] = s;
+    L[t] = g.lse[(static_cast<long>(b) * P.H + h) * T + t];
+  }
+  const int32_t* seg = P.seg + static_cast<long>(b) * T;
+  RowCtx ctx{segpad, false, P.alibi ? P.slopes[h] : 0.f, P.alibi};
+
+  for (int i0 = 0; i0 < T; i0 += kBq) {
+    const int qb = std::min(kBq, T - i0), qp2 = (qb + 1) / 2;
+    const int W = rel_window_width(i0, qb), wb = rel_window_base(P, i0);
+    if (P.rel) {
+      rel_block_scores_bf(P, pk, i0, qb, Prel);
+      for (int r = 0; r < qb; ++r) std::memset(dSrel + r * P.ldW, 0, sizeof(float) * W);
+    }
+    for (int j0 = 0; j0 < i0 + qb; j0 += kBk) {
+      const int kb = std::min(kBk, T - j0);
+      bool uniform;
+      if (!tile_any_allowed(seg, i0, qb, j0, kb, &uniform)) continue;
+      ctx.masked = !uniform || j0 + kBk - 1 > i0;
+      tile_scores_bf(P, pk, i0, qb, j0, Pt, Prel);
+      // dP = dO V^T
+      mmb(qb, kBk, Dh, words(pk.dO) + i0 * Dh, Dh, 1, words(pk.Vb) + static_cast<long>(j0) * Dh, kBk,
+          dP, kBk, false);
+      for (int r = 0; r < qb; ++r) {
+        float* prow = Pt + r * kBk;
+        v16i allowed[kNVk];
+        row_prepare(ctx, i0 + r, j0, prow, allowed);
+        const float l = L[i0 + r], di = Di[i0 + r];
+        float* ds = dS + r * kBk;
+        for (int n = 0; n < kNVk; ++n) {
+          v16 p = vexp(vload(prow + 16 * n) - l);
+          p = allowed[n] ? p : v16{};
+          vstore(prow + 16 * n, p);
+          vstore(ds + 16 * n, p * (vload(dP + r * kBk + 16 * n) - di));
+        }
+        row_to_bf16(ds, dSr + r * kBk, kBk);
+      }
+      rows_to_pairs(Pt, kBk, qb, words(Ppair), kBk, kBk);
+      rows_to_pairs(dS, kBk, qb, words(dSpair), kBk, kBk);
+      // dV[j] += P^T dO ; dK[j] += dS^T Q (pairs along the queries)
+      mmb(kb, Dp, qp2, words(Ppair), 1, kBk, words(pk.dOp) + static_cast<long>(i0 / 2) * Dp, Dp,
+          dV + j0 * Dp, Dp, true);
+      mmb(kb, Dp, qp2, words(dSpair), 1, kBk, words(pk.Qp) + static_cast<long>(i0 / 2) * Dp, Dp,
+          dK + j0 * Dp, Dp, true);
+      // dQ[i] += dS K (pairs along the keys)
+      mmb(qb, Dp, (kb + 1) / 2, words(dSr), kBk / 2, 1, words(pk.Kp) + static_cast<long>(j0 / 2) * Dp,
+          Dp, dQ + i0 * Dp, Dp, true);
+      if (P.rel) {  // scatter dS into the block's Toeplitz-shifted buffer (see Prel)
+        for (int r = 0; r < qb; ++r) {
+          float* dst = dSrel + r * P.ldW + j0 - r + kBq - 1;
+          for (int n = 0; n < kNVk; ++n) vstore(dst + 16 * n, vload(dS + r * kBk + 16 * n));
+        }
+      }
+    }
+    if (P.rel) {
+      // dQP[i0 + r] += sum_c dSrel[r, c] R[wb + c];  dR[wb + c] += sum_r dSrel[r, c] QP[i0 + r]
+      for (int r = 0; r < qb; ++r) row_to_bf16(dSrel + r * P.ldW, dSrelR + r * P.ldW, W);
+      rows_to_pairs(dSrel, P.ldW, qb, words(dSrelP), P.ldW, W);
+      mmb(qb, Dp, W / 2, words(dSrelR), P.ldW / 2, 1, pk.Rp + static_cast<long>(wb / 2) * Dp, Dp,
+          dQP + i0 * Dp, Dp, true);
+      mmb(W, Dp, qp2, words(dSrelP), 1, P.ldW, words(pk.QPp) + static_cast<long>(i0 / 2) * Dp, Dp,
+          dR + wb * Dp, Dp, true);
+    }
+  }
+  const float s = P.scale;
+  for (int t = 0; t < T; ++t) {
+    uint16_t* x = static_cast<uint16_t*>(g.dq) + P.idx(b, t, P.H, h);
+    for (int d = 0; d < D; ++d) x[d] = f32_to_bf16(s * dQ[t * Dp + d]);
+    if (P.rel) {
+      uint16_t* y = static_cast<uint16_t*>(g.dqp) + P.idx(b, t, P.H, h);
+      for (int d = 0; d < D; ++d) y[d] = f32_to_bf16(s * dQP[t * Dp + d]);
+    }
+  }
+  if (P.rel) {
+    const long stride = static_cast<long>(P.H) * D;
+    for (int r = 0; r < T; ++r) {
+      float* x = rel_dst + r * stride;
+      const float* src = dR + (P.PADL + T - 1 - r) * Dp;
+      for (int d = 0; d < D; ++d) x[d] += s * src[d];
+    }
+  }
+}
+
+size_t forward_scratch_bf(const Problem& P) {
+  size_t n = 0;
+  auto a = [&](size_t x) { n += round_up(static_cast<int>(x), 16); };
+  auto hf = [&](size_t e) { a((e + 1) / 2); };
+  hf(P.T * P.Dp); hf(P.Tk * P.Dp); hf(P.Tk * P.Dp);
+  if (P.rel) hf(P.T * P.Dp);
+  a(kBq * kBk); hf(kBq * kBk); a(kBq * P.Dp);
+  if (P.rel) a(kBq * P.ldW);
+  return n;
+}
+
+size_t backward_scratch_bf(const Problem& P) {
+  size_t n = 0;
+  auto a = [&](size_t x) { n += round_up(static_cast<int>(x), 16); };
+  auto hf = [&](size_t e) { a((e + 1) / 2); };
+  const size_t rows = static_cast<size_t>(P.Tk) * P.Dp;
+  for (int i = 0; i < 7; ++i) hf(rows);
+  a(P.T); a(P.T); a(P.T * P.Dp);
+  if (P.rel) {
+    hf(rows); hf(rows);
+    a(P.T * P.Dp); a(P.TR * P.Dp); a(kBq * P.ldW); a(kBq * P.ldW); hf(kBq * P.ldW); hf(kBq * P.ldW);
+  }
+  a(kBq * kBk); a(kBq * kBk); a(kBq * kBk); hf(kBq * kBk); hf(kBq * kBk); hf(kBq * kBk);
+  return n;
 }
 
 size_t forward_scratch(const Problem& P) {
@@ -697,8 +1164,8 @@ ffi::Error check_shapes(const Problem& P) {
   return ffi::Error::Success();
 }
 
-Problem make_problem(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Buffer<ffi::F32>& v,
-                     ffi::Buffer<ffi::S32>& seg, ffi::Buffer<ffi::F32>& qp,
+Problem make_problem(ffi::AnyBuffer& q, ffi::AnyBuffer& k, ffi::AnyBuffer& v,
+                     ffi::Buffer<ffi::S32>& seg, ffi::AnyBuffer& qp,
                      ffi::Buffer<ffi::F32>& rk, ffi::Buffer<ffi::F32>& slopes, float scale,
                      int64_t has_rel, int64_t has_alibi) {
   auto qd = q.dimensions();
@@ -712,10 +1179,11 @@ Problem make_problem(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Bu
   P.scale = scale;
   P.rel = has_rel != 0;
   P.alibi = has_alibi != 0;
-  P.q = q.typed_data();
-  P.k = k.typed_data();
-  P.v = v.typed_data();
-  P.qp = qp.typed_data();
+  P.bf16 = q.element_type() == ffi::BF16;
+  P.q = q.untyped_data();
+  P.k = k.untyped_data();
+  P.v = v.untyped_data();
+  P.qp = qp.untyped_data();
   P.rk = rk.typed_data();
   P.slopes = slopes.typed_data();
   P.seg = seg.typed_data();
@@ -723,64 +1191,107 @@ Problem make_problem(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k, ffi::Bu
   return P;
 }
 
-ffi::Error AttnFwdImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                       ffi::Buffer<ffi::S32> seg, ffi::Buffer<ffi::F32> qp,
+// q, k, v (and q_pos when has_rel) and the listed other buffers must all be fp32 or all bf16.
+ffi::Error check_dtypes(ffi::AnyBuffer& q, ffi::AnyBuffer& k, ffi::AnyBuffer& v, ffi::AnyBuffer& qp,
+                        int64_t has_rel, std::initializer_list<ffi::DataType> others) {
+  const ffi::DataType t = q.element_type();
+  if (t != ffi::F32 && t != ffi::BF16)
+    return ffi::Error::InvalidArgument("attention q must be float32 or bfloat16");
+  bool same = k.element_type() == t && v.element_type() == t && (!has_rel || qp.element_type() == t);
+  for (ffi::DataType o : others) same = same && o == t;
+  if (!same)
+    return ffi::Error::InvalidArgument(
+        "attention q, k, v, q_pos, out and dout (and dq, dk, dv, dq_pos) must share one dtype");
+  return ffi::Error::Success();
+}
+
+// Every head's relative keys packed once per call, fp32 (relT [H][Dp][TRld], rel [H][TR][Dp]) or
+// bf16 (words: relT [H][Dp/2][TRld], rel [H][TR/2][Dp]); `both` also packs rel (the backward).
+void pack_all_rel(Problem& P, int threads, bool both, PooledBuffer& relT, PooledBuffer& relR) {
+  const size_t nt = static_cast<size_t>(P.Dp) * P.TRld, nr = static_cast<size_t>(P.TR) * P.Dp;
+  if (P.bf16) {  // bf16 elements, held in float-sized buffers of half the count
+    relT.acquire(P.H * nt / 2);
+    relR.acquire(P.H * nr / 2);
+    parallel_for(P.H, threads, [&](int h, int) {
+      pack_rel_bf(P, h, reinterpret_cast<uint16_t*>(relT.data()) + h * nt,
+                  reinterpret_cast<uint16_t*>(relR.data()) + h * nr);
+    });
+    P.relT_bf = reinterpret_cast<const uint32_t*>(relT.data());
+    P.rel_bf = reinterpret_cast<const uint32_t*>(relR.data());
+    return;
+  }
+  relT.acquire(P.H * nt);
+  if (both) relR.acquire(P.H * nr);
+  parallel_for(P.H, threads, [&](int h, int) {
+    pack_rel(P, h, relT.data() + h * nt, both ? relR.data() + h * nr : nullptr);
+  });
+  P.relT_all = relT.data();
+  if (both) P.rel_all = relR.data();
+}
+
+ffi::Error AttnFwdImpl(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                       ffi::Buffer<ffi::S32> seg, ffi::AnyBuffer qp,
                        ffi::Buffer<ffi::F32> rk, ffi::Buffer<ffi::F32> slopes,
-                       ffi::ResultBuffer<ffi::F32> out, ffi::ResultBuffer<ffi::F32> lse,
+                       ffi::Result<ffi::AnyBuffer> out, ffi::ResultBuffer<ffi::F32> lse,
                        float scale, int64_t has_rel, int64_t has_alibi) {
   if (q.dimensions().size() != 4 || k.dimensions().size() != 4)
     return ffi::Error::InvalidArgument("q, k, v must be rank 4");
+  if (auto e = check_dtypes(q, k, v, qp, has_rel, {out->element_type()}); e.failure()) return e;
   Problem P = make_problem(q, k, v, seg, qp, rk, slopes, scale, has_rel, has_alibi);
   if (auto e = check_shapes(P); e.failure()) return e;
   std::vector<int32_t> segpad = pad_segments(P);
   const int threads = num_threads();
   const int n = P.B * P.H;
-  const size_t per = forward_scratch(P);
+  const size_t per = P.bf16 ? forward_scratch_bf(P) : forward_scratch(P);
   std::vector<Scratch> sc(std::min(threads, n));
   for (auto& s : sc) s.buf.acquire(per);
-  float* o = out->typed_data();
+  void* o = out->untyped_data();
   float* l = lse->typed_data();
-  PooledBuffer relT;
-  if (P.rel) {
-    relT.acquire(static_cast<size_t>(P.H) * P.Dp * P.TRld);
-    parallel_for(P.H, threads, [&](int h, int) {
-      pack_rel(P, h, relT.data() + static_cast<size_t>(h) * P.Dp * P.TRld, nullptr);
-    });
-    P.relT_all = relT.data();
-  }
+  PooledBuffer relT, relR;
+  if (P.rel) pack_all_rel(P, threads, /*both=*/false, relT, relR);
   parallel_for(n, threads, [&](int item, int worker) {
     const int b = item / P.H, h = item % P.H;
-    forward_item(P, b, h, sc[worker], segpad.data() + static_cast<size_t>(b) * (P.Tk + 64), o, l);
+    const int32_t* sp = segpad.data() + static_cast<size_t>(b) * (P.Tk + 64);
+    if (P.bf16)
+      forward_item_bf(P, b, h, sc[worker], sp, static_cast<uint16_t*>(o), l);
+    else
+      forward_item(P, b, h, sc[worker], sp, static_cast<float*>(o), l);
   });
   return ffi::Error::Success();
 }
 
-ffi::Error AttnBwdImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Buffer<ffi::F32> v,
-                       ffi::Buffer<ffi::S32> seg, ffi::Buffer<ffi::F32> qp,
+ffi::Error AttnBwdImpl(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
+                       ffi::Buffer<ffi::S32> seg, ffi::AnyBuffer qp,
                        ffi::Buffer<ffi::F32> rk, ffi::Buffer<ffi::F32> slopes,
-                       ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> lse,
-                       ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
-                       ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv,
-                       ffi::ResultBuffer<ffi::F32> dqp, ffi::ResultBuffer<ffi::F32> drel,
+                       ffi::AnyBuffer out, ffi::Buffer<ffi::F32> lse,
+                       ffi::AnyBuffer dout, ffi::Result<ffi::AnyBuffer> dq,
+                       ffi::Result<ffi::AnyBuffer> dk, ffi::Result<ffi::AnyBuffer> dv,
+                       ffi::Result<ffi::AnyBuffer> dqp, ffi::ResultBuffer<ffi::F32> drel,
                        float scale, int64_t has_rel, int64_t has_alibi) {
   if (q.dimensions().size() != 4 || k.dimensions().size() != 4)
     return ffi::Error::InvalidArgument("q, k, v must be rank 4");
+  if (auto e = check_dtypes(q, k, v, qp, has_rel,
+                            {out.element_type(), dout.element_type(), dq->element_type(),
+                             dk->element_type(), dv->element_type(),
+                             has_rel ? dqp->element_type() : q.element_type()});
+      e.failure())
+    return e;
   Problem P = make_problem(q, k, v, seg, qp, rk, slopes, scale, has_rel, has_alibi);
   if (auto e = check_shapes(P); e.failure()) return e;
   std::vector<int32_t> segpad = pad_segments(P);
   const int threads = num_threads();
-  const size_t per = backward_scratch(P);
+  const size_t per = P.bf16 ? backward_scratch_bf(P) : backward_scratch(P);
   const int T = P.T, D = P.D, Dp = P.Dp, Tk = P.Tk;
 
   Grads g{};
-  g.dq = dq->typed_data();
-  g.dk = dk->typed_data();
-  g.dv = dv->typed_data();
-  g.dqp = dqp->typed_data();
+  g.dq = dq->untyped_data();
+  g.dk = dk->untyped_data();
+  g.dv = dv->untyped_data();
+  g.dqp = dqp->untyped_data();
   g.drel = drel->typed_data();
-  g.out = out.typed_data();
+  g.out = out.untyped_data();
   g.lse = lse.typed_data();
-  g.dout = dout.typed_data();
+  g.dout = dout.untyped_data();
 
   // Work items are (batch chunk, kv head): all query heads of a kv group run in one item, so
   // dk/dv accumulate without races, and d rel_keys accumulates over the chunk's batch rows.
@@ -809,16 +1320,9 @@ ffi::Error AttnBwdImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Bu
     acc[w].acquire(2 * static_cast<size_t>(Tk) * Dp);
   }
   PooledBuffer relT, relR;
-  if (P.rel) {
-    relT.acquire(static_cast<size_t>(P.H) * P.Dp * P.TRld);
-    relR.acquire(static_cast<size_t>(P.H) * P.TR * P.Dp);
-    parallel_for(P.H, threads, [&](int h, int) {
-      pack_rel(P, h, relT.data() + static_cast<size_t>(h) * P.Dp * P.TRld,
-               relR.data() + static_cast<size_t>(h) * P.TR * P.Dp);
-    });
-    P.relT_all = relT.data();
-    P.rel_all = relR.data();
-  }
+  if (P.rel) pack_all_rel(P, threads, /*both=*/true, relT, relR);
+  // dK on the bf16 path sums dS^T Q (Q unscaled): the scale is applied when it is written out.
+  const float dk_scale = P.bf16 ? P.scale : 1.f;
   parallel_for(items, threads, [&](int item, int worker) {
     const int c = item / P.KH, kh = item % P.KH;
     float* dK = acc[worker].data();
@@ -829,15 +1333,28 @@ ffi::Error AttnBwdImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Bu
         const int h = kh * P.G + j;
         float* rel_dst = rel_per_batch ? g.drel + P.idx(b, 0, P.H, h)
                                        : rel_base + c * rel_size + static_cast<size_t>(h) * D;
-        backward_item(P, b, h, sc[worker], segpad.data() + static_cast<size_t>(b) * (Tk + 64), g,
-                      dK, dV, rel_dst, /*pack_kv=*/j == 0);
+        const int32_t* sp = segpad.data() + static_cast<size_t>(b) * (Tk + 64);
+        if (P.bf16)
+          backward_item_bf(P, b, h, sc[worker], sp, g, dK, dV, rel_dst, /*pack_kv=*/j == 0);
+        else
+          backward_item(P, b, h, sc[worker], sp, g, dK, dV, rel_dst, /*pack_kv=*/j == 0);
       }
       for (int t = 0; t < T; ++t) {
-        float* xk = g.dk + P.idx(b, t, P.KH, kh);
-        float* xv = g.dv + P.idx(b, t, P.KH, kh);
-        for (int d = 0; d < D; ++d) {
-          xk[d] = dK[t * Dp + d];
-          xv[d] = dV[t * Dp + d];
+        const long at = P.idx(b, t, P.KH, kh);
+        if (P.bf16) {
+          uint16_t* xk = static_cast<uint16_t*>(g.dk) + at;
+          uint16_t* xv = static_cast<uint16_t*>(g.dv) + at;
+          for (int d = 0; d < D; ++d) {
+            xk[d] = f32_to_bf16(dk_scale * dK[t * Dp + d]);
+            xv[d] = f32_to_bf16(dV[t * Dp + d]);
+          }
+        } else {
+          float* xk = static_cast<float*>(g.dk) + at;
+          float* xv = static_cast<float*>(g.dv) + at;
+          for (int d = 0; d < D; ++d) {
+            xk[d] = dK[t * Dp + d];
+            xv[d] = dV[t * Dp + d];
+          }
         }
       }
     }
@@ -850,7 +1367,7 @@ ffi::Error AttnBwdImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Bu
     }
   }
   if (!P.rel) {
-    std::memset(g.dqp, 0, sizeof(float) * dqp->element_count());
+    std::memset(g.dqp, 0, dqp->size_bytes());
     std::memset(g.drel, 0, sizeof(float) * drel->element_count());
   }
   return ffi::Error::Success();
@@ -858,16 +1375,26 @@ ffi::Error AttnBwdImpl(ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k, ffi::Bu
 
 }  // namespace
 
+// 1 if bf16 attention runs its GEMMs on the bf16 dot-product units (AVX512-BF16), else 0
+// (bf16 pairs widened to fp32: the same products).
+extern "C" int GopherAttnHasBf16Dot() {
+#ifdef GJ_BF16_DOT
+  return 1;
+#else
+  return 0;
+#endif
+}
+
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherAttnFwd, AttnFwdImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
+                                  .Arg<ffi::AnyBuffer>()  // q
+                                  .Arg<ffi::AnyBuffer>()  // k
+                                  .Arg<ffi::AnyBuffer>()  // v
                                   .Arg<ffi::Buffer<ffi::S32>>()  // segment_ids
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q_pos (dummy if !has_rel)
+                                  .Arg<ffi::AnyBuffer>()  // q_pos (dummy if !has_rel)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // rel_keys (dummy if !has_rel)
                                   .Arg<ffi::Buffer<ffi::F32>>()  // alibi slopes (dummy if !has_alibi)
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // out
+                                  .Ret<ffi::AnyBuffer>()  // out
                                   .Ret<ffi::Buffer<ffi::F32>>()  // lse
                                   .Attr<float>("scale")
                                   .Attr<int64_t>("has_rel")
@@ -875,20 +1402,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherAttnFwd, AttnFwdImpl,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherAttnBwd, AttnBwdImpl,
                               ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // k
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
+                                  .Arg<ffi::AnyBuffer>()  // q
+                                  .Arg<ffi::AnyBuffer>()  // k
+                                  .Arg<ffi::AnyBuffer>()  // v
                                   .Arg<ffi::Buffer<ffi::S32>>()  // segment_ids
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q_pos
+                                  .Arg<ffi::AnyBuffer>()  // q_pos
                                   .Arg<ffi::Buffer<ffi::F32>>()  // rel_keys
                                   .Arg<ffi::Buffer<ffi::F32>>()  // alibi slopes
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // out
+                                  .Arg<ffi::AnyBuffer>()  // out
                                   .Arg<ffi::Buffer<ffi::F32>>()  // lse
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // d out
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dq
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dk
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // dv
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // d q_pos
+                                  .Arg<ffi::AnyBuffer>()  // d out
+                                  .Ret<ffi::AnyBuffer>()  // dq
+                                  .Ret<ffi::AnyBuffer>()  // dk
+                                  .Ret<ffi::AnyBuffer>()  // dv
+                                  .Ret<ffi::AnyBuffer>()  // d q_pos
                                   .Ret<ffi::Buffer<ffi::F32>>()  // d rel_keys
                                   .Attr<float>("scale")
                                   .Attr<int64_t>("has_rel")

@@ -17,8 +17,12 @@ lock. If that fails (no compiler, no FFI headers) or GOPHER_JAX_DISABLE_FUSED_AT
 `available()` is False, `unavailable_reason()` says why, and `fused_causal_attention` falls back
 to `reference_causal_attention` (pure jnp, same maths, materialises the scores).
 
-Everything is float32 inside; other input dtypes are cast to float32 and the output is cast back
-to q's dtype. Threads: GOPHER_JAX_ATTN_THREADS (default: all hardware threads) per call.
+Precision: bfloat16 q runs the kernel's bf16 path (`kernel_dtype`): q, k, v, q_pos, out and their
+gradients stay bf16 in memory, every tile GEMM multiplies bf16 pairs with fp32 sums (VDPBF16PS on
+CPUs with AVX512-BF16, `has_bf16_dot()`; elsewhere the same products widened to fp32), and the
+softmax, logsumexp, rel_keys and its gradient are fp32. Any other dtype runs in float32 and is
+cast back to q's dtype. GOPHER_JAX_ATTN_BF16=0 sends bf16 inputs through the float32 path.
+Threads: GOPHER_JAX_ATTN_THREADS (default: all hardware threads) per call.
 
 Sharding: with more than one device the FFI calls are wrapped in custom_partitioning so a
 batch-sharded input runs on each device's own rows (other dimensions are replicated; see
@@ -48,13 +52,15 @@ __all__ = [
     "fused_causal_attention",
     "reference_causal_attention",
     "library_path",
+    "has_bf16_dot",
+    "kernel_dtype",
 ]
 
 _SOURCE = Path(__file__).with_name("cpu_attention.cc")
 # Compiler flags (NaN/Inf kept for the spike guard): kernels/build.py BASE_FLAGS; measured cost of
 # -fno-finite-math-only: none beyond noise (docs/reliability.md, "NaN and Inf").
-_FWD_TARGET = "gopher_cpu_fused_attention_fwd_v1"
-_BWD_TARGET = "gopher_cpu_fused_attention_bwd_v1"
+_FWD_TARGET = "gopher_cpu_fused_attention_fwd_v2"
+_BWD_TARGET = "gopher_cpu_fused_attention_bwd_v2"
 _NEG_INF = -1e30
 
 _lock = threading.Lock()
@@ -95,7 +101,8 @@ def _load() -> bool:
         except Exception as e:  # noqa: BLE001 - any failure means "use the fallback"
             _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
             return False
-        _state.update(ok=True, reason="", path=str(path), lib=lib)
+        _state.update(ok=True, reason="", path=str(path), lib=lib,
+                      bf16_dot=bool(lib.GopherAttnHasBf16Dot()))
         return True
 
 
@@ -111,8 +118,22 @@ def unavailable_reason() -> str:
 
 
 def library_path() -> str | None:
+    """Path of the built kernel library (None if unavailable)."""
     _load()
     return _state.get("path")
+
+
+def has_bf16_dot() -> bool:
+    """True if the bf16 path multiplies on the CPU's bf16 dot-product units (AVX512-BF16)."""
+    return _load() and _state.get("bf16_dot", False)
+
+
+def kernel_dtype(dtype) -> jnp.dtype:
+    """The dtype the kernel runs for inputs of `dtype`: bfloat16 for bfloat16 (unless
+    GOPHER_JAX_ATTN_BF16=0), else float32."""
+    if jnp.dtype(dtype) == jnp.bfloat16 and os.environ.get("GOPHER_JAX_ATTN_BF16", "1") not in ("", "0"):
+        return jnp.dtype(jnp.bfloat16)
+    return jnp.dtype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -173,15 +194,15 @@ def reference_causal_attention(q, k, v, segment_ids, *, scale, q_pos=None, rel_k
 # Kernel + custom_vjp
 # ----------------------------------------------------------------------------------------------
 
-def _dummy():
-    return jnp.zeros((1,), jnp.float32)
+def _dummy(dtype=jnp.float32):
+    return jnp.zeros((1,), dtype)
 
 
 def _fwd_call(q, k, v, seg, qp, rk, slopes, *, scale, has_rel, has_alibi):
     b, t, h, d = q.shape
     return jax.ffi.ffi_call(
         _FWD_TARGET,
-        (jax.ShapeDtypeStruct((b, t, h, d), jnp.float32),
+        (jax.ShapeDtypeStruct((b, t, h, d), q.dtype),
          jax.ShapeDtypeStruct((b, h, t), jnp.float32)),
         vmap_method="sequential",
     )(q, k, v, seg, qp, rk, slopes, scale=np.float32(scale), has_rel=np.int64(has_rel),
@@ -190,12 +211,13 @@ def _fwd_call(q, k, v, seg, qp, rk, slopes, *, scale, has_rel, has_alibi):
 
 def _bwd_call(q, k, v, seg, qp, rk, slopes, out, lse, dout, *, scale, has_rel, has_alibi,
               rel_per_batch=False):
-    """Returns dq, dk, dv, dq_pos, d rel_keys: [T, H, D], or with rel_per_batch [B, T, H, D]
-    (one term per batch row, for the caller to sum: keeps every result batch-partitionable)."""
-    f32 = jnp.float32
+    """Returns dq, dk, dv, dq_pos (in q's dtype), d rel_keys (fp32): [T, H, D], or with
+    rel_per_batch [B, T, H, D] (one term per batch row, for the caller to sum: keeps every result
+    batch-partitionable)."""
+    f32, dt = jnp.float32, q.dtype
     drel_shape = (q.shape if rel_per_batch else rk.shape) if has_rel else (1,)
-    shapes = (jax.ShapeDtypeStruct(q.shape, f32), jax.ShapeDtypeStruct(k.shape, f32),
-              jax.ShapeDtypeStruct(v.shape, f32), jax.ShapeDtypeStruct(qp.shape, f32),
+    shapes = (jax.ShapeDtypeStruct(q.shape, dt), jax.ShapeDtypeStruct(k.shape, dt),
+              jax.ShapeDtypeStruct(v.shape, dt), jax.ShapeDtypeStruct(qp.shape, dt),
               jax.ShapeDtypeStruct(drel_shape, f32))
     return jax.ffi.ffi_call(_BWD_TARGET, shapes, vmap_method="sequential")(
         q, k, v, seg, qp, rk, slopes, out, lse, dout, scale=np.float32(scale),
@@ -278,7 +300,7 @@ def _make(scale: float, has_rel: bool, has_alibi: bool, partitioned: bool):
     def bwd(res, dout):
         q, k, v, seg, qp, rk, slopes, out, lse = res
         dq, dk, dv, dqp, drk = bwd_call(q, k, v, seg, qp, rk, slopes, out, lse,
-                                        dout.astype(jnp.float32))
+                                        dout.astype(q.dtype))
         if not has_rel:
             drk = jnp.zeros_like(rk)
         elif drk.ndim == 4:  # per batch row (partitioned call)
@@ -314,7 +336,8 @@ def fused_causal_attention(q, k, v, segment_ids, *, scale, q_pos=None, rel_keys=
 
     q: [B, T, H, D]; k, v: [B, T, K, D] with H % K == 0; segment_ids: [B, T] int;
     scale: Python float (static); q_pos: [B, T, H, D] and rel_keys: [T, H, D] (row r = distance
-    i - j = r), both or neither; alibi_slopes: [H]. Returns [B, T, H, D] in q's dtype.
+    i - j = r), both or neither; alibi_slopes: [H]. Returns [B, T, H, D] in q's dtype (bfloat16
+    q runs the bf16 path, see the module docstring; k, v and q_pos are cast to its dtype).
     Gradients flow to q, k, v, q_pos and rel_keys (none to segment_ids or alibi_slopes).
     Falls back to `reference_causal_attention` when `available()` is False.
     """
@@ -322,12 +345,12 @@ def fused_causal_attention(q, k, v, segment_ids, *, scale, q_pos=None, rel_keys=
     if not available():
         return reference_causal_attention(q, k, v, segment_ids, scale=scale, q_pos=q_pos,
                                           rel_keys=rel_keys, alibi_slopes=alibi_slopes)
-    f32 = jnp.float32
+    f32, dt = jnp.float32, kernel_dtype(q.dtype)
     has_rel = q_pos is not None
     has_alibi = alibi_slopes is not None
-    qp = q_pos.astype(f32) if has_rel else _dummy()
+    qp = q_pos.astype(dt) if has_rel else _dummy(dt)
     rk = rel_keys.astype(f32) if has_rel else _dummy()
     slopes = jax.lax.stop_gradient(alibi_slopes.astype(f32)) if has_alibi else _dummy()
     out = _kernel(scale, has_rel, has_alibi)(
-        q.astype(f32), k.astype(f32), v.astype(f32), segment_ids.astype(jnp.int32), qp, rk, slopes)
+        q.astype(dt), k.astype(dt), v.astype(dt), segment_ids.astype(jnp.int32), qp, rk, slopes)
     return out.astype(q.dtype)

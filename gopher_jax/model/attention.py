@@ -159,12 +159,16 @@ class Attention(nn.Module):
             u, v = rel_biases
             rel_keys = self._relative_keys(rel_embed, jnp.float32)
             # rel_embed runs over distances T-1..0 (relative_shift's order); the kernel indexes by distance.
-            kwargs.update(q_pos=(q + v.astype(q.dtype)).astype(jnp.float32), rel_keys=rel_keys[::-1])
+            kwargs.update(q_pos=q + v.astype(q.dtype), rel_keys=rel_keys[::-1])
             q = q + u.astype(q.dtype)
         elif cfg.position == "alibi":
             kwargs["alibi_slopes"] = jnp.asarray(pos.alibi_slopes(h))
+        # bf16 models run the kernel's bf16 path (bf16 operands, fp32 sums and softmax); else fp32.
+        dt = cpu_attention.kernel_dtype(value.dtype)
+        if "q_pos" in kwargs:
+            kwargs["q_pos"] = kwargs["q_pos"].astype(dt)
         out = cpu_attention.fused_causal_attention(
-            q.astype(jnp.float32), key.astype(jnp.float32), value.astype(jnp.float32), segment_ids.astype(jnp.int32),
+            q.astype(dt), key.astype(dt), value.astype(dt), segment_ids.astype(jnp.int32),
             scale=float(d) ** -0.5, **kwargs).astype(value.dtype)
         return self._output(nn.with_logical_constraint(out, (axes.BATCH, axes.LENGTH, axes.HEADS, axes.KV)))
 

@@ -141,8 +141,10 @@ def test_inside_jit_scan_checkpoint():
                                  value_and_grad(ca.reference_causal_attention)(*args))
 
 
-def test_falls_back_when_unavailable(monkeypatch):
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_falls_back_when_unavailable(monkeypatch, dtype):
     diff, seg, kw = _inputs(1, 20, 2, 1, 16, rel=True)
+    diff = [x.astype(dtype) for x in diff]
     monkeypatch.setattr(ca, "_state", {"ok": False, "reason": "forced by test"})
     assert not ca.available()
     assert ca.unavailable_reason() == "forced by test"
@@ -230,3 +232,92 @@ def test_nan_through_the_fused_kernel_is_a_nan_loss_the_spike_guard_drops():
     assert np.isnan(float(metrics["loss"]))
     assert float(metrics["update_skipped"]) == 1.0 and float(metrics["skipped_updates"]) == 1.0
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params), before)  # update dropped
+
+
+# -- bf16 path -------------------------------------------------------------------------------------
+# bf16 q, k, v, q_pos run the kernel's bf16 GEMMs (fp32 sums and softmax). Compared with XLA's
+# attention (the pure-jnp reference, fp32 maths) on the same bf16-rounded inputs, every output and
+# gradient must be within a few bf16 roundings of the largest value: an error in the pair packing
+# or a transposed operand gives O(1) errors, bf16 rounding of P and dS gives ~2-6e-3 here.
+BF16_RTOL = 2e-2
+BF16_CASES = ["mha_rel", "gqa_rel_packed", "mqa_rel_alibi_packed", "odd_t37_d40_rel_packed",
+              "gqa_t37_alibi_packed"]
+
+
+def _compare_bf16(case, seed=0):
+    b, t, h, kh, d, rel, alibi, packed = CASES[case]
+    diff, seg, kw = _inputs(b, t, h, kh, d, rel=rel, alibi=alibi, packed=packed, seed=seed)
+    bf = [x.astype(jnp.bfloat16) if i < 4 else x for i, x in enumerate(diff)]  # rel_keys stays fp32
+    o1, g1 = _value_and_grads(ca.fused_causal_attention, bf, seg, kw)
+    o2, g2 = _value_and_grads(ca.reference_causal_attention, [x.astype(jnp.float32) for x in bf], seg, kw)
+    assert o1.dtype == jnp.bfloat16 and [g.dtype for g in g1] == [x.dtype for x in bf]
+    for name, x, y in zip(("out", "dq", "dk", "dv", "dq_pos", "drel_keys"), (o1, *g1), (o2, *g2)):
+        err = float(jnp.max(jnp.abs(x.astype(jnp.float32) - y)))
+        ref = float(jnp.max(jnp.abs(y)))
+        assert err <= BF16_RTOL * ref, f"{case} {name}: max abs diff {err} vs max |ref| {ref}"
+    return bf, seg, kw
+
+
+@pytest.mark.parametrize("case", BF16_CASES)
+def test_bf16_matches_xla_attention(case):
+    bf, seg, kw = _compare_bf16(case)
+    hlo = jax.jit(_fn(ca.fused_causal_attention, seg, kw)).lower(*bf).as_text()
+    calls = [ln for ln in hlo.splitlines() if ca._FWD_TARGET in ln and "custom_call" in ln]
+    assert calls and all("bf16" in ln for ln in calls), calls  # the bf16 kernel, not a cast to fp32
+
+
+def test_bf16_off_switch_runs_fp32(monkeypatch):
+    """GOPHER_JAX_ATTN_BF16=0 sends bf16 inputs through the fp32 kernel (for A/B measurements)."""
+    monkeypatch.setenv("GOPHER_JAX_ATTN_BF16", "0")
+    assert ca.kernel_dtype(jnp.bfloat16) == jnp.float32
+    diff, seg, kw = _inputs(1, 20, 2, 1, 16)
+    bf = [x.astype(jnp.bfloat16) for x in diff]
+    hlo = jax.jit(_fn(ca.fused_causal_attention, seg, kw)).lower(*bf).as_text()
+    calls = [ln for ln in hlo.splitlines() if ca._FWD_TARGET in ln and "custom_call" in ln]
+    assert calls and not any("bf16" in ln.split("custom_call")[1] for ln in calls), calls
+
+
+def test_bf16_without_bf16_dot_instructions(tmp_path):
+    """The fallback micro-kernel (CPUs without AVX512-BF16: bf16 pairs widened to fp32) gives the
+    same results: built here with -DGJ_NO_BF16_DOT, in a subprocess (one kernel library per process)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import jax; jax.config.update('jax_platforms', 'cpu')\n"
+            "from gopher_jax.kernels import cpu_attention as ca\n"
+            "from tests.kernels.test_cpu_attention import _compare_bf16\n"
+            "assert ca.available(), ca.unavailable_reason()\n"
+            "assert not ca.has_bf16_dot()\n"
+            "_compare_bf16('odd_t37_d40_rel_packed', seed=2)\n"
+            "_compare_bf16('gqa_t37_alibi_packed', seed=2)\n")
+    env = dict(os.environ, GOPHER_JAX_KERNEL_CXXFLAGS="-DGJ_NO_BF16_DOT", XLA_FLAGS="")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_bf16_model_runs_the_bf16_kernel(monkeypatch):
+    """A bfloat16 model with attention_impl='auto' on one CPU device calls the bf16 kernel, forward
+    and backward (lowered only: the kernel's numerics are the tests above); GOPHER_JAX_ATTN_BF16=0
+    gives the fp32 kernel."""
+    from gopher_jax.model.decoder import Decoder
+    from tests.model.helpers import init_params, random_tokens, small_config
+
+    cfg = small_config(dtype="bfloat16")
+    params = init_params(cfg)
+    tokens = random_tokens((2, 19))
+
+    def calls(hlo, target):
+        return [ln.split("custom_call")[1] for ln in hlo.splitlines() if target in ln and "custom_call" in ln]
+
+    def loss(p):
+        return jnp.mean(Decoder(cfg).apply({"params": p}, tokens).astype(jnp.float32))
+
+    hlo = jax.jit(jax.grad(loss)).lower(params).as_text()
+    for target in (ca._FWD_TARGET, ca._BWD_TARGET):
+        assert calls(hlo, target) and all("bf16" in c for c in calls(hlo, target)), target
+    monkeypatch.setenv("GOPHER_JAX_ATTN_BF16", "0")
+    hlo = jax.jit(jax.grad(loss)).lower(params).as_text()
+    assert calls(hlo, ca._FWD_TARGET) and not any("bf16" in c for c in calls(hlo, ca._FWD_TARGET))
