@@ -188,3 +188,32 @@ def pytest_collection_modifyitems(config, items):
     with open(tmp, "w") as f:
         json.dump(units, f)
     os.replace(tmp, path)  # every worker collects the same tests and writes the same units
+
+
+# -- where the suite's CPU goes -------------------------------------------------------------------------------
+#
+# With GOPHER_JAX_TEST_CPU_LOG=FILE, every test appends {"test", "cpu_s", "wall_s", "worker"} to FILE: the CPU
+# seconds of its setup, call and teardown in this process plus the child processes it waited for. CPU time,
+# unlike wall time, barely moves with the load of the other worker, so it ranks what to make cheaper.
+_CPU_LOG = os.environ.get("GOPHER_JAX_TEST_CPU_LOG")
+
+
+def _cpu_seconds() -> float:
+    import resource
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not _CPU_LOG:
+        yield
+        return
+    import json
+    import time
+    cpu, wall = _cpu_seconds(), time.perf_counter()
+    yield
+    record = {"test": item.nodeid, "cpu_s": round(_cpu_seconds() - cpu, 3), "wall_s": round(time.perf_counter() - wall, 3),
+              "worker": os.environ.get("PYTEST_XDIST_WORKER", "main")}
+    with open(_CPU_LOG, "a") as f:
+        f.write(json.dumps(record) + "\n")

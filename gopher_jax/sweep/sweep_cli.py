@@ -35,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray_resources", default="{}", help='Ray: other resources per run, e.g. \'{"TPU": 4}\'')
     parser.add_argument("--ttl", type=float, default=leases.DEFAULT_TTL_S,
                         help="lease time-to-live in seconds: a dead worker's run is reclaimed after this")
+    parser.add_argument("--only", action="append", default=[],
+                        help="train only these runs: a run name (DIR/<run>) or an arm label such as "
+                             "position=rope, which selects all its seeds (repeatable); the others stay planned")
     parser.add_argument("--dry-run", dest="dry_run", action="store_true",
                         help="validate, write the plan, print the launch commands; train nothing")
 
@@ -81,15 +84,29 @@ def prepare(args) -> tuple[list[plan.RunPlan], dict]:
     return runs, counts
 
 
-def dry_run_lines(out: str, runs: list[plan.RunPlan], counts: dict, ttl: float) -> list[str]:
+def dry_run_lines(out: str, runs: list[plan.RunPlan], counts: dict, ttl: float, only: list[str] | None = None) -> list[str]:
     """Returns the plan table and the launch commands: per run, and per extra worker machine."""
     from gopher_jax.sweep.local_executor import worker_command
     lines = [f"{r.name}  arm={r.arm} seed={r.seed} params={counts[r.name]['total']:,}" for r in runs]
     lines.append("# one `gopher-jax train` per run (what a worker executes, in-process):")
     lines += [shlex.join(["gopher-jax", "train", *r.train_args(f"{out.rstrip('/')}/{r.name}")]) for r in runs]
     lines.append("# or join the sweep from any machine that sees the directory (leases keep runs unique):")
-    lines.append(shlex.join(["python", *worker_command(out, ttl)[1:]]))
+    lines.append(shlex.join(["python", *worker_command(out, ttl, only=only)[1:]]))
     return lines
+
+
+def select_runs(runs: list[plan.RunPlan], only: list[str]) -> list[plan.RunPlan]:
+    """Returns the runs named by `only` (run names or arm labels), in plan order; all runs if `only` is empty.
+
+    Raises ValueError naming an entry that matches no run, with the names and arms there are."""
+    if not only:
+        return runs
+    names, arms = [r.name for r in runs], sorted({r.arm for r in runs})
+    unknown = [o for o in only if o not in names and o not in arms]
+    if unknown:
+        raise ValueError(f"--only {', '.join(map(repr, unknown))} names no run of this sweep; give a run name "
+                         f"({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}) or an arm ({', '.join(arms)})")
+    return [r for r in runs if r.name in only or r.arm in only]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,15 +117,19 @@ def run(args: argparse.Namespace) -> int:
         args.out = os.path.abspath(args.out)
     try:
         runs, counts = prepare(args)
+        chosen = select_runs(runs, args.only)
     except (spec.SweepSpecError, ValueError, FileNotFoundError) as e:
         print(f"gopher-jax sweep: {e}", file=sys.stderr)
         return 2
-    names = [r.name for r in runs]
     arms = sorted({r.arm for r in runs})
     print(f"sweep {args.out}: {len(runs)} runs, {len(arms)} arms ({', '.join(arms)}), all validated; "
           f"plan in {args.out.rstrip('/')}/{plan.PLAN_FILE}", flush=True)
+    if len(chosen) < len(runs):
+        print(f"--only: training {len(chosen)} of the {len(runs)} runs; the others stay planned", flush=True)
+    runs = chosen
+    names = [r.name for r in runs]
     if args.dry_run:
-        print("\n".join(dry_run_lines(args.out, runs, counts, args.ttl)))
+        print("\n".join(dry_run_lines(args.out, runs, counts, args.ttl, names if args.only else None)))
         return 0
     retried = status.clear_failed(args.out, names)
     if retried:
@@ -122,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                        or bool({"TPU", "GPU"} & set(json.loads(args.ray_resources))))
     else:
         from gopher_jax.sweep.local_executor import run_local
-        code = run_local(args.out, names, workers=args.workers, ttl_s=args.ttl)
+        code = run_local(args.out, names, workers=args.workers, ttl_s=args.ttl, only=names if args.only else None)
     states = status.statuses(args.out, names)
     failed = [n for n, s in states.items() if s == status.FAILED]
     if failed:

@@ -1,5 +1,8 @@
 """The same sweep on a local Ray cluster (2 CPUs, 2 workers) trains the same runs to the same results
-as two local worker processes: one Ray task per run, the sweep directory's leases as the truth."""
+as two local worker processes: one Ray task per run, the sweep directory's leases as the truth.
+
+Ray trains two of the six runs (`--only`, an arm of two seeds): enough for two tasks in flight at once,
+and the other four staying untouched proves `--only` holds on this executor too."""
 import json
 import os
 
@@ -25,10 +28,16 @@ def local_ray_cluster(monkeypatch):
 
 def test_ray_matches_local_workers(finished_sweep, local_ray_cluster, tmp_path):
     out = str(tmp_path / "ray")
-    assert main(sweep_argv(out, "--executor=ray", "--workers=2", "--cpus_per_run=1")) == 0
+    assert main(sweep_argv(out, "--executor=ray", "--workers=2", "--cpus_per_run=1", "--only=position=rope")) == 0
     local_runs, ray_runs = plan.load_plan(finished_sweep)[1], plan.load_plan(out)[1]
-    assert [r.name for r in ray_runs] == [r.name for r in local_runs]  # same runs, same names
+    assert [r.name for r in ray_runs] == [r.name for r in local_runs]  # same plan, same names
+    trained = [r for r in ray_runs if r.arm == "position=rope"]
+    assert len(trained) == 2 and len({r.seed for r in trained}) == 2  # the arm's two seeds
     for r in ray_runs:
+        if r not in trained:
+            assert status.run_status(os.path.join(out, r.name)) == status.LEFT  # planned, never claimed
+            assert not os.path.exists(os.path.join(out, r.name, "attempts.jsonl"))
+    for r in trained:
         assert status.run_status(os.path.join(out, r.name)) == status.DONE
         attempts = open(os.path.join(out, r.name, "attempts.jsonl")).read().splitlines()
         assert len(attempts) == 1 and ":ray:" in attempts[0]
@@ -37,6 +46,6 @@ def test_ray_matches_local_workers(finished_sweep, local_ray_cluster, tmp_path):
         # same devices (4 emulated CPU devices per run), same config: the same numbers
         assert got["final_loss"] == pytest.approx(want["final_loss"], rel=1e-5)
         assert got["eval_bits_per_byte"] == pytest.approx(want["eval_bits_per_byte"], rel=1e-5)
-    # a second driver on the finished directory submits nothing
-    assert main(sweep_argv(out, "--executor=ray", "--workers=2")) == 0
-    assert all(len(open(os.path.join(out, r.name, "attempts.jsonl")).read().splitlines()) == 1 for r in ray_runs)
+    # a second driver on the finished runs submits nothing
+    assert main(sweep_argv(out, "--executor=ray", "--workers=2", "--only=position=rope")) == 0
+    assert all(len(open(os.path.join(out, r.name, "attempts.jsonl")).read().splitlines()) == 1 for r in trained)

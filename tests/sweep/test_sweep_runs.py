@@ -101,3 +101,19 @@ def test_dry_run_prints_launch_commands(tmp_path, capsys):
     assert os.path.isfile(os.path.join(out, plan.PLAN_FILE))
     assert not any(os.path.exists(os.path.join(out, r.name, "train.log")) for r in _runs(out))
     assert all(f"--gin_param={p}" in text for p in TEST_PARAMS)
+
+
+def test_only_selects_runs_by_name_or_arm_and_names_a_bad_one(tmp_path, capsys):
+    out = str(tmp_path / "only")
+    assert main(sweep_argv(out, "--dry-run", "--only=position=alibi")) == 0
+    text = capsys.readouterr().out
+    alibi = [r for r in _runs(out) if r.arm == "position=alibi"]
+    assert len(alibi) == 2 and text.count("gopher-jax train --gin_file") == 2  # the arm's two seeds
+    assert all(r.name in text for r in alibi) and "training 2 of the 6 runs" in text
+    assert all(f"--only={r.name}" in text for r in alibi)  # the worker command joins only those runs
+    one = _runs(out)[0].name
+    assert main(sweep_argv(out, "--dry-run", f"--only={one}")) == 0
+    assert capsys.readouterr().out.count("gopher-jax train --gin_file") == 1
+    assert main(sweep_argv(out, "--dry-run", "--only=position=nope")) == 2
+    err = capsys.readouterr().err
+    assert "--only 'position=nope' names no run" in err and "position=rope" in err
