@@ -241,6 +241,7 @@ def _schedule_rows(recipe: str) -> tuple[dict, list[dict]]:
     for row in d["schedules"]:
         r = row["report"]
         label = row["schedule"] + (f", repeats {row['repeats']}" if row["repeats"] > 1 else "")
+        label += f", stages remat '{row['zero_bubble_remat']}'" if row.get("zero_bubble_remat") else ""
         rows.append({"label": label, "placement": r.get("pipeline_placement"), "executed": r["pipeline_efficiency"],
                      "formula": r["pipeline_efficiency_formula"], "gib": r["bytes_per_device"] / GIB,
                      "fits": r["fits"], "hbm": r["hbm_bytes_per_device"] / GIB, "comm_s": r["communication_s"],

@@ -15,7 +15,8 @@ shard by shard. Gradients and activations are modelled (nothing is allocated):
     distinct Dense input and every Dense output cotangent; all three counted from the program the
     trainer runs (the executor's own buffer allocation: GPipe all microbatches, 1F1B <= stages (hoisted)
     or <= 2 stages - 1 (paired), circular repeats x microbatches, zero-bubble its pooled sets twice
-    plus those its busiest slot materialises: executor.Program.wg_live).
+    plus those its busiest slot materialises: executor.Program.wg_live). The residual set follows the
+    remat policy the stages run (pipeline.zero_bubble_remat: 'none' keeps every activation of the stage).
 MT-NLG's check: mixed-precision Adam state = 20 bytes/param (bf16 weights + grads 2+2, fp32 master
 4, fp32 grads 4, moments 8 here), reported as `state_bytes_per_param`.
 """
@@ -126,6 +127,9 @@ def activation_bytes(model: ModelConfig, train: TrainConfig, rules, sizes, pipel
     t_vocab = _axes_size(axes.VOCAB, rules, sizes)
     stages = sizes["pipeline"]
     schedule_name, repeats, pipe_mb = "1f1b", 1, train.microbatches
+    if pipeline is not None and stages > 1:  # the remat policy the stages run (pipeline.zero_bubble_remat)
+        from gopher_jax.parallel.pipeline.config import stage_model
+        model = stage_model(model, pipeline)
     if pipeline is not None:
         schedule_name = pipeline.schedule
         repeats = pipeline.repeats if schedule_name in ("circular", "interleaved_1f1b") else 1

@@ -45,6 +45,7 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_c
     hbm = topo.chip.hbm_bytes_per_device
     return {"topology": topology, "num_devices": topo.num_devices, "num_chips": topo.num_chips, "mesh": sizes,
             "remat_policy": model.remat_policy, "microbatches": train.microbatches,
+            "zero_bubble_remat": pipeline.zero_bubble_remat if sizes["pipeline"] > 1 else None,
             "bytes_per_device": mem["total"], "bytes_breakdown": mem["breakdown"], "hbm_bytes_per_device": hbm,
             "fits": mem["total"] <= hbm, "state_bytes_per_param": mem["state_bytes_per_param"],
             "mtnlg_bytes_per_param": mem["mtnlg_bytes_per_param"], "global_params": mem["global_params"],

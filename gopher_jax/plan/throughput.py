@@ -32,6 +32,8 @@ def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipel
     from gopher_jax.parallel.pipeline import PipelineConfig, compiled_op_costs, cost, schedule
 
     pipeline = pipeline or PipelineConfig()
+    from gopher_jax.parallel.pipeline.config import stage_model, w_part_choices
+    model = stage_model(model, pipeline)  # zero_bubble_remat: the remat policy the stages run
     microbatches = pipeline.microbatches or train.microbatches
     repeats = pipeline.repeats if schedule.uses_repeats(pipeline.schedule) else 1
     layers = model.num_layers // (stages * repeats)
@@ -43,28 +45,43 @@ def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipel
     else:
         raise ValueError(f"pipeline op costs {op_costs!r} must be 'compiled' or 'analytic'")
     fitted = priced if pipeline.program_costs == "compiled" else cost.analytic_costs(model.remat_policy)
-    from gopher_jax.parallel.pipeline.config import w_part_choices
     table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats, fitted,
                                    pipeline.max_pending_weight_grads, w_parts=w_part_choices(model, stages, pipeline))
     return table, priced
 
 
-def pipeline_estimate(table, priced) -> dict:
+def pipeline_estimate(table, priced, unpipelined=None) -> dict:
     """The schedule's executed efficiency (`pipeline_efficiency`, cost.py: slot cost = slowest device,
     efficiency = (F + R + V) work / time) beside the formula (`pipeline_efficiency_formula`, 1 -
     schedule.expected_bubble), the placement, where the op costs came from, and the recompute factor
-    (F + R + V) / (F + V) of a middle stage: the pipelined backward's stage recompute R."""
+    (F + R + V) / (F + V') of a middle stage: the pipelined work per microbatch over the unpipelined
+    step's, V' the backward under the model's own remat policy (`unpipelined`, the op costs of the model
+    when the stages run another policy, pipeline.zero_bubble_remat; default `priced`)."""
     if table is None:
         return {"pipeline_schedule": None, "pipeline_efficiency": 1.0, "pipeline_efficiency_formula": 1.0,
                 "pipeline_op_costs": None, "pipeline_placement": None, "pipeline_recompute_factor": 1.0}
     from gopher_jax.parallel.pipeline import cost, schedule
 
     f, r, v = (priced(k, "mid") for k in ("F", "R", "V"))
+    unpipelined = unpipelined or priced
+    f0, v0 = unpipelined("F", "mid"), unpipelined("V", "mid")
     return {"pipeline_schedule": table.name, "pipeline_efficiency": cost.executed_efficiency(table, priced),
             "pipeline_efficiency_formula": 1 - schedule.expected_bubble(table.name, table.stages, table.microbatches,
                                                                         table.repeats),
             "pipeline_op_costs": priced.source, "pipeline_placement": table.placement,
-            "pipeline_recompute_factor": (f + r + v) / (f + v)}
+            "pipeline_recompute_factor": (f + r + v) / (f0 + v0)}
+
+
+def _unpipelined_costs(model: ModelConfig, train: TrainConfig, stages: int, pipeline, op_costs: str, table):
+    """Op costs of the model's own remat policy when the stages run another (pipeline.zero_bubble_remat),
+    else None: the recompute factor's unpipelined backward (pipeline_estimate)."""
+    from gopher_jax.parallel.pipeline.config import stage_model
+    if table is None or pipeline is None or stage_model(model, pipeline) is model:
+        return None
+    from gopher_jax.parallel.pipeline import compiled_op_costs, cost
+    if op_costs == "analytic":
+        return cost.analytic_costs(model.remat_policy)
+    return compiled_op_costs.op_costs(model, train.seq_len, model.num_layers // (stages * table.repeats))
 
 
 def step_estimate(model: ModelConfig, train: TrainConfig, topology: Topology, stages: int, mfu: float,
@@ -89,7 +106,7 @@ def step_estimate(model: ModelConfig, train: TrainConfig, topology: Topology, st
     fwd = forward_breakdown(model, train.seq_len)
     executed = (1 + BACKWARD_FORWARD_RATIO) * (sum(fwd.values()) - fwd["embeddings"]) / train.seq_len * tokens
     table, priced = scheduled if scheduled is not None else pipeline_schedule(model, train, stages, pipeline, op_costs)
-    pipe = pipeline_estimate(table, priced)
+    pipe = pipeline_estimate(table, priced, _unpipelined_costs(model, train, stages, pipeline, op_costs, table))
     eff, recompute = pipe["pipeline_efficiency"], pipe["pipeline_recompute_factor"]
     hw_flops = executed * RECOMPUTE_FACTOR[model.remat_policy] * recompute
     peak = topology.num_chips * topology.chip.peak_bf16_flops

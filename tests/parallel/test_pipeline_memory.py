@@ -17,6 +17,7 @@ import pytest
 
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.pipeline import Pipeline, PipelineConfig, compiled_op_costs, cost
+from gopher_jax.parallel.pipeline.config import stage_model
 from gopher_jax.parallel.pipeline.executor import compile_program
 from gopher_jax.parallel.pipeline.program import op_cost
 from gopher_jax.parallel.rules import batch_sharding, param_shardings
@@ -32,6 +33,7 @@ SEQ, ROWS, STAGES, DATA = 32, 16, 2, 4  # rows per microbatch; pipeline 2 x data
 MICROBATCHES = (4, 16)
 SCHEDULES = {"gpipe": 1, "1f1b": 1, "interleaved_1f1b": 2, "zero_bubble": 1}  # name: repeats
 ZB2 = ("zero_bubble", 4, 2)  # also compiled: zero_bubble at MB 4 with 2 weight-gradient sets
+ZB_NONE = ("zero_bubble", 4, 1, "none")  # and with pipeline.zero_bubble_remat='none' (R keeps full residuals)
 KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
 
 
@@ -44,16 +46,17 @@ def compiled():
                           nn.meta.unbox(boxed), param_shardings(boxed, mesh, RULES))
     b_sh = batch_sharding(mesh, RULES)
     out = {}
-    runs = [(schedule, mb, 1) for schedule in SCHEDULES for mb in MICROBATCHES] + [ZB2]
-    for schedule, mb, sets in runs:
+    runs = [(schedule, mb, 1, "model") for schedule in SCHEDULES for mb in MICROBATCHES] + [ZB2 + ("model",), ZB_NONE]
+    for schedule, mb, sets, zb_remat in runs:
         batch = {k: jax.ShapeDtypeStruct((ROWS * mb, SEQ), "float32" if k == "loss_weights" else "int32",
                                          sharding=b_sh) for k in KEYS}
         # program fitted to the analytic costs of remat 'full' (1F1B: the paired placement)
-        pipe = Pipeline(CFG, PipelineConfig(schedule=schedule, repeats=SCHEDULES[schedule],
-                                            max_pending_weight_grads=sets), STAGES, mb, 0.0)
+        pipe = Pipeline(CFG, PipelineConfig(schedule=schedule, repeats=SCHEDULES[schedule], max_pending_weight_grads=sets,
+                                            zero_bubble_remat=zb_remat), STAGES, mb, 0.0)
         with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
             step = jax.jit(lambda p, b, pipe=pipe: pipe(p, b, 1.0)).lower(params, batch).compile(FAST_COMPILE)
-        out[(schedule, mb) if sets == 1 else (schedule, mb, sets)] = (pipe, step)
+        out[(schedule, mb) if (sets, zb_remat) == (1, "model") else (schedule, mb, sets) + (zb_remat,) * (zb_remat != "model")
+            ] = (pipe, step)
     return out
 
 
@@ -77,39 +80,42 @@ def test_bounded_schedules_keep_memory_flat_in_microbatches(compiled):
     assert temp["zero_bubble", hi] == pytest.approx(temp["zero_bubble", lo], rel=0.05)
 
 
-def _set_bytes() -> dict:
+def _set_bytes(cfg=CFG) -> dict:
     """Bytes on one device of a residual set, a weight-gradient set and one stage's fp32 gradients
-    (compiled_op_costs.stage_set_bytes: the executor's own layouts)."""
-    return compiled_op_costs.stage_set_bytes(CFG, SEQ, ROWS // DATA, CFG.num_layers // STAGES)
+    (compiled_op_costs.stage_set_bytes: the executor's own layouts) of the stages `cfg` runs."""
+    return compiled_op_costs.stage_set_bytes(cfg, SEQ, ROWS // DATA, cfg.num_layers // STAGES)
 
 
-@pytest.mark.parametrize("key", [("zero_bubble", mb) for mb in MICROBATCHES] + [ZB2])
+@pytest.mark.parametrize("key", [("zero_bubble", mb) for mb in MICROBATCHES] + [ZB2, ZB_NONE])
 def test_zero_bubble_h1_is_1f1b_plus_its_weight_gradient_sets(compiled, key):
-    """ZB-H1 temp <= 1F1B temp x (1 + eps) x 1.03, eps = (wg_live S_W + res S_R + G) / 1F1B temp, where
+    """ZB-H1 temp <= 1F1B temp x (1 + eps) x 1.03, eps = (wg_live S_W + 2 res S_R + G) / 1F1B temp, where
     S_W is one weight-gradient set (every distinct Dense input and Dense output cotangent of the stage),
     S_R one residual set and G one stage's fp32 parameter gradients (a W's kernel gradients next to the
     slot's others), all from the executor's own layouts (`_set_bytes`), counted from the program:
     wg_live = 2 K' + M (executor.Program.wg_live), K' <= K the weight-gradient sets the program keeps
     across slots (each twice: the buffer, and the copy XLA:CPU makes when a slot writes into it), M the
     sets its busiest slot materialises (an I's set leaving its branch; a pooled set a W reads back);
-    res the residual sets kept across slots (1). 3%: the rest of a slot's scratch. And from below: the
+    res the residual sets kept across slots (1), twice like the kept weight-gradient sets (measured with
+    zero_bubble_remat='none', where a residual set is 2 weight-gradient sets: +0.87 S_R above a single
+    count). 3%: the rest of a slot's scratch. And from below: the
     K' kept sets and the I's are really there (temp >= 1F1B + (K' + 1) S_W), so a program keeping nothing
     or the executor copying more would fail. The 1F1B is the paired placement (remat 'full'), the one
     the recipe would run; with remat 'full' a weight-gradient set (~16 d per token and layer here) dwarfs
-    what 1F1B keeps (the layer inputs, d)."""
-    sets = _set_bytes()
+    what 1F1B keeps (the layer inputs, d). With pipeline.zero_bubble_remat='none' (ZB_NONE) S_R is the
+    stage's full residuals (every activation of one microbatch, no remat), and it is really there too."""
     pipe = compiled[key][0]
+    sets = _set_bytes(stage_model(CFG, pipe.config))
     prog = compile_program(pipe.schedule)
     k = key[2] if len(key) > 2 else 1
     assert prog.act_slots <= STAGES and prog.res_slots <= 1 and 1 <= prog.wg_slots <= k
     one_f, zb = _temp(compiled, "1f1b", key[1]), _temp(compiled, *key)
-    kept = prog.wg_live * sets["weight_grad"] + prog.res_slots * sets["residual"] + sets["stage_grads"]
+    kept = prog.wg_live * sets["weight_grad"] + 2 * prog.res_slots * sets["residual"] + sets["stage_grads"]
     eps = kept / one_f
     print(f"{key}: ZB-H1 temp {zb:,} B, 1F1B {one_f:,} B, ratio {zb / one_f:.2f}; eps {eps:.2f} = ({prog.wg_live} x "
-          f"{sets['weight_grad']:,} + {prog.res_slots} x {sets['residual']:,} + {sets['stage_grads']:,}) / 1F1B "
+          f"{sets['weight_grad']:,} + {2 * prog.res_slots} x {sets['residual']:,} + {sets['stage_grads']:,}) / 1F1B "
           f"(sets kept {prog.wg_slots}, in the busiest slot {prog.wg_in_slot})")
     assert zb <= one_f * (1 + eps) * 1.03
-    assert zb >= one_f + (prog.wg_slots + 1) * sets["weight_grad"]
+    assert zb >= one_f + (prog.wg_slots + 1) * sets["weight_grad"] + (key == ZB_NONE) * sets["residual"]
 
 
 def _executed_vs_program(pipe, step, costs):
@@ -125,11 +131,15 @@ def _executed_vs_program(pipe, step, costs):
     return executed, program
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_executed_flops_are_the_programs_op_costs(compiled, schedule):
-    pipe, step = compiled[(schedule, MICROBATCHES[0])]
+@pytest.mark.parametrize("key", [(s, MICROBATCHES[0]) for s in SCHEDULES] + [ZB_NONE], ids=lambda k: "_".join(map(str, k)))
+def test_executed_flops_are_the_programs_op_costs(compiled, key):
+    """ZB_NONE: priced at the op costs of its stages (no remat): an I that still recomputed each layer
+    would run ~0.7 F more per backward and fail."""
+    schedule = key[0]
+    pipe, step = compiled[key]
     layers = CFG.num_layers // (STAGES * SCHEDULES[schedule])
-    costs = compiled_op_costs.measured_costs(CFG, SEQ, layers, split=schedule == "zero_bubble", rows=ROWS // DATA)
+    costs = compiled_op_costs.measured_costs(stage_model(CFG, pipe.config), SEQ, layers, split=schedule == "zero_bubble",
+                                             rows=ROWS // DATA)
     executed, program = _executed_vs_program(pipe, step, costs)
     print(f"{schedule} ({pipe.schedule.placement}): executed FLOPs per device {executed}, program {program}")
     for e, p in zip(executed, program):
@@ -139,26 +149,36 @@ def test_executed_flops_are_the_programs_op_costs(compiled, schedule):
     assert fwd > 0.1 * program[0]
 
 
+def _toy_costs(remat: str) -> cost.OpCosts:
+    """The toy's compiled op costs with its stages under `remat`: F, R, V, B unsplit, R, I, W split."""
+    layers, cfg = CFG.num_layers // STAGES, CFG.replace(remat_policy=remat)
+    plain = compiled_op_costs.measured_costs(cfg, SEQ, layers, rows=ROWS // DATA)
+    split = compiled_op_costs.measured_costs(cfg, SEQ, layers, split=True, rows=ROWS // DATA)
+    return cost.OpCosts({**plain.cost, **{key: v for key, v in split.cost.items() if key[0] in "RIW"}}, "compiled")
+
+
 def test_zero_bubble_i_plus_w_is_v():
-    """The split backward does the backward once: I + W = V within 2%, each stage position, measured."""
-    layers = CFG.num_layers // STAGES
-    plain = compiled_op_costs.measured_costs(CFG, SEQ, layers, rows=ROWS // DATA)
-    split = compiled_op_costs.measured_costs(CFG, SEQ, layers, split=True, rows=ROWS // DATA)
-    for pos in cost.POSITIONS:
-        i, w, v = split("I", pos), split("W", pos), plain("V", pos)
-        print(f"{pos}: I {i / plain('R', pos):.3f} + W {w / plain('R', pos):.3f} = V {v / plain('R', pos):.3f} R units")
-        assert i + w == pytest.approx(v, rel=0.02)
-        assert w > 0.1 * v and i > 0.1 * v
-    assert np.isfinite(split("W", "mid"))
+    """The split backward does the backward once: I + W = V within 2%, each stage position, measured, with
+    the remat 'full' stage and with pipeline.zero_bubble_remat='none'. Without the in-layer recompute I is
+    the dx pullback alone: I / W drops from ~2.3 to ~1.4 (attention's and the norms' backward stay in I)."""
+    ratio = {}
+    for remat in ("full", "none"):
+        costs = _toy_costs(remat)
+        for pos in cost.POSITIONS:
+            i, w, v, r = (costs(k, pos) for k in "IWVR")
+            print(f"remat {remat}, {pos}: I {i / r:.3f} + W {w / r:.3f} = V {v / r:.3f} R units, I / W {i / w:.3f}")
+            assert i + w == pytest.approx(v, rel=0.02)
+            assert w > 0.1 * v and i > 0.1 * v
+        ratio[remat] = costs("I", "mid") / costs("W", "mid")
+    assert ratio["full"] > 2 and 1 < ratio["none"] < 1.6
+    assert np.isfinite(_toy_costs("none")("W", "mid"))
 
 
-def test_zero_bubble_at_the_toys_compiled_costs():
-    """P = 4, MB = 12 at the toy's compiled op costs (a 4-layer stage, remat 'full'): the checks of
-    test_pipeline_schedule.check_zero_bubble_at_compiled_costs (bubble >= its lower bound > a third of
-    1F1B's; above 1F1B's executed efficiency). The costs are the ones the FLOPs test compiled."""
+@pytest.mark.parametrize("remat", ("full", "none"))
+def test_zero_bubble_at_the_toys_compiled_costs(remat):
+    """P = 4, MB = 12 at the toy's compiled op costs (a 4-layer stage; its stages with remat 'full', or
+    'none' = pipeline.zero_bubble_remat): the checks of test_pipeline_schedule.check_zero_bubble_at_compiled_costs
+    (bubble >= its lower bound > a third of 1F1B's; faster than the remat 'full' 1F1B)."""
     from tests.parallel.test_pipeline_schedule import check_zero_bubble_at_compiled_costs
-    layers = CFG.num_layers // STAGES
-    plain = compiled_op_costs.measured_costs(CFG, SEQ, layers, rows=ROWS // DATA)
-    split = compiled_op_costs.measured_costs(CFG, SEQ, layers, split=True, rows=ROWS // DATA)
-    costs = cost.OpCosts({**plain.cost, **{key: v for key, v in split.cost.items() if key[0] in "RIW"}}, "compiled")
-    check_zero_bubble_at_compiled_costs("toy", costs, layers)
+    check_zero_bubble_at_compiled_costs(f"toy, ZB stages remat {remat}", _toy_costs(remat), CFG.num_layers // STAGES,
+                                        one_f1b_costs=_toy_costs("full"))

@@ -127,3 +127,20 @@ def test_pipeline_across_slices_builds_the_pipeline_axis_over_dcn():
     assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": 2, "pipeline": 4}
     ids = np.vectorize(lambda d: d.id)(mesh.devices)
     assert ids[0, 0, :, 0].tolist() == [0, 1] and ids[0, 0, 0, :].tolist() == [0, 2, 4, 6]  # a slice per stage
+
+
+def test_zero_bubble_remat_none_runs_the_stages_the_gradient_cases_run():
+    """pipeline.zero_bubble_remat='none' runs a remat 'full' model's stages without remat: the split
+    backward with full residuals that the zero_bubble cases above run (MODEL has remat 'none') and find
+    equal to the unpipelined gradients; remat never changes the gradients. Bad values are named."""
+    from gopher_jax.parallel.pipeline.config import stage_model
+    full = MODEL.replace(remat_policy="full")
+    option = PipelineConfig(schedule="zero_bubble", zero_bubble_remat="none")
+    assert stage_model(full, option) == MODEL and stage_model(full, PipelineConfig(schedule="zero_bubble")) == full
+    # the program is fitted to the stages' own costs: I is the dx pullback alone (analytic: I = W = F)
+    assert Pipeline(full, option, 2, 4, 0.0).op_costs("I", "mid") == 1.0
+    assert Pipeline(full, PipelineConfig(schedule="zero_bubble"), 2, 4, 0.0).op_costs("I", "mid") == 2.0
+    with pytest.raises(ValueError, match=r"zero_bubble_remat='none' only applies to pipeline.schedule='zero_bubble'"):
+        PipelineConfig(schedule="1f1b", zero_bubble_remat="none")
+    with pytest.raises(ValueError, match=r"zero_bubble_remat='nothing' must be 'model' or one of"):
+        PipelineConfig(schedule="zero_bubble", zero_bubble_remat="nothing")

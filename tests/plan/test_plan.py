@@ -84,6 +84,28 @@ def test_plan_reports_executed_pipeline_efficiency_beside_the_formula(schedule, 
     assert plan["predicted_step_s"] == pytest.approx(plan["compute_s"] + plan["communication_s"])
 
 
+def test_zero_bubble_without_stage_remat_is_priced_as_it_runs():
+    """pipeline.zero_bubble_remat='none' on a remat 'full' model (unit costs): the stages run F + R + I + W
+    = 4 units per microbatch, the unpipelined step F + V = 1 + 3, so the recompute factor is 1 (5/4 with the
+    stages under remat 'full'); the residual set is every activation of one microbatch through one stage."""
+    params = ["pipeline.schedule='zero_bubble'", "train.microbatches=4", "ModelConfig.remat_policy='full'"]
+    model = make_plan(TINY_PIPELINE, params, "v4:2x2x2", pipeline_costs="analytic")
+    none = make_plan(TINY_PIPELINE, params + ["pipeline.zero_bubble_remat='none'"], "v4:2x2x2", pipeline_costs="analytic")
+    assert model["pipeline_recompute_factor"] == pytest.approx(5 / 4)
+    assert none["pipeline_recompute_factor"] == pytest.approx(1.0) and none["zero_bubble_remat"] == "none"
+    # one residual set of every activation (remat 'none') instead of the layer inputs (remat 'full')
+    from gopher_jax.plan import configs
+    cfg, _, train, _, _ = configs.load(TINY_PIPELINE, params)
+    detail = none["activation_detail"]
+    per_token = memory._per_token_elements(cfg, train.seq_len, detail["tensor_parallel"])
+    tokens, item = detail["local_sequences_per_microbatch"] * train.seq_len, 2 if cfg.dtype == "bfloat16" else 4
+    full_set = (sum(per_token.values()) - per_token["layer_input"]) * item * tokens * cfg.num_layers // none["mesh"]["pipeline"]
+    assert detail["residual_sets"] == 1 and model["activation_detail"]["weight_grad_sets"] == detail["weight_grad_sets"]
+    assert detail["kept"] - model["activation_detail"]["kept"] == pytest.approx(full_set, rel=1e-6)
+    # no layer is recomputed: no recompute working set
+    assert none["activation_detail"]["recompute_working_set"] == 0 < model["activation_detail"]["recompute_working_set"]
+
+
 def test_communication_terms_are_the_hand_computed_bytes():
     """cpu8_pipeline.gin (pipeline 2 x tensor 2 x data 2) on v4:2x2x2, 1F1B over 4 microbatches: the
     ppermute term is slots x one fp32 [1 row, 256, 256] buffer over one 45 GB/s link; the data term
@@ -141,9 +163,11 @@ def test_recipes_fit(recipe, topology):
         assert plan["pipeline_efficiency"] >= plan["pipeline_efficiency_formula"]
         assert plan["activation_detail"]["microbatches_in_flight"] <= 2 * 3 + 4 + 1  # Megatron's bound
         # the fastest schedule `plan` finds that fits 16 GiB (issue 28): every other one is slower or too big
-        for other, repeats in (("gpipe", 1), ("1f1b", 1), ("zero_bubble", 1)):
+        for other, repeats, zb_remat in (("gpipe", 1, "model"), ("1f1b", 1, "model"), ("zero_bubble", 1, "model"),
+                                         ("zero_bubble", 1, "none")):
             alt = make_plan([f"gin_configs/parallel/{recipe}"], [f"pipeline.schedule='{other}'",
-                                                                 f"pipeline.repeats={repeats}"],
+                                                                 f"pipeline.repeats={repeats}",
+                                                                 f"pipeline.zero_bubble_remat='{zb_remat}'"],
                             topology, pipeline_costs="analytic")
             print(other, alt["predicted_step_s"], alt["fits"], plan["predicted_step_s"])
             assert not alt["fits"] or alt["predicted_step_s"] > plan["predicted_step_s"], other

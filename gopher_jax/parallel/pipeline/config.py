@@ -6,6 +6,7 @@ is the plain (non-pipelined) one. Example (gin):
     MeshConfig.pipeline = 4
     pipeline.schedule = '1f1b'          # 'gpipe' | '1f1b' | 'circular' | 'interleaved_1f1b' | 'zero_bubble'
     pipeline.repeats = 1                # circular / interleaved_1f1b: virtual stages per device (>= 2)
+    pipeline.zero_bubble_remat = 'model'  # zero_bubble: 'none' = R keeps full residuals, I does not recompute
     train.microbatches = 16             # the pipeline's microbatches (>= stages for 1f1b/circular)
     sharding_rules.rules = [..., ('layers', 'pipeline'), ...]   # store each stage's layers on its device
 """
@@ -29,6 +30,10 @@ class PipelineConfig:
     max_pending_weight_grads: int = 1  # zero_bubble: weight-gradient sets (every Dense's input and output
     # cotangent of the stage, deferred_wgrad.py) a device keeps from I to W across slots. More fills more
     # bubble (zero_bubble.bubble_lower_bound) and costs a set each (`gopher-jax plan` prices them).
+    zero_bubble_remat: str = "model"  # zero_bubble: the remat policy of the stage R linearises ("model" =
+    # ModelConfig.remat_policy, or a policy name). 'none': R keeps one microbatch's full residuals (held
+    # R -> I, one set per device), so I is the dx pullback alone, no in-layer recompute (I ~ W ~ F; with
+    # remat 'full' I ~ 2 W). The stage then runs F + R + I + W = 4 forward units, not 5 (stage_model).
     program_costs: str = "compiled"  # op costs the program is fitted to (1f1b / interleaved: hoisted or
     # paired placement, placement.py; zero-bubble: zero_bubble.py): "compiled" = each stage branch compiled
     # and priced by XLA (compiled_op_costs.py, a few seconds); "analytic" = unit costs of the remat policy.
@@ -38,6 +43,15 @@ class PipelineConfig:
             raise ValueError(f"pipeline.schedule={self.schedule!r} is not one of {sched.SCHEDULES}")
         if self.program_costs not in ("compiled", "analytic"):
             raise ValueError(f"pipeline.program_costs={self.program_costs!r} must be 'compiled' or 'analytic'")
+        if self.zero_bubble_remat != "model":
+            from gopher_jax.model.config import REMAT_POLICIES
+            if self.zero_bubble_remat not in REMAT_POLICIES:
+                raise ValueError(f"pipeline.zero_bubble_remat={self.zero_bubble_remat!r} must be 'model' or one of "
+                                 f"{REMAT_POLICIES}")
+            if self.schedule != "zero_bubble":
+                raise ValueError(f"pipeline.zero_bubble_remat={self.zero_bubble_remat!r} only applies to "
+                                 f"pipeline.schedule='zero_bubble' (got {self.schedule!r}); set it to 'model' or "
+                                 f"use the zero_bubble schedule")
         if self.max_pending_weight_grads < 1:
             raise ValueError(f"pipeline.max_pending_weight_grads={self.max_pending_weight_grads} must be >= 1")
         if self.repeats < 1 or self.microbatches < 0:
@@ -67,6 +81,7 @@ class Pipeline:
         self.config = config
         self.stages = stages
         self.microbatches = mb
+        model_config = stage_model(model_config, config)  # zero_bubble_remat: the stage's own remat policy
         self.op_costs = program_costs(model_config, config, stages, seq_len, z_loss)  # what the program fits
         self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats, self.op_costs,
                                             config.max_pending_weight_grads,
@@ -75,6 +90,15 @@ class Pipeline:
 
     def __call__(self, params, batch: dict, total_weight):
         return self._grads(params, split_microbatches(batch, self.microbatches), total_weight)
+
+
+def stage_model(model_config, config: PipelineConfig):
+    """The ModelConfig the pipeline's stages run: `model_config` with zero_bubble's own remat policy
+    (`PipelineConfig.zero_bubble_remat`) when one is set. Remat does not change the gradients, only what
+    R keeps and what I recomputes."""
+    if config.zero_bubble_remat == "model" or config.schedule != "zero_bubble":
+        return model_config
+    return model_config.replace(remat_policy=config.zero_bubble_remat)
 
 
 def w_part_choices(model_config, stages: int, config: PipelineConfig) -> tuple:

@@ -29,7 +29,9 @@ tail. So the bubble (idle time per device, at a middle stage's op costs) is at l
 
 ZB-H1's "a third of 1F1B's bubble", (P - 1)(F + R + I + W) / 3, needs K >= ceil(I / W) at P = 4 and
 more for larger P: with remat 'full' I is about 2 W (it recomputes each layer), so one pending W set is
-not enough, whatever the schedule.
+not enough, whatever the schedule. pipeline.zero_bubble_remat='none' (R keeps the stage's full residuals,
+I recomputes nothing) brings I / W to 1.15 (280B) - 1.4 (toy): attention's and the norms' backward stay
+in I, so K = 1 is still just above a third (docs/decisions/0002-pipeline.md has the figures).
 """
 from __future__ import annotations
 
