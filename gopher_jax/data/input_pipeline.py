@@ -16,6 +16,7 @@ avoid both (docs/decisions/0004-packed-mixture-input.md).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterable, Mapping
 
@@ -69,6 +70,25 @@ def _default_split(provider) -> str:
     return splits[0] if len(splits) == 1 else "train"
 
 
+@contextlib.contextmanager
+def task_shuffle_buffers(provider, size: int | None):
+    """Within the block, every seqio task under `provider` (a task, or a mixture's tasks) shuffles with a
+    buffer of `size` examples instead of its registered one (None: the registered ones).
+
+    seqio's Task.get_dataset takes a shuffle_buffer_size but Mixture.get_dataset does not, and a mixture
+    reads its tasks at their registered size (10,000 for MassiveText): a dataset built inside the
+    block keeps the size it was built with. The tasks' own settings are restored on exit."""
+    tasks = [] if size is None else list(getattr(provider, "tasks", None) or [provider])
+    saved = [t._shuffle_buffer_size for t in tasks]  # seqio 0.0.20's attribute behind shuffle_buffer_size
+    try:
+        for t in tasks:
+            t._shuffle_buffer_size = size
+        yield
+    finally:
+        for t, n in zip(tasks, saved):
+            t._shuffle_buffer_size = n
+
+
 class BatchIterator:
     """Iterator of packed batches (dicts of numpy arrays, each [batch_size, seq_len]).
 
@@ -95,9 +115,8 @@ class BatchIterator:
         kwargs = dict(sequence_length={"targets": c["seq_len"]}, split=c["split"], shuffle=c["shuffle"],
                       seed=c["seed"], num_epochs=None if c["repeat"] else 1,
                       shard_info=seqio.ShardInfo(index=c["shard_index"], num_shards=c["num_shards"]))
-        if self._shuffle_buffer_size and isinstance(provider, seqio.Task):
-            kwargs["shuffle_buffer_size"] = self._shuffle_buffer_size
-        ds = provider.get_dataset(**kwargs)
+        with task_shuffle_buffers(provider, self._shuffle_buffer_size if c["shuffle"] else None):
+            ds = provider.get_dataset(**kwargs)
         ds = seqio.DecoderFeatureConverter(pack=True)(ds, {"targets": c["seq_len"]})
         ds = ds.map(lambda ex: {k: tf.cast(ex[src], dt) for k, (src, dt) in _FEATURES.items()},
                     num_parallel_calls=tf.data.AUTOTUNE)
@@ -154,7 +173,8 @@ def make_batches(task_name: str, *, batch_size: int, seq_len: int, seed: int, sh
     Each of `num_shards` hosts passes its `shard_index` and reads a disjoint share of the examples;
     `batch_size` is per shard. `split` defaults to the task's only split (or "train"). With
     repeat=False the pass ends after one epoch and the last batch is padded to full size.
-    `shuffle_buffer_size` overrides the task's (gin: make_batches.shuffle_buffer_size = ...).
+    `shuffle_buffer_size` overrides the shuffle buffer of the task, or of each task of a mixture (gin:
+    make_batches.shuffle_buffer_size = ...; default: their registered sizes).
     """
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index={shard_index} must be in [0, num_shards={num_shards})")

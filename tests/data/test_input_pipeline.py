@@ -181,3 +181,30 @@ def test_gin_overrides_reach_the_pipeline(tasks):
         assert it._shuffle_buffer_size == 123
     finally:
         gin.clear_config()
+
+
+def test_shuffle_buffer_override_reaches_every_task_of_a_mixture(tasks):
+    """seqio's Mixture.get_dataset has no shuffle_buffer_size: the override sets each task's while the
+    pipeline is built (the mixture's first batch filled five 10,000-example buffers before), then restores."""
+    mixture = seqio.get_mixture_or_task(tasks[1][0])
+    assert isinstance(mixture, seqio.Mixture) and len(mixture.tasks) == 5
+    registered = [t.shuffle_buffer_size for t in mixture.tasks]
+    assert registered == [10_000] * 5
+    with input_pipeline.task_shuffle_buffers(mixture, 16):
+        assert [t.shuffle_buffer_size for t in mixture.tasks] == [16] * 5
+    assert [t.shuffle_buffer_size for t in mixture.tasks] == registered
+
+    class Seen(Exception):
+        pass
+
+    def spy(self, *args, **kwargs):  # the first task the mixture reads: what it would shuffle with
+        raise Seen(self.shuffle_buffer_size, kwargs.get("shuffle_buffer_size"))
+
+    original, seqio.Task.get_dataset = seqio.Task.get_dataset, spy
+    try:
+        with pytest.raises(Seen) as seen:
+            next(_train_batches(tasks, shuffle_buffer_size=16))
+    finally:
+        seqio.Task.get_dataset = original
+    assert seen.value.args == (16, None)  # read from the task, as seqio's Task.get_dataset does
+    assert [t.shuffle_buffer_size for t in mixture.tasks] == registered  # restored after a failed build too
