@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+from tests.conftest import COMPILE_FLAGS
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # A flat learning rate after one warmup step, so a run stopped at step 2 and resumed to step 4
 # follows the same schedule as one run of 4 steps (the cosine schedule's length is train.steps).
@@ -29,8 +31,8 @@ def _env(devices, cache_dir):
     # The resuming pair compiles the same programs as the first pair: a shared persistent cache
     # saves it the compile (as a restarted job on the same slice would).
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-               # the suite's backend optimisation level (tests/conftest.py): these programs run a few steps
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0",
+               # the suite's compile flags (tests/conftest.py): these programs run a few steps
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {COMPILE_FLAGS}",
                JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     for k in ("GOPHER_JAX_COORDINATOR", "GOPHER_JAX_NUM_PROCESSES", "GOPHER_JAX_PROCESS_ID"):

@@ -20,6 +20,7 @@ import time
 
 from gopher_jax.train.checkpoint_integrity import MANIFEST_NAME
 from gopher_jax.train.signals import EXIT_PREEMPTED
+from tests.conftest import COMPILE_FLAGS
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # tiny.gin at 2 layers x 64 wide: bit-identical replays, checkpoint fallbacks and the data position
@@ -32,9 +33,9 @@ SLOW = ("faults.sleep_per_step_s=0.6",)  # gives the test time to signal mid-run
 
 
 def start(workdir, *params, resume=False):
-    # one CPU device, like a laptop run; the suite's backend optimisation level (tests/conftest.py): every
-    # process of a test compiles alike, and these programs run a few steps
-    env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+    # one CPU device, like a laptop run; the suite's compile flags (tests/conftest.py): every process of a
+    # test compiles alike, and these programs run a few steps
+    env = dict(os.environ, XLA_FLAGS=COMPILE_FLAGS)
     cmd = [sys.executable, "-m", "gopher_jax.cli", "train", "--gin_file=gin_configs/runs/pretrain.gin",
            "--gin_file=gin_configs/models/tiny.gin", f"--workdir={workdir}", "--no_progress"]
     cmd += [f"--gin_param={p}" for p in params] + (["--resume"] if resume else [])
