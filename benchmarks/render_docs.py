@@ -245,7 +245,7 @@ def _schedule_rows(recipe: str) -> tuple[dict, list[dict]]:
         rows.append({"label": label, "placement": r.get("pipeline_placement"), "executed": r["pipeline_efficiency"],
                      "formula": r["pipeline_efficiency_formula"], "gib": r["bytes_per_device"] / GIB,
                      "fits": r["fits"], "hbm": r["hbm_bytes_per_device"] / GIB, "comm_s": r["communication_s"],
-                     "step_s": r["predicted_step_s"], "report": r})
+                     "step_s": r["predicted_step_s"], "report": r, "compiled": row.get("compiled")})
     return d, rows
 
 
@@ -254,16 +254,24 @@ def plan_schedules_table(recipe: str) -> Callable[[str], str]:
     def render(page: str) -> str:
         d, rows = _schedule_rows(recipe)
         r0 = rows[0]["report"]
-        out = ["| schedule (placement) | executed (formula) | memory / device | communication | step |",
-               "|---|---|---|---|---|"]
+        compiled = any(row["compiled"] for row in rows)
+        out = ["| schedule (placement) | executed (formula) | memory / device | "
+               + ("compiled for the topology | " if compiled else "") + "communication | step |",
+               "|---|---|---|" + ("---|" if compiled else "") + "---|---|"]
         for row in rows:
             fit = "" if row["fits"] else f": does not fit {row['hbm']:.0f}"
             placement = f" ({row['placement']})" if row["placement"] else ""
+            c = row["compiled"]
+            aot = "" if not compiled else "| - " if not c else (
+                f"| {c['bytes_per_device'] / GIB:.2f} GiB{'' if c['fits'] else ': does not fit'} " if "bytes_per_device" in c
+                else f"| temporaries alone {c['temp_bytes_required'] / GIB:.2f} GiB: refused (out of HBM) ")
             out.append(f"| {row['label']}{placement} | {row['executed']:.3f} ({row['formula']:.3f}) "
-                       f"| {row['gib']:.2f} GiB{fit} | {row['comm_s']:.2f} s | {row['step_s']:.1f} s |")
+                       f"| {row['gib']:.2f} GiB{fit} {aot}| {row['comm_s']:.2f} s | {row['step_s']:.1f} s |")
         note = (f"`gopher-jax plan` of `{recipe}.gin` on {d['topology']} with `pipeline.schedule` (and `repeats`) "
                 f"overridden: remat '{r0['remat_policy']}', MFU {r0['mfu']}, {r0['pipeline_op_costs']} op costs, "
-                f"step = compute + communication (no overlap). Predictions, not TPU measurements. "
+                f"step = compute + communication (no overlap). Predictions, not TPU measurements"
+                + ("; compiled: `gopher-jax compile` of the same config for the topology (XLA:TPU's memory "
+                   "analysis, ahead of time on this host)" if any(row["compiled"] for row in rows) else "") + ". "
                 f"{host_and_date(d)}; {link(page, f'plan_schedules_{recipe}.json')} "
                 f"(`python benchmarks/plan_schedules.py --recipe {recipe}`).")
         return "\n".join(out) + "\n\n" + _wrap(note)
@@ -277,6 +285,9 @@ def plan_schedules_note(recipe: str) -> Callable[[str], str]:
         r0 = rows[0]["report"]
         parts = [f"{row['label']} {row['step_s']:.1f} s/step, executed {row['executed']:.3f} (formula "
                  f"{row['formula']:.3f}), {row['gib']:.2f} GiB/device" + ("" if row["fits"] else ": does not fit")
+                 + ("" if not row["compiled"] else f" (compiled {row['compiled']['bytes_per_device'] / GIB:.2f})"
+                    if "bytes_per_device" in row["compiled"] else
+                    f" (compiled: temporaries alone {row['compiled']['temp_bytes_required'] / GIB:.2f}, out of HBM)")
                  for row in rows]
         text = (f"`gopher-jax plan` of this recipe under each schedule (remat '{r0['remat_policy']}', MFU {r0['mfu']}, "
                 f"{r0['pipeline_op_costs']} op costs, step = compute + communication; {rows[0]['hbm']:.0f} GiB per "

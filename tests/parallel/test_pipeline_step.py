@@ -30,10 +30,12 @@ for s in ("1f1b", "interleaved_1f1b", "zero_bubble"):
 CASES["zero_bubble_pp4_remat_full_fitted"] = (dict(data=2, pipeline=4), "zero_bubble")
 EXTRA = {"zero_bubble_pp4_remat_full_fitted": (dict(remat_policy="full"),
                                                 dict(program_costs="compiled", max_pending_weight_grads=1))}
-# zero-bubble keeping two weight-gradient sets, each W run in 4 layer groups (forced below)
-CASES["zero_bubble_pp2_two_sets_w_parts"] = (dict(data=-1, pipeline=2), "zero_bubble")
-EXTRA["zero_bubble_pp2_two_sets_w_parts"] = ({}, dict(max_pending_weight_grads=2))
-W_PARTS = {"zero_bubble_pp2_two_sets_w_parts": 4}
+# zero-bubble keeping two weight-gradient sets, each W run in 4 layer groups (forced below), its stages under
+# remat 'dots_no_batch' on a remat 'full' model (pipeline.zero_bubble_remat: R keeps the weight matmuls' outputs)
+CASES["zero_bubble_pp2_two_sets_w_parts_dots"] = (dict(data=-1, pipeline=2), "zero_bubble")
+EXTRA["zero_bubble_pp2_two_sets_w_parts_dots"] = (dict(remat_policy="full"),
+                                                  dict(max_pending_weight_grads=2, zero_bubble_remat="dots_no_batch"))
+W_PARTS = {"zero_bubble_pp2_two_sets_w_parts_dots": 4}
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_pipelined_gradients_equal_unpipelined(name, reference):
         pipe.schedule = make_schedule("zero_bubble", pipe.stages, pipe.microbatches, op_costs=pipe.op_costs,
                                       max_pending_w=2, w_parts=(W_PARTS[name],))
         assert pipe.schedule.w_parts == W_PARTS[name] and compile_program(pipe.schedule).wg_slots == 2
-        pipe._grads = make_pipeline_grads(MODEL, pipe.schedule, Z_LOSS)
+        from gopher_jax.parallel.pipeline.config import stage_model
+        pipe._grads = make_pipeline_grads(stage_model(MODEL.replace(**model_kw), pipe.config), pipe.schedule, Z_LOSS)
     p_sh = param_shardings(abstract_params(MODEL, SEQ), mesh, RULES)
     b_sh = batch_sharding(mesh, RULES)
     with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):

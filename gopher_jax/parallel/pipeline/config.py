@@ -34,6 +34,7 @@ class PipelineConfig:
     # ModelConfig.remat_policy, or a policy name). 'none': R keeps one microbatch's full residuals (held
     # R -> I, one set per device), so I is the dx pullback alone, no in-layer recompute (I ~ W ~ F; with
     # remat 'full' I ~ 2 W). The stage then runs F + R + I + W = 4 forward units, not 5 (stage_model).
+    # 'dots_no_batch' (gopher_280b_v3.gin) keeps only the weight matmuls' outputs: I / W ~1.2 at 280B.
     program_costs: str = "compiled"  # op costs the program is fitted to (1f1b / interleaved: hoisted or
     # paired placement, placement.py; zero-bubble: zero_bubble.py): "compiled" = each stage branch compiled
     # and priced by XLA (compiled_op_costs.py, a few seconds); "analytic" = unit costs of the remat policy.
