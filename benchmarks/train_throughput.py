@@ -44,6 +44,10 @@ def parse_args(argv=None):
                    help="synthetic: one fixed random batch; real: the embedded corpus via the input pipeline")
     p.add_argument("--profile_dir", default="", help="write a jax.profiler trace of two steps here (TensorBoard/Perfetto); "
                    "the JSON gets their op seconds per step by kind (`profile_op_s_per_step`)")
+    p.add_argument("--paired_env", default="", metavar="NAME=VALUE",
+                   help="A/B in this process: also compile the step with environment variable NAME=VALUE "
+                        "(read at trace time, e.g. GOPHER_JAX_ATTN_BF16=0) and time the two alternately, "
+                        "step by step, so both see the same load (`paired`: both medians and the median ratio)")
     p.add_argument("--json", default="", help="write the results here")
     p.add_argument("--host_hugepages", choices=("auto", "off"), default="auto",
                    help="auto: restart under glibc.malloc.hugetlb=1 as `gopher-jax` does "
@@ -98,22 +102,25 @@ def mfu_of(model_cfg, seq_len: int, tokens_per_s: float, peak_flops: float) -> d
     return mfu_fields(model_cfg, seq_len, tokens_per_s, peak_flops)
 
 
-def op_seconds(profile_dir: str, hlo_text: str, steps: int) -> dict:
+def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dict:
     """Returns seconds per step of the profiled steps' XLA ops by kind, summed from the trace:
     `matmul_xla` (XLA dots / YNNPACK fusions), `matmul_kernel` (kernels/cpu_gemm), `attention_kernel`
     (the other custom calls) and `other` (elementwise, converts, reductions, the optimizer). Ops that
-    XLA runs concurrently overlap, so the kinds can sum to more than the step."""
+    XLA runs concurrently overlap, so the kinds can sum to more than the step. With `top` > 0 it also
+    has "top_other": the `top` costliest single ops of kind `other` ([seconds per step, name, the
+    start of its HLO instruction]), to say what the next cost is."""
     import collections
     import glob
     import gzip
     import re
 
-    kinds = {}
+    kinds, text = {}, {}
     for line in hlo_text.splitlines():
         m = re.match(r"\s*(?:ROOT )?%?([\w.-]+) = (.*)", line)
         if not m:
             continue
         name, rest = m.groups()
+        text.setdefault(name, rest[:200])
         if "custom_call_target=\"gopher_cpu_gemm" in rest:
             kinds[name] = "matmul_kernel"
         elif "custom_call_target=" in rest:
@@ -122,13 +129,55 @@ def op_seconds(profile_dir: str, hlo_text: str, steps: int) -> dict:
             kinds[name] = "matmul_xla"
         else:
             kinds.setdefault(name, "other")
-    totals = collections.Counter()
+    totals, per_op = collections.Counter(), collections.Counter()
     for path in glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True):
         with gzip.open(path) as f:
             for e in json.load(f)["traceEvents"]:
                 if e.get("ph") == "X" and e.get("name") in kinds:
                     totals[kinds[e["name"]]] += e["dur"] / 1e6 / steps
-    return {k: totals.get(k, 0.0) for k in ("matmul_xla", "matmul_kernel", "attention_kernel", "other")}
+                    per_op[e["name"]] += e["dur"] / 1e6 / steps
+    result = {k: totals.get(k, 0.0) for k in ("matmul_xla", "matmul_kernel", "attention_kernel", "other")}
+    if top:
+        others = [(s, n) for n, s in per_op.items() if kinds[n] == "other"]
+        result["top_other"] = [[round(s, 4), n, text.get(n, "")] for s, n in sorted(others, reverse=True)[:top]]
+    return result
+
+
+def paired_steps(args, trainer, compiled, state, batches, build_trainer, trainer_args) -> dict:
+    """Times `compiled` (A) and the same step traced with --paired_env set (B) alternately for
+    `args.steps` pairs after a warm-up of each; returns (both medians and the median of B/A, A's
+    latest state: the one passed in is donated)."""
+    import jax
+
+    name, sep, value = args.paired_env.partition("=")
+    if not sep or not name:
+        raise ValueError(f"--paired_env {args.paired_env!r} must be NAME=VALUE, e.g. GOPHER_JAX_ATTN_BF16=0")
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        other = build_trainer(*trainer_args)  # a fresh jit: traced again under the changed variable
+        with other.context():
+            state_b = other.init()
+            compiled_b = other.train_step.lower(state_b, other.put_batch(next(batches))).compile()
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+    times = {"A": [], "B": []}
+    for i in range(args.steps + 1):
+        for side in (("A", "B") if i % 2 == 0 else ("B", "A")):
+            t = time.perf_counter()
+            if side == "A":
+                state, metrics = compiled(state, trainer.put_batch(next(batches)))
+            else:
+                state_b, metrics = compiled_b(state_b, other.put_batch(next(batches)))
+            jax.block_until_ready(metrics)
+            if i:  # the first pair warms up
+                times[side].append(time.perf_counter() - t)
+    return {"env_B": args.paired_env, "step_s_A": statistics.median(times["A"]),
+            "step_s_B": statistics.median(times["B"]), "step_s_all_A": times["A"], "step_s_all_B": times["B"],
+            "B_over_A": statistics.median(b / a for a, b in zip(times["A"], times["B"]))}, state
 
 
 def run(args) -> dict:
@@ -182,13 +231,16 @@ def run(args) -> dict:
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - t)
             cpu_times.append(time.process_time() - c)
+        if args.paired_env:
+            result["paired"], state = paired_steps(args, trainer, compiled, state, batches, build_trainer,
+                                                   (model_cfg, opt_cfg, train_cfg, mesh, sharding_rules()))
         if args.profile_dir:
             jax.profiler.start_trace(args.profile_dir)
             for _ in range(2):
                 state, metrics = compiled(state, trainer.put_batch(next(batches)))
                 jax.block_until_ready(metrics)
             jax.profiler.stop_trace()
-            result["profile_op_s_per_step"] = op_seconds(args.profile_dir, compiled.as_text(), 2)
+            result["profile_op_s_per_step"] = op_seconds(args.profile_dir, compiled.as_text(), 2, top=8)
     tokens = args.batch_size * args.seq_len
     step_s = statistics.median(times)
     n = count_params(model_cfg)["total"]
