@@ -607,6 +607,35 @@ inline void row_prepare(const RowCtx& c, int i, int j0, float* srow, v16i* allow
   }
 }
 
+// One query row of a key tile, flash-attention style: masks the row's scores (row_prepare), turns them into
+// exp(score - running max) in place, folds their sum into the running sum `l` and rescales the row's output
+// accumulator when the running max `m` grows. Shared by the fp32 and bf16 forwards.
+inline void online_softmax_row(const RowCtx& ctx, int i, int j0, float* srow, float& m, float& l, float* acc_row,
+                               int Dp) {
+  v16i allowed[kNVk];
+  row_prepare(ctx, i, j0, srow, allowed);
+  v16 mx = vsplat(kNegBig);
+  for (int n = 0; n < kNVk; ++n) {
+    v16 s = vload(srow + 16 * n);
+    s = allowed[n] ? s : vsplat(kNegBig);
+    mx = mx > s ? mx : s;
+  }
+  const float m_new = std::max(m, hmax(mx));
+  const float alpha = std::exp(m - m_new);
+  v16 sum = {};
+  for (int n = 0; n < kNVk; ++n) {
+    v16 p = vexp(vload(srow + 16 * n) - m_new);
+    p = allowed[n] ? p : v16{};
+    sum += p;
+    vstore(srow + 16 * n, p);
+  }
+  m = m_new;
+  l = l * alpha + hsum(sum);
+  if (alpha != 1.f) {
+    for (int d = 0; d < Dp; d += 16) vstore(acc_row + d, vload(acc_row + d) * alpha);
+  }
+}
+
 void forward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* segpad,
                   float* out, float* lse) {
   const int T = P.T, Dp = P.Dp, D = P.D;
@@ -639,31 +668,7 @@ void forward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* se
       ctx.masked = !uniform || j0 + kBk - 1 > i0;
       tile_scores(P, pk, i0, qb, j0, S, Prel);
       for (int r = 0; r < qb; ++r) {
-        float* srow = S + r * kBk;
-        v16i allowed[kNVk];
-        row_prepare(ctx, i0 + r, j0, srow, allowed);
-        v16 mx = vsplat(kNegBig);
-        for (int n = 0; n < kNVk; ++n) {
-          v16 s = vload(srow + 16 * n);
-          s = allowed[n] ? s : vsplat(kNegBig);
-          mx = mx > s ? mx : s;
-        }
-        const float m_old = mrow[r];
-        const float m_new = std::max(m_old, hmax(mx));
-        const float alpha = std::exp(m_old - m_new);
-        v16 sum = {};
-        for (int n = 0; n < kNVk; ++n) {
-          v16 p = vexp(vload(srow + 16 * n) - m_new);
-          p = allowed[n] ? p : v16{};
-          sum += p;
-          vstore(srow + 16 * n, p);
-        }
-        mrow[r] = m_new;
-        lrow[r] = lrow[r] * alpha + hsum(sum);
-        if (alpha != 1.f) {
-          float* a = acc + r * Dp;
-          for (int d = 0; d < Dp; d += 16) vstore(a + d, vload(a + d) * alpha);
-        }
+        online_softmax_row(ctx, i0 + r, j0, S + r * kBk, mrow[r], lrow[r], acc + r * Dp, Dp);
       }
       // acc += P V
       mm<true>(qb, Dp, kb, S, kBk, 1, pk.V + j0 * Dp, Dp, 0, acc, Dp, true);
@@ -916,32 +921,8 @@ void forward_item_bf(const Problem& P, int b, int h, Scratch& sc, const int32_t*
       ctx.masked = !uniform || j0 + kBk - 1 > i0;
       tile_scores_bf(P, pk, i0, qb, j0, S, Prel);
       for (int r = 0; r < qb; ++r) {
-        float* srow = S + r * kBk;
-        v16i allowed[kNVk];
-        row_prepare(ctx, i0 + r, j0, srow, allowed);
-        v16 mx = vsplat(kNegBig);
-        for (int n = 0; n < kNVk; ++n) {
-          v16 s = vload(srow + 16 * n);
-          s = allowed[n] ? s : vsplat(kNegBig);
-          mx = mx > s ? mx : s;
-        }
-        const float m_old = mrow[r];
-        const float m_new = std::max(m_old, hmax(mx));
-        const float alpha = std::exp(m_old - m_new);
-        v16 sum = {};
-        for (int n = 0; n < kNVk; ++n) {
-          v16 p = vexp(vload(srow + 16 * n) - m_new);
-          p = allowed[n] ? p : v16{};
-          sum += p;
-          vstore(srow + 16 * n, p);
-        }
-        row_to_bf16(srow, Pb + r * kBk, kBk);
-        mrow[r] = m_new;
-        lrow[r] = lrow[r] * alpha + hsum(sum);
-        if (alpha != 1.f) {
-          float* a = acc + r * Dp;
-          for (int d = 0; d < Dp; d += 16) vstore(a + d, vload(a + d) * alpha);
-        }
+        online_softmax_row(ctx, i0 + r, j0, S + r * kBk, mrow[r], lrow[r], acc + r * Dp, Dp);
+        row_to_bf16(S + r * kBk, Pb + r * kBk, kBk);
       }
       // acc += P V (pairs along the keys)
       mmb(qb, Dp, (kb + 1) / 2, words(Pb), kBk / 2, 1, words(pk.Vp) + static_cast<long>(j0 / 2) * Dp,
