@@ -143,10 +143,10 @@ def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dic
     return result
 
 
-def paired_steps(args, trainer, compiled, state, batches, build_trainer, trainer_args) -> dict:
+def paired_steps(args, trainer, compiled, state, batches, build_trainer, trainer_args) -> tuple:
     """Times `compiled` (A) and the same step traced with --paired_env set (B) alternately for
-    `args.steps` pairs after a warm-up of each; returns (both medians and the median of B/A, A's
-    latest state: the one passed in is donated)."""
+    `args.steps` pairs after a warm-up of each; returns ({both medians, every step time, the median of
+    B/A}, A's latest state: the one passed in is donated)."""
     import jax
 
     name, sep, value = args.paired_env.partition("=")

@@ -29,7 +29,7 @@ def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipel
     remat policy. The program is fitted to them as the trainer fits it (pipeline.program_costs)."""
     if stages == 1:
         return None, None
-    from gopher_jax.parallel.pipeline import PipelineConfig, compiled_op_costs, cost, schedule
+    from gopher_jax.parallel.pipeline import PipelineConfig, cost, schedule
 
     pipeline = pipeline or PipelineConfig()
     from gopher_jax.parallel.pipeline.config import stage_model, w_part_choices
@@ -37,13 +37,7 @@ def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipel
     microbatches = pipeline.microbatches or train.microbatches
     repeats = pipeline.repeats if schedule.uses_repeats(pipeline.schedule) else 1
     layers = model.num_layers // (stages * repeats)
-    split = pipeline.schedule.startswith("zero_bubble")
-    if op_costs == "compiled":
-        priced = compiled_op_costs.op_costs(model, train.seq_len, layers, split=split)
-    elif op_costs == "analytic":
-        priced = cost.analytic_costs(model.remat_policy)
-    else:
-        raise ValueError(f"pipeline op costs {op_costs!r} must be 'compiled' or 'analytic'")
+    priced = _price(model, train.seq_len, layers, op_costs, split=pipeline.schedule.startswith("zero_bubble"))
     fitted = priced if pipeline.program_costs == "compiled" else cost.analytic_costs(model.remat_policy)
     table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats, fitted,
                                    pipeline.max_pending_weight_grads, w_parts=w_part_choices(model, stages, pipeline))
@@ -78,10 +72,18 @@ def _unpipelined_costs(model: ModelConfig, train: TrainConfig, stages: int, pipe
     from gopher_jax.parallel.pipeline.config import stage_model
     if table is None or pipeline is None or stage_model(model, pipeline) is model:
         return None
+    return _price(model, train.seq_len, model.num_layers // (stages * table.repeats), op_costs)
+
+
+def _price(model: ModelConfig, seq_len: int, layers: int, op_costs: str, split: bool = False):
+    """Op costs of a stage of `layers` layers of `model`: "compiled" (compiled_op_costs.op_costs; analytic
+    when compiling fails) or "analytic" (cost.analytic_costs of its remat policy)."""
     from gopher_jax.parallel.pipeline import compiled_op_costs, cost
+    if op_costs == "compiled":
+        return compiled_op_costs.op_costs(model, seq_len, layers, split=split)
     if op_costs == "analytic":
         return cost.analytic_costs(model.remat_policy)
-    return compiled_op_costs.op_costs(model, train.seq_len, model.num_layers // (stages * table.repeats))
+    raise ValueError(f"pipeline op costs {op_costs!r} must be 'compiled' or 'analytic'")
 
 
 def step_estimate(model: ModelConfig, train: TrainConfig, topology: Topology, stages: int, mfu: float,

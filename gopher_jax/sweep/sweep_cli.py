@@ -128,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"--only: training {len(chosen)} of the {len(runs)} runs; the others stay planned", flush=True)
     runs = chosen
     names = [r.name for r in runs]
+    only = names if args.only else None  # workers are told which runs only when it is a subset
     if args.dry_run:
-        print("\n".join(dry_run_lines(args.out, runs, counts, args.ttl, names if args.only else None)))
+        print("\n".join(dry_run_lines(args.out, runs, counts, args.ttl, only)))
         return 0
     retried = status.clear_failed(args.out, names)
     if retried:
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                        or bool({"TPU", "GPU"} & set(json.loads(args.ray_resources))))
     else:
         from gopher_jax.sweep.local_executor import run_local
-        code = run_local(args.out, names, workers=args.workers, ttl_s=args.ttl, only=names if args.only else None)
+        code = run_local(args.out, names, workers=args.workers, ttl_s=args.ttl, only=only)
     states = status.statuses(args.out, names)
     failed = [n for n, s in states.items() if s == status.FAILED]
     if failed:
