@@ -62,7 +62,7 @@ setup(
     description="Gopher/Chinchilla language models in JAX: models, training, data, eval, scaling laws.",
     packages=find_packages(include=["gopher_jax", "gopher_jax.*", "data_tasks", "data_tasks.*"]),
     # The fused CPU attention kernel is compiled from source on first use (gopher_jax/kernels).
-    package_data={"gopher_jax.kernels": ["*.cc"]},
+    package_data={"gopher_jax.kernels": ["*.cc", "*.h"]},
     python_requires=">=3.11",  # jax>=0.10 and flax>=0.12 wheels: Requires-Python >=3.11
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

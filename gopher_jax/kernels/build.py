@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -58,6 +59,17 @@ def host_key(*parts: bytes) -> str:
     return key.hexdigest()[:20]
 
 
+def source_texts(source: Path) -> tuple[bytes, ...]:
+    """Returns the bytes of `source` and of every header it includes from its own directory
+    (`#include "name.h"`), so an edit to a shared header rebuilds every kernel that uses it."""
+    texts = [source.read_bytes()]
+    for name in re.findall(rb'^#include "([\w.]+)"', texts[0], flags=re.M):
+        header = source.with_name(name.decode())
+        if header.exists():
+            texts.append(header.read_bytes())
+    return tuple(texts)
+
+
 def build_library(source: Path, name: str, extra_flags: tuple[str, ...] = ()) -> Path:
     """Compiles `source` into lib<name>.so (or returns the cached copy); raises RuntimeError why not."""
     cxx = compiler()
@@ -68,7 +80,7 @@ def build_library(source: Path, name: str, extra_flags: tuple[str, ...] = ()) ->
         raise RuntimeError(f"XLA FFI headers not found under {include}")
     flags = BASE_FLAGS + tuple(extra_flags)
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
-    out_dir = cache_root() / host_key(source.read_bytes(), cxx.encode(), version.encode(),
+    out_dir = cache_root() / host_key(*source_texts(source), cxx.encode(), version.encode(),
                                       " ".join(flags).encode())
     lib = out_dir / f"lib{name}.so"
     if lib.exists():

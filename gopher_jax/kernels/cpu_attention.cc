@@ -48,13 +48,11 @@
 #endif
 
 #include "xla/ffi/api/ffi.h"
+#include "simd_math.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t v16i __attribute__((vector_size(64)));
 
 // Tuning knobs (GOPHER_JAX_KERNEL_CXXFLAGS="-DGJ_BQ=.. -DGJ_BK=.. -DGJ_MR4=.."): on the 2-core
 // AVX-512 dev VM, 64 x 64 tiles beat 32/128 x 64 and 64 x 128, and 4-row vs 6-row register
@@ -70,68 +68,6 @@ constexpr int kBk = GJ_BK;  // keys per tile (multiple of 16)
 constexpr int kNVk = kBk / 16;
 constexpr float kNegBig = -1e30f;  // finite "minus infinity" (code is built with -ffast-math)
 
-inline v16 vload(const float* p) {
-  v16 v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void vstore(float* p, v16 v) { __builtin_memcpy(p, &v, sizeof(v)); }
-inline v16i vloadi(const int32_t* p) {
-  v16i v;
-  __builtin_memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline v16 vsplat(float x) { return v16{} + x; }
-// Horizontal reductions as a tree of shuffles (the scalar loop compiles to 15 dependent ops).
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-inline v4 fold16(v16 v, bool mx) {
-  v8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7);
-  v8 hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-  v8 a = mx ? (lo > hi ? lo : hi) : lo + hi;
-  v4 l4 = __builtin_shufflevector(a, a, 0, 1, 2, 3);
-  v4 h4 = __builtin_shufflevector(a, a, 4, 5, 6, 7);
-  return mx ? (l4 > h4 ? l4 : h4) : l4 + h4;
-}
-inline float hsum(v16 v) {
-  v4 b = fold16(v, false);
-  return (b[0] + b[2]) + (b[1] + b[3]);
-}
-inline float hmax(v16 v) {
-  v4 b = fold16(v, true);
-  return std::max(std::max(b[0], b[2]), std::max(b[1], b[3]));
-}
-
-// ---- bf16 -----------------------------------------------------------------------------------
-typedef uint32_t v16u __attribute__((vector_size(64)));
-typedef uint16_t v16h __attribute__((vector_size(32)));
-
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-// The bf16 bit patterns of 16 floats (round to nearest even, NaN stays NaN), one per 32-bit lane.
-inline v16u bf16_bits(v16 x) {
-  v16u u;
-  __builtin_memcpy(&u, &x, sizeof(u));
-  v16u r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return (u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) : r;
-}
-// Row of n floats (n multiple of 16) -> n bf16.
-inline void row_to_bf16(const float* x, uint16_t* y, int n) {
-  for (int j = 0; j < n; j += 16) {
-    v16h h = __builtin_convertvector(bf16_bits(vload(x + j)), v16h);
-    __builtin_memcpy(y + j, &h, sizeof(h));
-  }
-}
 // Rows 2p and 2p+1 of x [rows][ldx] -> pair words y[p * ldy + j] (n columns, multiple of 16);
 // a missing odd row (rows is odd) is zero.
 inline void rows_to_pairs(const float* x, long ldx, int rows, uint32_t* y, long ldy, int n) {
@@ -222,37 +158,6 @@ void mmb(int M, int N, int Kp, const uint32_t* A, long a_rs, long a_ps, const ui
       default: mmb_nv<1>(M, Kp, A, a_rs, a_ps, Bn, b_rs, Cn, ldc, accumulate); break;
     }
   }
-}
-
-// exp(x) for x <= ~0 (clamped to [-87, 88]); Cephes-style polynomial, rel. error ~1e-7.
-inline v16 vexp(v16 x) {
-  x = x < vsplat(-87.f) ? vsplat(-87.f) : x;
-  x = x > vsplat(88.f) ? vsplat(88.f) : x;
-  const v16 log2e = vsplat(1.44269504088896341f);
-  // n = round(x * log2e) with the 1.5 * 2^23 trick (the asm keeps -ffast-math from folding it)
-  v16 t = x * log2e + vsplat(12582912.f);
-#ifdef __AVX512F__
-  __asm__("" : "+v"(t));
-#else
-  __asm__("" : "+m"(t));
-#endif
-  v16 nf = t - vsplat(12582912.f);
-  v16i n;
-  __builtin_memcpy(&n, &t, sizeof(n));
-  n -= 0x4B400000;
-  v16 r = x - nf * vsplat(0.693359375f) + nf * vsplat(2.12194440e-4f);
-  v16 r2 = r * r;
-  v16 y = vsplat(1.9875691500E-4f);
-  y = y * r + vsplat(1.3981999507E-3f);
-  y = y * r + vsplat(8.3334519073E-3f);
-  y = y * r + vsplat(4.1665795894E-2f);
-  y = y * r + vsplat(1.6666665459E-1f);
-  y = y * r + vsplat(5.0000001201E-1f);
-  y = y * r2 + r + vsplat(1.f);
-  v16i bits = (n + 127) << 23;
-  v16 scale;
-  __builtin_memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
 }
 
 // C[m, n] (+)= sum_k A[m*a_rs + k*a_cs] * B[m*b_ms + k*b_rs + n] for m < MR, n < 16*NV.

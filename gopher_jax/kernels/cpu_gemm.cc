@@ -158,19 +158,41 @@ void kernel_f32(int kb, const float* ap, const float* bp, float* c, int64_t ldc,
 constexpr bool kHasBf16Dot = true;
 
 void pack_a_bf16(const View<uint16_t>& a, int64_t i0, int mb, int64_t k0, int kb, uint16_t* dst) {
+  // Panel layout [pair p][row r][2]: the 32-bit word (A[r, 2p], A[r, 2p + 1]) of each row.
   const int kp = (kb + 1) / 2;
+  uint32_t* d32 = reinterpret_cast<uint32_t*>(dst);
   for (int ir = 0; ir < mb; ir += MR) {
     const int rows = std::min(MR, mb - ir);
-    uint16_t* panel = dst + static_cast<int64_t>(ir) * kp * 2;
-    for (int p = 0; p < kp; ++p) {
-      uint16_t* d = panel + p * MR * 2;
-      const bool odd = 2 * p + 1 >= kb;
+    uint32_t* panel = d32 + static_cast<int64_t>(ir) * kp;
+    if (!a.trans) {
+      // Row-major A: each row's pairs are consecutive words; copy them word by word into the panel.
       for (int r = 0; r < rows; ++r) {
-        d[2 * r] = a.at(i0 + ir + r, k0 + 2 * p);
-        d[2 * r + 1] = odd ? 0 : a.at(i0 + ir + r, k0 + 2 * p + 1);
+        const uint16_t* row = a.p + (i0 + ir + r) * a.ld + k0;
+        const int full = kb / 2;
+        for (int p = 0; p < full; ++p) {
+          uint32_t w;
+          std::memcpy(&w, row + 2 * p, 4);
+          panel[p * MR + r] = w;
+        }
+        if (kb & 1) panel[full * MR + r] = row[kb - 1];
       }
-      for (int r = rows; r < MR; ++r) d[2 * r] = d[2 * r + 1] = 0;
+    } else {
+      // A^T stored [K, M]: rows k and k + 1 hold the pair's two halves for consecutive r; widen
+      // both to 32 bits and merge (k + 1 in the high half), 16 rows at a time under a mask.
+      const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+      for (int p = 0; p < kp; ++p) {
+        const uint16_t* lo = a.p + (k0 + 2 * p) * a.ld + i0 + ir;
+        const __m512i wl = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, lo));
+        __m512i w = wl;
+        if (2 * p + 1 < kb) {
+          const __m512i wh = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, lo + a.ld));
+          w = _mm512_or_si512(wl, _mm512_slli_epi32(wh, 16));
+        }
+        _mm512_mask_storeu_epi32(panel + p * MR, static_cast<__mmask16>((1u << MR) - 1), w);
+      }
     }
+    for (int r = rows; r < MR; ++r)
+      for (int p = 0; p < kp; ++p) panel[p * MR + r] = 0;
   }
 }
 
@@ -257,10 +279,14 @@ inline void write_row(const float* src, uint16_t* dst, int n) {
 // C[M, N] (fp32 sums, stored as O) = op(A) @ op(B); P is the packed element type, KC its slice depth.
 //
 // op(B) is packed once per call, whole (every K slice x every NR-wide panel, in parallel), so no
-// work item packs it again. A work item is an MC x NC block of C: for each K slice it packs its
-// MC rows of op(A) and runs the register tile over the block, accumulating into a per-thread fp32
-// block that stays in cache across the slices; the finished block is written to C once, in C's
-// dtype. Items run on all threads, consecutive items sharing their columns (op(B) in cache).
+// work item packs it again. A work item is an MC x nc block of C (nc = NC, halved for small C
+// until there are 8 items per thread, so no thread idles at the end): for each K slice it packs its
+// MC rows of op(A) and runs the register tile over the block, row panel by row panel (the A panel
+// stays in L1 while the B panels stream from L2), accumulating into a per-thread fp32 block that
+// stays in cache across the slices; after the last slice each MR-row panel is written to C at once,
+// in C's dtype, while it is still in L1. Items run on all threads, consecutive items sharing their
+// columns (op(B) in cache). Measured on the gopher_44m bf16 shapes against the previous loop order
+// and scalar packing (one thread, AMD EPYC Zen 4): 183-190 -> 195-198 GFLOP/s over the step's GEMMs.
 template <typename T, typename P, int KC, typename O, typename PackA, typename PackB, typename Kernel>
 void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_t K, PackA pack_a,
           PackB pack_b, Kernel kernel) {
@@ -278,29 +304,34 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
     pack_b(b, k0, static_cast<int>(std::min<int64_t>(KC, K - k0)), j0, static_cast<int>(std::min<int64_t>(NR, N - j0)),
            bp_all + item * panel_elems);
   });
-  const int64_t m_blocks = (M + MC - 1) / MC, n_blocks = (N + NC - 1) / NC;
+  // Enough work items to keep every thread busy to the end: narrower column blocks for small C.
+  int64_t nc = NC;
+  while (nc > 4 * NR && ((M + MC - 1) / MC) * ((N + nc - 1) / nc) < 8 * threads) nc /= 2;
+  const int64_t m_blocks = (M + MC - 1) / MC, n_blocks = (N + nc - 1) / nc;
   std::atomic<int64_t> next{0};
   auto work = [&]() {
     std::vector<P> abuf(static_cast<size_t>(KC) * MC);
     std::vector<float> cbuf(static_cast<size_t>(MC) * NC);
     for (int64_t item = next.fetch_add(1); item < m_blocks * n_blocks; item = next.fetch_add(1)) {
       const int64_t jn = item / m_blocks, im = item % m_blocks;
-      const int64_t m0 = im * MC, j0 = jn * NC;
+      const int64_t m0 = im * MC, j0 = jn * nc;
       const int mb = static_cast<int>(std::min<int64_t>(MC, M - m0));
-      const int nb = static_cast<int>(std::min<int64_t>(NC, N - j0));
+      const int nb = static_cast<int>(std::min<int64_t>(nc, N - j0));
       for (int64_t s = 0; s < slices; ++s) {
         const int64_t k0 = s * KC;
         const int kb = static_cast<int>(std::min<int64_t>(KC, K - k0));
         const int kstride = std::is_same<P, float>::value ? kb : (kb + 1) / 2 * 2;  // per packed row
         pack_a(a, m0, mb, k0, kb, abuf.data());
-        for (int jr = 0; jr < nb; jr += NR) {
-          const P* bp = bp_all + (s * panels + (j0 + jr) / NR) * panel_elems;
-          for (int ir = 0; ir < mb; ir += MR)
+        for (int ir = 0; ir < mb; ir += MR) {
+          for (int jr = 0; jr < nb; jr += NR) {
+            const P* bp = bp_all + (s * panels + (j0 + jr) / NR) * panel_elems;
             kernel(kb, abuf.data() + static_cast<int64_t>(ir) * kstride, bp, cbuf.data() + ir * NC + jr, NC,
                    std::min(MR, mb - ir), std::min(NR, nb - jr), s == 0);
+          }
+          if (s + 1 == slices)  // these MR rows are final: write them while they are in L1
+            for (int r = ir; r < std::min(ir + MR, mb); ++r) write_row(cbuf.data() + r * NC, c + (m0 + r) * N + j0, nb);
         }
       }
-      for (int r = 0; r < mb; ++r) write_row(cbuf.data() + r * NC, c + (m0 + r) * N + j0, nb);
     }
   };
   const int64_t n_items = m_blocks * n_blocks;

@@ -10,6 +10,11 @@ GOPHER_JAX_GEMM_THREADS (default: all hardware threads).
 
 Whether it is used is decided per host and per GEMM shape by a measured probe
 (kernels/matmul_impl.py): XLA's own dot is the alternative and the fallback.
+
+For kernel work, GOPHER_JAX_CPU_GEMM_SOURCE=/path/to/variant.cc makes the steps traced while it is
+set call a library built from that source instead (registered under its own FFI target, so both
+can run in one process): `benchmarks/train_throughput.py --paired_env
+GOPHER_JAX_CPU_GEMM_SOURCE=/path/variant.cc` times a kernel change against this one step by step.
 """
 from __future__ import annotations
 
@@ -28,8 +33,10 @@ __all__ = ["available", "unavailable_reason", "has_bf16_dot", "gemm"]
 
 _SOURCE = Path(__file__).with_name("cpu_gemm.cc")
 _TARGET = "gopher_cpu_gemm_v2"
+SOURCE_ENV = "GOPHER_JAX_CPU_GEMM_SOURCE"  # A/B a variant source (module docstring)
 _lock = threading.Lock()
 _state: dict = {}
+_variants: dict = {}  # variant source path -> its FFI target name
 
 
 def _load() -> bool:
@@ -48,6 +55,22 @@ def _load() -> bool:
             return False
         _state.update(ok=True, reason="", lib=lib, bf16_dot=bf16_dot)
         return True
+
+
+def _target() -> str:
+    """The FFI target a call traced now uses: this module's kernel, or SOURCE_ENV's variant (built
+    and registered on first use; a build error is raised, not hidden, since someone asked for it)."""
+    source = os.environ.get(SOURCE_ENV, "")
+    if not source:
+        return _TARGET
+    source = str(Path(source).resolve())
+    with _lock:
+        if source not in _variants:
+            lib = ctypes.CDLL(str(build_library(Path(source), "gopher_cpu_gemm")))  # dir keyed by content
+            name = f"gopher_cpu_gemm_variant_{len(_variants)}"
+            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(lib.GopherGemm), platform="cpu")
+            _variants[source] = name
+        return _variants[source]
 
 
 def available() -> bool:
@@ -89,6 +112,6 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
         return jnp.zeros((m, n), out_dtype)
     if not available():
         raise RuntimeError(f"the CPU GEMM kernel is unavailable: {unavailable_reason()}")
-    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),
+    return jax.ffi.ffi_call(_target(), jax.ShapeDtypeStruct((m, n), out_dtype),
                             vmap_method="sequential")(a, b, trans_a=np.int64(trans_a),
                                                       trans_b=np.int64(trans_b))

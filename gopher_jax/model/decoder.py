@@ -27,12 +27,18 @@ class Decoder(nn.Module):
     `decode=True` (sampling, gopher_jax/decode.py) appends the tokens' keys/values to a mutable
     'cache' collection and attends to everything cached so far; then `positions` are absolute
     positions and `segment_ids` mark padding (0). Use `init_cache` for an empty cache.
+
+    `head_inputs=True` stops before the output head and returns what it would multiply instead:
+    (final-norm output [batch, length, d_model] in the compute dtype, the head weight param, whether
+    it is the transposed [vocab_pad, d_model] embedding table), for a loss that fuses the head
+    (ops/head_cross_entropy.py).
     """
 
     config: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, segment_ids=None, positions=None, decode: bool = False):
+    def __call__(self, tokens, segment_ids=None, positions=None, decode: bool = False,
+                 head_inputs: bool = False):
         cfg = self.config
         b, t = tokens.shape
         if segment_ids is None:
@@ -79,16 +85,29 @@ class Decoder(nn.Module):
                 x, _ = block(cfg, decode=decode, name=f"layers_{i}")(x, *args)
 
         x = Norm(cfg, name="final_norm")(x)
+        if head_inputs:
+            if cfg.tie_embeddings:
+                return x.astype(dtype), embedder.embedding, True
+            # Read, not created: this mode runs on existing params only (init builds the full model).
+            return x.astype(dtype), nn.meta.unbox(self.variables["params"]["logits_dense"]["kernel"]), False
         if cfg.tie_embeddings:
             table = embedder.embedding  # param dtype: multiplied in `dtype`, fp32 logits (no bf16 rounding)
-            impl = "xla" if self.is_initializing() else matmul_impl_for(  # init: shapes only, no probe
-                cfg, dtype, math.prod(x.shape[:-1]), table.shape[1], table.shape[0], transposed_w=True)
+            # init: shapes only, no probe
+            impl = "xla" if self.is_initializing() else head_matmul_impl(cfg, math.prod(x.shape[:-1]))
             logits = matmul_transposed(x.astype(dtype), table, impl, "float32")
         else:
             logits = dense(cfg, cfg.padded_vocab_size, (axes.EMBED, axes.VOCAB), name="logits_dense")(x)
         logits = nn.with_logical_constraint(logits, (axes.BATCH, axes.LENGTH, axes.VOCAB))
         # Padding rows exist only for sharding; the caller sees exactly vocab_size logits.
         return logits[..., : cfg.vocab_size].astype(jnp.float32)
+
+
+def head_matmul_impl(config: ModelConfig, rows: int) -> str:
+    """Returns the GEMM (`matmul_impl_for`) of the output head for `rows` tokens: x [rows, d] times
+    the tied [vocab_pad, d] table (transposed) or the [d, vocab_pad] `logits_dense` kernel."""
+    dtype = jnp.dtype(config.dtype)
+    return matmul_impl_for(config, dtype, rows, config.d_model, config.padded_vocab_size,
+                           transposed_w=config.tie_embeddings)
 
 
 def unstack_layers(params: dict, num_layers: int) -> dict:

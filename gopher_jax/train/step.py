@@ -1,25 +1,39 @@
 """The jitted train step: microbatched gradient accumulation, clipping, Adam(W), master weights."""
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from gopher_jax.model.config import ModelConfig
-from gopher_jax.model.decoder import Decoder
-from gopher_jax.ops import cross_entropy, split_microbatches  # noqa: F401  (split_microbatches: re-export)
+from gopher_jax.model.decoder import Decoder, head_matmul_impl
+from gopher_jax.ops import cross_entropy, head_cross_entropy, split_microbatches  # noqa: F401  (split_microbatches: re-export)
 from gopher_jax.train.spikes import SpikeGuardState, guard_metrics
 from gopher_jax.train.state import TrainState
 
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
 
 
-def make_loss_fn(model_config: ModelConfig, z_loss: float):
-    """Returns (params, batch) -> (weighted loss sum incl. z-loss, z-loss sum) for one (micro)batch."""
+def make_loss_fn(model_config: ModelConfig, z_loss: float, *, fuse_head: bool = True):
+    """Returns (params, batch) -> (weighted loss sum incl. z-loss, z-loss sum) for one (micro)batch.
+
+    With `fuse_head` the output head and the loss run as one op where the head's GEMM is the CPU
+    kernel (ops/head_cross_entropy.py; decided per traced batch shape); it pays in a backward pass
+    (the logit gradient comes out of the loss's own pass), so evaluation passes False.
+    """
     model = Decoder(model_config)
 
     def loss_fn(params, batch):
-        logits = model.apply({"params": params}, batch["inputs"], batch["segment_ids"], batch["positions"])
+        args = (batch["inputs"], batch["segment_ids"], batch["positions"])
+        head_impl = head_matmul_impl(model_config, math.prod(batch["inputs"].shape))
+        if fuse_head and head_cross_entropy.enabled(head_impl):
+            x, w, transposed = model.apply({"params": params}, *args, head_inputs=True)
+            return head_cross_entropy.head_cross_entropy(
+                x, w, batch["targets"], batch["loss_weights"], vocab=model_config.vocab_size,
+                transposed=transposed, impl=head_impl, z_loss=z_loss)
+        logits = model.apply({"params": params}, *args)
         return cross_entropy(logits, batch["targets"], batch["loss_weights"], z_loss)
 
     return loss_fn
@@ -86,7 +100,7 @@ def make_train_step(model_config: ModelConfig, tx: optax.GradientTransformation,
 
 def make_eval_step(model_config: ModelConfig):
     """Returns (params, batch) -> (loss sum, token weight sum) for held-out evaluation."""
-    loss_fn = make_loss_fn(model_config, 0.0)
+    loss_fn = make_loss_fn(model_config, 0.0, fuse_head=False)
 
     def eval_step(params, batch):
         loss_sum, _ = loss_fn(params, batch)

@@ -1,0 +1,139 @@
+// Softmax cross-entropy over the output head's fp32 logits, with the logit gradient written in the
+// same pass (called through the XLA FFI; see cpu_xent.py and ops/head_cross_entropy.py).
+//
+// For each token row t (logits l[t, :V], target y, weight w, z-loss coefficient z):
+//   lse[t]  = log sum_j exp(l[t, j])
+//   loss[t] = w * (lse - l[t, y] + z * lse^2)
+//   d[t, j] = w * (softmax(l[t])_j * (1 + 2 z lse) - [j == y])    (the gradient of loss[t] in l)
+// d is written in the caller's dtype (fp32, or bf16 rounded to nearest even: what the head's
+// backward GEMMs read), so the gradient never exists as an fp32 [tokens, vocab] array and the
+// logits need not be kept for the backward. Rows with w = 0 get d = 0 and loss 0. y outside
+// [0, V) is clamped (the unfused path's gather clamps too).
+//
+// Per row: one pass for the max, one for exp(l - max) into a per-thread scratch row (and its sum),
+// one that scales the scratch into d. Rows are split over the threads.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <thread>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+#include "simd_math.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+int num_threads() {
+  if (const char* env = std::getenv("GOPHER_JAX_GEMM_THREADS")) {  // the GEMM's thread budget
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+inline void store_row(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, sizeof(float) * n); }
+inline void store_row(const float* src, uint16_t* dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    v16h h = __builtin_convertvector(bf16_bits(vload(src + j)), v16h);
+    std::memcpy(dst + j, &h, sizeof(h));
+  }
+  for (; j < n; ++j) dst[j] = f32_to_bf16(src[j]);
+}
+
+// One row: returns lse; fills d_row (in O) and the scratch row e (V floats).
+template <typename O>
+float xent_row(const float* l, int64_t V, int64_t y, float w, float z, float* e, O* d_row, float* loss) {
+  const int64_t V16 = V / 16 * 16;
+  v16 vm = vsplat(-INFINITY);
+  for (int64_t j = 0; j < V16; j += 16) {
+    const v16 x = vload(l + j);
+    vm = x > vm ? x : vm;
+  }
+  float m = V16 ? hmax(vm) : -INFINITY;
+  for (int64_t j = V16; j < V; ++j) m = std::max(m, l[j]);
+  if (!(m > -INFINITY)) m = 0.f;  // all -inf (or V == 0): keeps exp finite; the row's lse is -inf/NaN anyway
+  v16 vs = vsplat(0.f);
+  const v16 vmax = vsplat(m);
+  for (int64_t j = 0; j < V16; j += 16) {
+    const v16 p = vexp(vload(l + j) - vmax);
+    vstore(e + j, p);
+    vs += p;
+  }
+  float s = hsum(vs);
+  for (int64_t j = V16; j < V; ++j) {
+    e[j] = std::exp(l[j] - m);
+    s += e[j];
+  }
+  const float lse = m + std::log(s);
+  const float target = l[y];
+  *loss = w == 0.f ? 0.f : w * (lse - target + z * lse * lse);
+  // d = e * scale - w [j == y], with scale = w (1 + 2 z lse) / s
+  const float scale = w == 0.f ? 0.f : w * (1.f + 2.f * z * lse) / s;
+  const v16 vscale = vsplat(scale);
+  for (int64_t j = 0; j < V16; j += 16) vstore(e + j, vload(e + j) * vscale);
+  for (int64_t j = V16; j < V; ++j) e[j] *= scale;
+  e[y] -= w;
+  store_row(e, d_row, V);
+  return lse;
+}
+
+template <typename O>
+void xent(const float* logits, const int32_t* targets, const float* weights, int64_t T, int64_t V, float z,
+          O* d, float* loss, float* lse) {
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), T)));
+  std::atomic<int64_t> next{0};
+  constexpr int64_t kRows = 8;  // rows per work item
+  auto work = [&]() {
+    std::vector<float> e(static_cast<size_t>(V) + 16);
+    for (int64_t r0 = next.fetch_add(kRows); r0 < T; r0 = next.fetch_add(kRows)) {
+      for (int64_t t = r0; t < std::min(T, r0 + kRows); ++t) {
+        const int64_t y = std::min<int64_t>(std::max<int64_t>(targets[t], 0), V - 1);
+        lse[t] = xent_row(logits + t * V, V, y, weights[t], z, e.data(), d + t * V, loss + t);
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int w = 1; w < threads; ++w) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+}
+
+ffi::Error XentImpl(ffi::Buffer<ffi::F32> logits, ffi::Buffer<ffi::S32> targets, ffi::Buffer<ffi::F32> weights,
+                    ffi::Result<ffi::AnyBuffer> d, ffi::Result<ffi::Buffer<ffi::F32>> loss,
+                    ffi::Result<ffi::Buffer<ffi::F32>> lse, float z_loss) {
+  auto dims = logits.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("xent logits must be [tokens, vocab]");
+  const int64_t T = dims[0], V = dims[1];
+  if (targets.element_count() != T || weights.element_count() != T)
+    return ffi::Error::InvalidArgument("xent targets and weights must have one entry per logits row");
+  if (T == 0) return ffi::Error::Success();
+  if (V == 0) return ffi::Error::InvalidArgument("xent needs at least one logit per row");
+  if (d->element_type() == ffi::F32) {
+    xent(logits.typed_data(), targets.typed_data(), weights.typed_data(), T, V, z_loss,
+         static_cast<float*>(d->untyped_data()), loss->typed_data(), lse->typed_data());
+  } else if (d->element_type() == ffi::BF16) {
+    xent(logits.typed_data(), targets.typed_data(), weights.typed_data(), T, V, z_loss,
+         static_cast<uint16_t*>(d->untyped_data()), loss->typed_data(), lse->typed_data());
+  } else {
+    return ffi::Error::InvalidArgument("xent writes its logit gradient as float32 or bfloat16");
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherXent, XentImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // logits [T, V]
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // targets [T]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // weights [T]
+                                  .Ret<ffi::AnyBuffer>()         // d [T, V], fp32 or bf16
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // loss [T]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // lse [T]
+                                  .Attr<float>("z_loss"));

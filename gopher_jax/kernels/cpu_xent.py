@@ -1,0 +1,78 @@
+"""Softmax cross-entropy rows with their logit gradient in one pass (cpu_xent.cc), through the XLA FFI.
+
+`xent(logits, targets, weights, z_loss=, grad_dtype=)` returns (d, loss, lse) for fp32 logits
+[T, V]: per-row weighted losses (including the z-loss), log-partition functions, and
+d = w * (softmax * (1 + 2 z lse) - onehot(target)), the gradient of the loss in the logits, in
+`grad_dtype` (float32, or bfloat16 for a bf16 head's backward GEMMs). ops/head_cross_entropy.py
+builds the output head's fused loss on it. The library is built with g++ on first use and cached
+per host like the other kernels; GOPHER_JAX_DISABLE_CPU_XENT=1 turns it off.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gopher_jax.kernels.build import build_library
+
+__all__ = ["available", "unavailable_reason", "xent"]
+
+_SOURCE = Path(__file__).with_name("cpu_xent.cc")
+_TARGET = "gopher_cpu_xent_v1"
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def _load() -> bool:
+    with _lock:
+        if "ok" in _state:
+            return _state["ok"]
+        if os.environ.get("GOPHER_JAX_DISABLE_CPU_XENT", "") not in ("", "0"):
+            _state.update(ok=False, reason="disabled by GOPHER_JAX_DISABLE_CPU_XENT")
+            return False
+        try:
+            lib = ctypes.CDLL(str(build_library(_SOURCE, "gopher_cpu_xent")))
+            jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.GopherXent), platform="cpu")
+        except Exception as e:  # noqa: BLE001 - any failure means "use the unfused loss"
+            _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
+            return False
+        _state.update(ok=True, reason="")
+        return True
+
+
+def available() -> bool:
+    """True if the kernel library is built and registered (builds it on the first call)."""
+    return _load()
+
+
+def unavailable_reason() -> str:
+    """Why `available()` is False ('' if it is True)."""
+    _load()
+    return _state.get("reason", "")
+
+
+def xent(logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_loss: float = 0.0,
+         grad_dtype=jnp.float32) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns (d [T, V] in grad_dtype, loss [T] fp32, lse [T] fp32) for fp32 logits [T, V] (module
+    docstring). Targets outside [0, V) are clamped. Raises ValueError on other shapes or dtypes."""
+    if logits.ndim != 2 or logits.dtype != jnp.float32:
+        raise ValueError(f"xent takes float32 logits [tokens, vocab]; got {logits.dtype} {logits.shape}")
+    t, v = logits.shape
+    if targets.shape != (t,) or weights.shape != (t,):
+        raise ValueError(f"xent needs targets and weights of shape ({t},); got {targets.shape}, {weights.shape}")
+    if v == 0:
+        raise ValueError("xent needs at least one logit per row")
+    grad_dtype = jnp.dtype(grad_dtype)
+    if grad_dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"xent writes its gradient as float32 or bfloat16; got {grad_dtype}")
+    if not available():
+        raise RuntimeError(f"the CPU cross-entropy kernel is unavailable: {unavailable_reason()}")
+    out = (jax.ShapeDtypeStruct((t, v), grad_dtype), jax.ShapeDtypeStruct((t,), jnp.float32),
+           jax.ShapeDtypeStruct((t,), jnp.float32))
+    return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(
+        logits, targets.astype(jnp.int32), weights.astype(jnp.float32), z_loss=np.float32(z_loss))
