@@ -36,6 +36,11 @@ CASES["zero_bubble_pp2_two_sets_w_parts_dots"] = (dict(data=-1, pipeline=2), "ze
 EXTRA["zero_bubble_pp2_two_sets_w_parts_dots"] = (dict(remat_policy="full"),
                                                   dict(max_pending_weight_grads=2, zero_bubble_remat="dots_no_batch"))
 W_PARTS = {"zero_bubble_pp2_two_sets_w_parts_dots": 4}
+# zero_bubble_fill's program (F / R / I in unit slots, W parts filling them), fitted to the 280B recipe's stored
+# 'none' op costs with two sets and W in 4 layer groups (set below): slots holding W parts of several microbatches
+CASES["zero_bubble_pp4_fill_two_sets"] = (dict(data=2, pipeline=4), "zero_bubble")
+EXTRA["zero_bubble_pp4_fill_two_sets"] = ({}, dict(max_pending_weight_grads=2, program_costs="analytic"))
+FILL = {"zero_bubble_pp4_fill_two_sets": 4}
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +80,23 @@ def test_pipelined_gradients_equal_unpipelined(name, reference):
         assert pipe.schedule.w_parts == W_PARTS[name] and compile_program(pipe.schedule).wg_slots == 2
         from gopher_jax.parallel.pipeline.config import stage_model
         pipe._grads = make_pipeline_grads(stage_model(MODEL.replace(**model_kw), pipe.config), pipe.schedule, Z_LOSS)
+    if name in FILL:
+        import dataclasses
+        from gopher_jax.parallel.pipeline import zero_bubble, zero_bubble_fill
+        from gopher_jax.parallel.pipeline.executor import compile_program, make_pipeline_grads
+        from gopher_jax.parallel.pipeline.program import op_cost
+        from tests.parallel.test_pipeline_schedule import COSTS_280B_NONE, _stored_costs
+        costs, parts = _stored_costs(COSTS_280B_NONE), FILL[name]
+        split = dataclasses.replace(pipe.schedule, w_parts=parts)
+        rule = zero_bubble_fill.Rule(("I", "R*", "F", "R"), (), True, 0, True)  # every option of the builder on
+        assert rule in zero_bubble.FILLS
+        prog = zero_bubble_fill.fill_program(pipe.stages, pipe.microbatches, lambda op: op_cost(split, costs, op), 2, 1,
+                                             parts, pipe.stages, rule)
+        pipe.schedule = dataclasses.replace(split, program=prog, placement="fill")
+        bufs = compile_program(pipe.schedule)
+        many = max(len({op.microbatch for op in ops if op.kind == "W"}) for row in prog for ops in row)
+        assert bufs.wg_slots == 2 and many >= 2  # two kept sets, and a slot reading W parts of two microbatches
+        pipe._grads = make_pipeline_grads(MODEL, pipe.schedule, Z_LOSS)
     p_sh = param_shardings(abstract_params(MODEL, SEQ), mesh, RULES)
     b_sh = batch_sharding(mesh, RULES)
     with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):

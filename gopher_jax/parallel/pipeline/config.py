@@ -30,6 +30,9 @@ class PipelineConfig:
     max_pending_weight_grads: int = 1  # zero_bubble: weight-gradient sets (every Dense's input and output
     # cotangent of the stage, deferred_wgrad.py) a device keeps from I to W across slots. More fills more
     # bubble (zero_bubble.bubble_lower_bound) and costs a set each (`gopher-jax plan` prices them).
+    max_w_parts: int = 10  # zero_bubble: a W may run in up to this many equal layer groups, each an op of its
+    # own (zero_bubble.part_choices; the cheapest count is kept): more fill lockstep slots more evenly, but
+    # trace more ops. 1 = every W whole (the program the 280B recipe was compiled with before issue 28's fill).
     zero_bubble_remat: str = "model"  # zero_bubble: the remat policy of the stage R linearises ("model" =
     # ModelConfig.remat_policy, or a policy name). 'none': R keeps one microbatch's full residuals (held
     # R -> I, one set per device), so I is the dx pullback alone, no in-layer recompute (I ~ W ~ F; with
@@ -53,6 +56,8 @@ class PipelineConfig:
                 raise ValueError(f"pipeline.zero_bubble_remat={self.zero_bubble_remat!r} only applies to "
                                  f"pipeline.schedule='zero_bubble' (got {self.schedule!r}); set it to 'model' or "
                                  f"use the zero_bubble schedule")
+        if self.max_w_parts < 1:
+            raise ValueError(f"pipeline.max_w_parts={self.max_w_parts} must be >= 1")
         if self.max_pending_weight_grads < 1:
             raise ValueError(f"pipeline.max_pending_weight_grads={self.max_pending_weight_grads} must be >= 1")
         if self.repeats < 1 or self.microbatches < 0:
@@ -105,7 +110,7 @@ def stage_model(model_config, config: PipelineConfig):
 def w_part_choices(model_config, stages: int, config: PipelineConfig) -> tuple:
     """zero_bubble: the W layer-group counts make_schedule may choose among (zero_bubble.part_choices)."""
     from gopher_jax.parallel.pipeline import zero_bubble
-    return zero_bubble.part_choices(model_config.num_layers // (stages * config.repeats))
+    return zero_bubble.part_choices(model_config.num_layers // (stages * config.repeats), config.max_w_parts)
 
 
 def program_costs(model_config, config: PipelineConfig, stages: int, seq_len: int, z_loss: float = 0.0):

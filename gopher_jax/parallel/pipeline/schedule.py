@@ -38,6 +38,7 @@ The formulas `expected_bubble` returns (1 - formula efficiency; what plan report
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from gopher_jax.parallel.pipeline import cost, placement, zero_bubble
 from gopher_jax.parallel.pipeline.program import (BWD, BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Lockstep, Op, Schedule,
@@ -205,6 +206,15 @@ def _interleaved(pp: int, mb: int, repeats: int) -> list:
     return _unit_slots(lock)
 
 
+@functools.lru_cache(maxsize=64)
+def _zero_bubble_program(stages: int, microbatches: int, cost_items: tuple, max_pending_w: int, w_parts: int) -> tuple:
+    """zero_bubble.zb_h1's program at the op costs `cost_items` ((kind, position) -> cost pairs), cached:
+    it tries ~70 programs (about a second at 20-layer stages), and plan and the trainer ask for the same."""
+    split = Schedule("zero_bubble", stages, 1, microbatches, (), w_parts=w_parts)
+    costs = cost.OpCosts(dict(cost_items), "cached")
+    return zero_bubble.zb_h1(stages, microbatches, lambda op: op_cost(split, costs, op), max_pending_w, w_parts=w_parts)
+
+
 def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, op_costs=None,
                   max_pending_w: int = 1, placement_name: str | None = None, w_parts=(1,)) -> Schedule:
     """Returns a schedule: its unit table, built by simulating it in lockstep, and its executed program.
@@ -230,8 +240,7 @@ def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, o
         options = {}
         for n in w_parts:
             split = dataclasses.replace(unit, w_parts=n)
-            prog = zero_bubble.zb_h1(stages, microbatches, lambda op: op_cost(split, costs, op), max_pending_w,
-                                     w_parts=n)
+            prog = _zero_bubble_program(stages, microbatches, tuple(sorted(costs.cost.items())), max_pending_w, n)
             name_n = "zb_h1" + (f"/{n}" if n > 1 else "")
             options[f"zb_h1/{n}"] = dataclasses.replace(split, program=prog, placement=name_n)
         price = {p: sum(cost.slot_costs(s, costs)) for p, s in options.items()}

@@ -11,14 +11,16 @@ boundaries (executor.compile_program colours it):
   weight-gradient sets  I -> W, at most `max_pending_w` (pipeline.max_pending_weight_grads): every
                         Dense's input and output cotangent of the stage (the big one)
 
-`zb_h1` builds the program by lockstep list scheduling: in each slot every device takes its most urgent
-ready op (I, then F or R, then W: `Policy.primary`), the slot's budget is the dearest of those (times
-`Policy.stretch`; from the first I to the last F at least half a microbatch's work, so the steady state
-runs in level slots of F + R + part of W | I + the rest), and each device then adds ready ops
-(`Policy.fill` order) while its load stays within the budget and the memory bounds hold. A W may run
-as `w_parts` ops over equal layer groups, which top up slots. Every policy runs at the op costs and at
-the op costs rounded to whole forwards; the program that prices cheapest at the real costs is kept
-(lockstep: a slot costs its slowest device, cost.py).
+`zb_h1` keeps the cheapest at the op costs (lockstep: a slot costs its slowest device, cost.py) of two
+builders' programs. (1) `_schedule`, lockstep list scheduling: in each slot every device takes its most
+urgent ready op (I, then F or R, then W: `Policy.primary`), the slot's budget is the dearest of those
+(times `Policy.stretch`; from the first I to the last F at least half a microbatch's work), and each
+device then adds ready ops (`Policy.fill` order) within the budget and the memory bounds; every policy
+runs at the op costs and at the op costs rounded to whole forwards. (2) zero_bubble_fill.py: F, R and I
+one per device per slot, W parts poured into what they leave, the busiest device leading (`FILLS`). A W
+may run as `w_parts` ops over equal layer groups, which top up slots. At whole-unit costs the list
+scheduler meets the bound below; at compiled costs (I > F > W) the fill builder's slots level where the
+list scheduler's cannot.
 
 What no lockstep program can beat (docs/decisions/0002-pipeline.md derives it): a middle device d waits
 d F-slots for its first input, and after its last I the last microbatch's I still crosses d devices and
@@ -31,13 +33,19 @@ ZB-H1's "a third of 1F1B's bubble", (P - 1)(F + R + I + W) / 3, needs K >= ceil(
 more for larger P: with remat 'full' I is about 2 W (it recomputes each layer), so one pending W set is
 not enough, whatever the schedule. pipeline.zero_bubble_remat='none' (R keeps the stage's full residuals,
 I recomputes nothing) brings I / W to 1.15 (280B) - 1.4 (toy): attention's and the norms' backward stay
-in I, so K = 1 is still just above a third (docs/decisions/0002-pipeline.md has the figures).
+in I, so K = 1 is still just above a third. K = 2 is below it, and at the 280B recipe's shape (P = 4,
+MB = 12, W in 10 parts) the fill program gets there: executed 0.935 ('none' stages) and 0.932
+('dots_no_batch') against the 0.9235 a third needs (the list scheduler: 0.911, 0.904). Not on the toy of
+test_pipeline_memory.py ('none': 0.922 against 0.927; its 4-layer stage cuts W in quarters at most), and
+not with remat 'full' stages (bound ~ a third). docs/decisions/0002-pipeline.md has the figures and the
+memory K = 2 costs.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 
+from gopher_jax.parallel.pipeline import zero_bubble_fill
 from gopher_jax.parallel.pipeline.program import BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Lockstep, Op
 
 
@@ -53,13 +61,22 @@ POLICIES = tuple(Policy(p, f, s, b) for p, f, s, b in itertools.product(
     (("I", "F", "R", "W"), ("I", "R", "F", "W")), (("I", "F", "R", "W"), ("I", "R", "F", "W")), (1.0, 1.2),
     (False, True)))
 
+# zero_bubble_fill's rules zb_h1 tries: the orders that won at the 280B recipe's and the toy's compiled costs
+# (I, an R just in time, F; or F first), the older I / R / F orders, each with and without the busiest
+# device leading the W pour, an F cap in the steady state and the longest chain first in the cool-down
+FILLS = tuple(zero_bubble_fill.Rule(order, fill, lead, ahead, tail_first)
+              for order, fill in ((("I", "R*", "F", "R"), ()), (("I", "R", "F"), ()), (("I", "R", "F"), ("R", "F")),
+                                  (("I", "F", "R"), ()), (("F", "I", "R*", "R"), ("R", "F")))
+              for lead, ahead, tail_first in itertools.product((False, True), (None, 0), (False, True)))
 
-def part_choices(layers_per_stage: int) -> tuple:
+
+def part_choices(layers_per_stage: int, max_parts: int = 10) -> tuple:
     """How many equal layer groups a W may run in (make_schedule keeps the cheapest): 1, 2 and the
-    largest divisor of the stage's layers up to 10. More groups fill lockstep slots more evenly (a W
-    part tops up a slot that F + R or I leaves short)."""
-    return tuple(sorted({1, 2 if layers_per_stage % 2 == 0 else 1,
-                         max(n for n in range(1, 11) if layers_per_stage % n == 0)}))
+    largest divisor of the stage's layers up to `max_parts` (pipeline.max_w_parts), each at most
+    `max_parts`. More groups fill lockstep slots more evenly (a W part tops up a slot that F + R or I
+    leaves short), but each part is an op of its own in the traced program."""
+    top = max(n for n in range(1, max(1, max_parts) + 1) if layers_per_stage % n == 0)
+    return tuple(sorted({n for n in (1, 2 if layers_per_stage % 2 == 0 else 1, top) if n <= max(1, max_parts)}))
 
 
 def bubble_lower_bound(stages: int, f: float, i: float, w: float, max_pending_w: int) -> float:
@@ -169,10 +186,16 @@ def zb_h1(stages: int, microbatches: int, cost_of, max_pending_w: int = 1, max_r
     scheduling keeps every device in step; the program is priced at the real costs either way."""
     unit = cost_of(Op(FWD, 0, 0)) or 1.0
     rounded = lambda op: max(1, round(cost_of(op) / unit)) * unit if cost_of(op) > 0 else 0.0  # noqa: E731
+    stash = max_stash or stages
+    programs = [lambda policy=policy, fit=fit: _schedule(stages, microbatches, fit, policy, max_pending_w,
+                                                          max_residuals, w_parts, stash)
+                for policy, fit in itertools.product(POLICIES, (cost_of, rounded))]
+    programs += [lambda rule=rule: zero_bubble_fill.fill_program(stages, microbatches, cost_of, max_pending_w,
+                                                                 max_residuals, w_parts, stash, rule)
+                 for rule in FILLS]
     best = None
-    for policy, fit in itertools.product(POLICIES, (cost_of, rounded)):
-        prog = _schedule(stages, microbatches, fit, policy, max_pending_w, max_residuals, w_parts,
-                         max_stash or stages)
+    for build in programs:  # the list scheduler's first: a tie keeps its program
+        prog = build()
         price = sum(max(sum(cost_of(op) for op in ops) for ops in row) for row in prog)
         if best is None or price < best[0] - 1e-9:
             best = (price, prog)
