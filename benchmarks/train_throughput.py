@@ -104,8 +104,8 @@ def mfu_of(model_cfg, seq_len: int, tokens_per_s: float, peak_flops: float) -> d
 
 def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dict:
     """Returns seconds per step of the profiled steps' XLA ops by kind, summed from the trace:
-    `matmul_xla` (XLA dots / YNNPACK fusions), `matmul_kernel` (kernels/cpu_gemm), `attention_kernel`
-    (the other custom calls) and `other` (elementwise, converts, reductions, the optimizer). Ops that
+    `matmul_xla` (XLA dots / YNNPACK fusions), `matmul_kernel` (kernels/cpu_gemm), `loss_kernel`
+    (kernels/cpu_xent), `attention_kernel` (the other custom calls) and `other` (elementwise, converts, reductions, the optimizer). Ops that
     XLA runs concurrently overlap, so the kinds can sum to more than the step. With `top` > 0 it also
     has "top_other": the `top` costliest single ops of kind `other` ([seconds per step, name, the
     start of its HLO instruction]), to say what the next cost is."""
@@ -123,6 +123,8 @@ def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dic
         text.setdefault(name, rest[:200])
         if "custom_call_target=\"gopher_cpu_gemm" in rest:
             kinds[name] = "matmul_kernel"
+        elif "custom_call_target=\"gopher_cpu_xent" in rest:
+            kinds[name] = "loss_kernel"
         elif "custom_call_target=" in rest:
             kinds[name] = "attention_kernel"
         elif name.startswith(("ynn_fusion", "dot")) or " dot(" in rest:
@@ -130,13 +132,18 @@ def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dic
         else:
             kinds.setdefault(name, "other")
     totals, per_op = collections.Counter(), collections.Counter()
-    for path in glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True):
+    # Only this run's trace: jax.profiler writes each run to a new timestamped directory, and an
+    # earlier run's files in the same --profile_dir would be counted again.
+    paths = glob.glob(os.path.join(profile_dir, "**", "*.trace.json.gz"), recursive=True)
+    newest = max((os.path.dirname(p) for p in paths), key=os.path.getmtime, default=None)
+    for path in (p for p in paths if os.path.dirname(p) == newest):
         with gzip.open(path) as f:
             for e in json.load(f)["traceEvents"]:
                 if e.get("ph") == "X" and e.get("name") in kinds:
                     totals[kinds[e["name"]]] += e["dur"] / 1e6 / steps
                     per_op[e["name"]] += e["dur"] / 1e6 / steps
-    result = {k: totals.get(k, 0.0) for k in ("matmul_xla", "matmul_kernel", "attention_kernel", "other")}
+    result = {k: totals.get(k, 0.0) for k in ("matmul_xla", "matmul_kernel", "attention_kernel", "loss_kernel",
+                                              "other")}
     if top:
         others = [(s, n) for n, s in per_op.items() if kinds[n] == "other"]
         result["top_other"] = [[round(s, 4), n, text.get(n, "")] for s, n in sorted(others, reverse=True)[:top]]

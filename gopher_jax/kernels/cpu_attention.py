@@ -32,18 +32,16 @@ Design, measurements and limits: docs/decisions/0003-cpu-fused-attention.md.
 """
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import shlex
-import threading
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gopher_jax.kernels import build
+from gopher_jax.kernels.ffi_library import FfiLibrary
 from gopher_jax.model.positions import relative_shift
 
 __all__ = [
@@ -63,10 +61,6 @@ _FWD_TARGET = "gopher_cpu_fused_attention_fwd_v2"
 _BWD_TARGET = "gopher_cpu_fused_attention_bwd_v2"
 _NEG_INF = -1e30
 
-_lock = threading.Lock()
-_state: dict = {}  # "ok": bool, "reason": str, "path": str
-
-
 # ----------------------------------------------------------------------------------------------
 # Build and registration
 # ----------------------------------------------------------------------------------------------
@@ -77,55 +71,28 @@ def _extra_flags() -> tuple[str, ...]:
     return tuple(shlex.split(os.environ.get("GOPHER_JAX_KERNEL_CXXFLAGS", "")))
 
 
-
-
-def _build() -> Path:
-    """Returns the built (or cached) kernel library; raises RuntimeError saying why it cannot be built."""
-    return build.build_library(_SOURCE, "gopher_cpu_attention", _extra_flags())
-
-
-def _load() -> bool:
-    with _lock:
-        if "ok" in _state:
-            return _state["ok"]
-        if os.environ.get("GOPHER_JAX_DISABLE_FUSED_ATTENTION", "") not in ("", "0"):
-            _state.update(ok=False, reason="disabled by GOPHER_JAX_DISABLE_FUSED_ATTENTION")
-            return False
-        try:
-            path = _build()
-            lib = ctypes.CDLL(str(path))
-            jax.ffi.register_ffi_target(_FWD_TARGET, jax.ffi.pycapsule(lib.GopherAttnFwd),
-                                        platform="cpu")
-            jax.ffi.register_ffi_target(_BWD_TARGET, jax.ffi.pycapsule(lib.GopherAttnBwd),
-                                        platform="cpu")
-        except Exception as e:  # noqa: BLE001 - any failure means "use the fallback"
-            _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
-            return False
-        _state.update(ok=True, reason="", path=str(path), lib=lib,
-                      bf16_dot=bool(lib.GopherAttnHasBf16Dot()))
-        return True
+_LIBRARY = FfiLibrary(_SOURCE, "gopher_cpu_attention", {_FWD_TARGET: "GopherAttnFwd", _BWD_TARGET: "GopherAttnBwd"},
+                      "GOPHER_JAX_DISABLE_FUSED_ATTENTION", _extra_flags)
 
 
 def available() -> bool:
     """True if the C++ kernel is built and registered (builds it on the first call)."""
-    return _load()
+    return _LIBRARY.available()
 
 
 def unavailable_reason() -> str:
     """Why `available()` is False ('' if it is True)."""
-    _load()
-    return _state.get("reason", "")
+    return _LIBRARY.unavailable_reason()
 
 
 def library_path() -> str | None:
     """Path of the built kernel library (None if unavailable)."""
-    _load()
-    return _state.get("path")
+    return _LIBRARY.path()
 
 
 def has_bf16_dot() -> bool:
     """True if the bf16 path multiplies on the CPU's bf16 dot-product units (AVX512-BF16)."""
-    return _load() and _state.get("bf16_dot", False)
+    return _LIBRARY.flag("GopherAttnHasBf16Dot")
 
 
 def kernel_dtype(dtype) -> jnp.dtype:

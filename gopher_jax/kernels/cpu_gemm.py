@@ -18,7 +18,6 @@ GOPHER_JAX_CPU_GEMM_SOURCE=/path/variant.cc` times a kernel change against this 
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from pathlib import Path
@@ -27,34 +26,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gopher_jax.kernels.build import build_library
+from gopher_jax.kernels.ffi_library import FfiLibrary
 
 __all__ = ["available", "unavailable_reason", "has_bf16_dot", "gemm"]
 
 _SOURCE = Path(__file__).with_name("cpu_gemm.cc")
 _TARGET = "gopher_cpu_gemm_v2"
 SOURCE_ENV = "GOPHER_JAX_CPU_GEMM_SOURCE"  # A/B a variant source (module docstring)
-_lock = threading.Lock()
-_state: dict = {}
+_LIBRARY = FfiLibrary(_SOURCE, "gopher_cpu_gemm", {_TARGET: "GopherGemm"}, "GOPHER_JAX_DISABLE_CPU_GEMM")
+_variants_lock = threading.Lock()
 _variants: dict = {}  # variant source path -> its FFI target name
-
-
-def _load() -> bool:
-    with _lock:
-        if "ok" in _state:
-            return _state["ok"]
-        if os.environ.get("GOPHER_JAX_DISABLE_CPU_GEMM", "") not in ("", "0"):
-            _state.update(ok=False, reason="disabled by GOPHER_JAX_DISABLE_CPU_GEMM")
-            return False
-        try:
-            lib = ctypes.CDLL(str(build_library(_SOURCE, "gopher_cpu_gemm")))
-            jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.GopherGemm), platform="cpu")
-            bf16_dot = bool(lib.GopherGemmHasBf16Dot())
-        except Exception as e:  # noqa: BLE001 - any failure means "use XLA"
-            _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
-            return False
-        _state.update(ok=True, reason="", lib=lib, bf16_dot=bf16_dot)
-        return True
 
 
 def _target() -> str:
@@ -64,29 +45,29 @@ def _target() -> str:
     if not source:
         return _TARGET
     source = str(Path(source).resolve())
-    with _lock:
+    with _variants_lock:
         if source not in _variants:
-            lib = ctypes.CDLL(str(build_library(Path(source), "gopher_cpu_gemm")))  # dir keyed by content
             name = f"gopher_cpu_gemm_variant_{len(_variants)}"
-            jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(lib.GopherGemm), platform="cpu")
+            variant = FfiLibrary(Path(source), "gopher_cpu_gemm", {name: "GopherGemm"}, disable_env="")
+            if not variant.load():
+                raise RuntimeError(f"{SOURCE_ENV}={source}: {variant.unavailable_reason()}")
             _variants[source] = name
         return _variants[source]
 
 
 def available() -> bool:
     """True if the GEMM library is built and registered (builds it on the first call)."""
-    return _load()
+    return _LIBRARY.available()
 
 
 def unavailable_reason() -> str:
     """Why `available()` is False ('' if it is True)."""
-    _load()
-    return _state.get("reason", "")
+    return _LIBRARY.unavailable_reason()
 
 
 def has_bf16_dot() -> bool:
     """True if bf16 operands run on the CPU's bf16 dot-product instructions (AVX512-BF16)."""
-    return _load() and _state["bf16_dot"]
+    return _LIBRARY.flag("GopherGemmHasBf16Dot")
 
 
 def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False,

@@ -9,51 +9,29 @@ per host like the other kernels; GOPHER_JAX_DISABLE_CPU_XENT=1 turns it off.
 """
 from __future__ import annotations
 
-import ctypes
-import os
-import threading
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gopher_jax.kernels.build import build_library
+from gopher_jax.kernels.ffi_library import FfiLibrary
 
 __all__ = ["available", "unavailable_reason", "xent"]
 
-_SOURCE = Path(__file__).with_name("cpu_xent.cc")
 _TARGET = "gopher_cpu_xent_v1"
-_lock = threading.Lock()
-_state: dict = {}
-
-
-def _load() -> bool:
-    with _lock:
-        if "ok" in _state:
-            return _state["ok"]
-        if os.environ.get("GOPHER_JAX_DISABLE_CPU_XENT", "") not in ("", "0"):
-            _state.update(ok=False, reason="disabled by GOPHER_JAX_DISABLE_CPU_XENT")
-            return False
-        try:
-            lib = ctypes.CDLL(str(build_library(_SOURCE, "gopher_cpu_xent")))
-            jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(lib.GopherXent), platform="cpu")
-        except Exception as e:  # noqa: BLE001 - any failure means "use the unfused loss"
-            _state.update(ok=False, reason=f"{type(e).__name__}: {e}")
-            return False
-        _state.update(ok=True, reason="")
-        return True
+_LIBRARY = FfiLibrary(Path(__file__).with_name("cpu_xent.cc"), "gopher_cpu_xent", {_TARGET: "GopherXent"},
+                      "GOPHER_JAX_DISABLE_CPU_XENT")
 
 
 def available() -> bool:
     """True if the kernel library is built and registered (builds it on the first call)."""
-    return _load()
+    return _LIBRARY.available()
 
 
 def unavailable_reason() -> str:
     """Why `available()` is False ('' if it is True)."""
-    _load()
-    return _state.get("reason", "")
+    return _LIBRARY.unavailable_reason()
 
 
 def xent(logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_loss: float = 0.0,

@@ -13,7 +13,7 @@ Concrete implementations (`IMPLS`), all computing op(a) @ op(b) for 2-D operands
 
 `ModelConfig.matmul_impl="auto"` resolves, per (dtype, GEMM shape), with `choose`: XLA ("xla")
 off CPU, on multi-device meshes (a custom call has no sharding rule: XLA would gather its
-operands onto every device) and for GEMMs under `_MIN_PROBE_FLOPS`; on a one-device CPU it times
+operands onto every device) and for GEMMs under `MIN_PROBE_FLOPS`; on a one-device CPU it times
 every candidate on that shape (forward, input gradient and weight gradient together, candidates
 back to back in each of `_PROBE_REPS` rounds; wide shapes on fewer rows and capped widths) and
 takes the best median paired speed-up over "xla", the kernel only if it beats the best XLA
@@ -47,7 +47,7 @@ _PROBE_MIN_ROWS = 256  # ... but never below this many (a few rows of a wide GEM
 _PROBE_MAX_K, _PROBE_MAX_N = 2048, 4096
 # Below this (2*M*K*N of the forward) a GEMM takes well under a millisecond: "xla" without a
 # probe, so unit-test-sized models (and their many shapes) pay no probing time.
-_MIN_PROBE_FLOPS = 1e8
+MIN_PROBE_FLOPS = 1e8
 _PROBE_REPS = 5  # timed rounds after a warm-up; candidates run back to back within a round
 
 _lock = threading.Lock()
@@ -71,7 +71,7 @@ def dot(a, b, *, impl: str, trans_a: bool = False, trans_b: bool = False, out_dt
     raise ValueError(f"matmul impl {impl!r} is not one of {IMPLS}")
 
 
-def _on_single_cpu() -> tuple[bool, str]:
+def on_single_cpu() -> tuple[bool, str]:
     """Whether a custom call can run here unsharded: a CPU platform and no multi-device mesh."""
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
@@ -93,7 +93,7 @@ def check_explicit(impl: str) -> None:
     """Raises ValueError/RuntimeError if an explicitly requested `impl` cannot run here."""
     if impl != "cpu_gemm":
         return
-    ok, why = _on_single_cpu()
+    ok, why = on_single_cpu()
     if not ok:
         raise ValueError(f"ModelConfig.matmul_impl='cpu_gemm' cannot run here ({why}); "
                          f"use matmul_impl='auto' or 'xla'")
@@ -105,8 +105,8 @@ def check_explicit(impl: str) -> None:
 def choose(dtype, m: int, k: int, n: int, *, transposed_b: bool = False) -> str:
     """Returns the concrete impl `auto` uses for x [m, k] @ w ([k, n], or [n, k] with transposed_b)."""
     dtype = jnp.dtype(dtype)
-    ok, _ = _on_single_cpu()
-    if not ok or 2.0 * m * k * n < _MIN_PROBE_FLOPS:
+    ok, _ = on_single_cpu()
+    if not ok or 2.0 * m * k * n < MIN_PROBE_FLOPS:
         return "xla"
     key = (dtype.name, int(m), int(k), int(n), bool(transposed_b))
     with _lock:

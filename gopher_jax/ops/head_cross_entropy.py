@@ -15,9 +15,9 @@ gradient for any cotangent (g_loss, g_z) of (loss sum, z-loss sum):
 so dx = dlogits @ W and dW = dlogits^T x are two GEMMs on d plus, only when g_z c is non-zero, a
 gather/scatter of W's and x's target rows. With z = 0 (the default) the scale is the scalar g_loss.
 
-`head_cross_entropy` is used by the train step when the model's head GEMM is the CPU kernel
-(`ModelConfig.matmul_impl` resolves to "cpu_gemm" for it) and the kernel library builds;
-GOPHER_JAX_FUSED_HEAD_LOSS=0 turns it off (A/B: train_throughput.py --paired_env). Results equal
+The train step uses `head_cross_entropy` where custom calls run (one CPU device) and the head is
+large enough for `matmul_impl` to measure (train/step.py, `fused_head_impl`), with the head's own
+GEMM; GOPHER_JAX_FUSED_HEAD_LOSS=0 turns it off (A/B: train_throughput.py --paired_env). Results equal
 `cross_entropy(x @ W)` up to float summation order, and up to one bf16 rounding of d for a bf16 head
 (the unfused path rounds its gradient to bf16 for the same GEMMs).
 """
@@ -32,9 +32,9 @@ import jax.numpy as jnp
 ENV_SWITCH = "GOPHER_JAX_FUSED_HEAD_LOSS"
 
 
-def enabled(head_impl: str) -> bool:
-    """Whether the train step should use `head_cross_entropy` for a head whose GEMM is `head_impl`."""
-    if head_impl != "cpu_gemm" or os.environ.get(ENV_SWITCH, "1") == "0":
+def available() -> bool:
+    """Whether the fused loss can run here: the loss kernel builds and GOPHER_JAX_FUSED_HEAD_LOSS is not 0."""
+    if os.environ.get(ENV_SWITCH, "1") == "0":
         return False
     from gopher_jax.kernels import cpu_xent
     return cpu_xent.available()

@@ -16,6 +16,22 @@ from gopher_jax.train.state import TrainState
 BATCH_KEYS = ("inputs", "targets", "loss_weights", "segment_ids", "positions")
 
 
+def fused_head_impl(model_config: ModelConfig, rows: int) -> str | None:
+    """Returns the GEMM for the fused head + loss (ops/head_cross_entropy.py) of a `rows`-token
+    batch, or None where the loss stays unfused: off CPU or on a multi-device mesh (custom calls do
+    not shard), heads too small for `matmul_impl` to measure (unit-test models: nothing to gain),
+    or the kernel switched off or unavailable. The head's own GEMM, with fp32 sums for its logits."""
+    from gopher_jax.kernels import matmul_impl
+    if not head_cross_entropy.available() or not matmul_impl.on_single_cpu()[0]:
+        return None
+    impl = head_matmul_impl(model_config, rows)
+    if impl == "xla":
+        if 2.0 * rows * model_config.d_model * model_config.padded_vocab_size < matmul_impl.MIN_PROBE_FLOPS:
+            return None
+        impl = "xla_f32acc"  # fp32 logits from bf16 operands (the same dot for fp32)
+    return impl
+
+
 def make_loss_fn(model_config: ModelConfig, z_loss: float, *, fuse_head: bool = True):
     """Returns (params, batch) -> (weighted loss sum incl. z-loss, z-loss sum) for one (micro)batch.
 
@@ -27,8 +43,8 @@ def make_loss_fn(model_config: ModelConfig, z_loss: float, *, fuse_head: bool = 
 
     def loss_fn(params, batch):
         args = (batch["inputs"], batch["segment_ids"], batch["positions"])
-        head_impl = head_matmul_impl(model_config, math.prod(batch["inputs"].shape))
-        if fuse_head and head_cross_entropy.enabled(head_impl):
+        head_impl = fused_head_impl(model_config, math.prod(batch["inputs"].shape)) if fuse_head else None
+        if head_impl is not None:
             x, w, transposed = model.apply({"params": params}, *args, head_inputs=True)
             return head_cross_entropy.head_cross_entropy(
                 x, w, batch["targets"], batch["loss_weights"], vocab=model_config.vocab_size,

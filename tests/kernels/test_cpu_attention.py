@@ -145,7 +145,7 @@ def test_inside_jit_scan_checkpoint():
 def test_falls_back_when_unavailable(monkeypatch, dtype):
     diff, seg, kw = _inputs(1, 20, 2, 1, 16, rel=True)
     diff = [x.astype(dtype) for x in diff]
-    monkeypatch.setattr(ca, "_state", {"ok": False, "reason": "forced by test"})
+    monkeypatch.setattr(ca._LIBRARY, "_state", {"ok": False, "reason": "forced by test"})
     assert not ca.available()
     assert ca.unavailable_reason() == "forced by test"
     jaxpr = str(jax.make_jaxpr(_fn(ca.fused_causal_attention, seg, kw))(*diff))

@@ -129,7 +129,7 @@ def test_auto_skips_the_probe_for_tiny_gemms(monkeypatch):
 
 
 def test_auto_falls_back_to_xla_on_a_multi_device_mesh(monkeypatch):
-    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
     assert jax.device_count() >= 2  # tests/conftest.py forces 8 CPU devices
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     with jax.set_mesh(mesh):
@@ -139,7 +139,7 @@ def test_auto_falls_back_to_xla_on_a_multi_device_mesh(monkeypatch):
 
 
 def test_auto_falls_back_to_xla_off_cpu(monkeypatch):
-    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     assert matmul_impl.choose("float32", 64, 32, 48) == "xla"
     with pytest.raises(ValueError, match="platform is tpu"):
@@ -147,18 +147,18 @@ def test_auto_falls_back_to_xla_off_cpu(monkeypatch):
 
 
 def test_auto_falls_back_when_the_kernel_is_unavailable(monkeypatch, tmp_path):
-    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
     monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
     monkeypatch.setattr(matmul_impl, "_disk", None)
     monkeypatch.setattr(matmul_impl, "_decisions", {})
-    monkeypatch.setattr(cpu_gemm, "_state", {"ok": False, "reason": "test: no compiler"})
+    monkeypatch.setattr(cpu_gemm._LIBRARY, "_state", {"ok": False, "reason": "test: no compiler"})
     assert matmul_impl.choose("float32", 24, 16, 8) == "xla"
     with pytest.raises(RuntimeError, match="test: no compiler"):
         matmul_impl.check_explicit("cpu_gemm")
 
 
 def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
     monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
     monkeypatch.setattr(matmul_impl, "_disk", None)
     monkeypatch.setattr(matmul_impl, "_decisions", {})
@@ -178,7 +178,7 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
 
 def test_reprobe_measures_again_and_keeps_the_other_shapes(monkeypatch, tmp_path):
     """GOPHER_JAX_MATMUL_REPROBE=1 re-times the shapes a process uses; the host's other entries stay."""
-    monkeypatch.setattr(matmul_impl, "_MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
     monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
     probed = []
 

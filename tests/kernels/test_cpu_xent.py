@@ -2,8 +2,6 @@
 loss: the kernel's rows against the formula in float64, the op's value and gradients in x and the
 head weight against `cross_entropy(x @ W)` (tied and untied heads, a padded vocabulary, z-loss with a
 cotangent on both outputs), and the train step's loss with and without the fusion."""
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,9 +10,10 @@ from flax import linen as nn
 
 from gopher_jax.kernels import cpu_gemm, cpu_xent
 from gopher_jax.model.config import ModelConfig
-from gopher_jax.model.decoder import Decoder, head_matmul_impl
+from gopher_jax.model.decoder import Decoder
 from gopher_jax.ops import cross_entropy, head_cross_entropy
-from gopher_jax.train.step import make_loss_fn
+from gopher_jax.kernels import matmul_impl
+from gopher_jax.train.step import fused_head_impl, make_loss_fn
 
 
 def _reference_rows(logits, targets, weights, z):
@@ -131,7 +130,7 @@ def test_train_loss_is_the_same_with_and_without_the_fusion(tied, monkeypatch):
              "loss_weights": jnp.ones((2, 16), jnp.float32), "segment_ids": jnp.ones((2, 16), jnp.int32),
              "positions": jnp.tile(jnp.arange(16, dtype=jnp.int32), (2, 1))}
     params = nn.meta.unbox(Decoder(cfg).init(jax.random.PRNGKey(0), batch["inputs"])["params"])
-    assert head_matmul_impl(cfg, 32) == "cpu_gemm" and head_cross_entropy.enabled("cpu_gemm")
+    assert fused_head_impl(cfg, 32) == "cpu_gemm"
     calls = []
     real = head_cross_entropy.head_cross_entropy
     monkeypatch.setattr(head_cross_entropy, "head_cross_entropy", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -144,14 +143,18 @@ def test_train_loss_is_the_same_with_and_without_the_fusion(tied, monkeypatch):
         assert np.linalg.norm(g - r) <= 1e-5 * np.linalg.norm(r) + 1e-7
 
 
-def test_fusion_only_where_the_head_runs_on_the_cpu_kernel(monkeypatch):
-    assert not head_cross_entropy.enabled("xla") and not head_cross_entropy.enabled("xla_f32acc")
+def test_fusion_only_where_custom_calls_run_and_the_head_is_measured(monkeypatch):
+    cfg = _tiny(True, matmul_impl="auto")
+    assert fused_head_impl(cfg, 32) is None  # a unit-test head: under matmul_impl's probe threshold
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "choose", lambda *a, **k: "xla")
+    assert fused_head_impl(cfg, 32) == "xla_f32acc"  # XLA's dot, fp32 logits
     monkeypatch.setenv(head_cross_entropy.ENV_SWITCH, "0")
-    assert not head_cross_entropy.enabled("cpu_gemm")
+    assert fused_head_impl(_tiny(True), 32) is None
     monkeypatch.delenv(head_cross_entropy.ENV_SWITCH)
-    # A multi-device mesh: the head is XLA's (a custom call cannot shard), so the loss is unfused.
+    # A multi-device mesh: custom calls cannot shard, so the loss stays unfused.
     with jax.set_mesh(jax.make_mesh((jax.device_count(),), ("data",))):
-        assert head_matmul_impl(dataclasses.replace(_tiny(True), matmul_impl="auto"), 4096) == "xla"
+        assert fused_head_impl(cfg, 4096) is None
 
 
 def test_gemm_variant_source_runs_beside_the_kernel(monkeypatch):
