@@ -304,20 +304,30 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
     pack_b(b, k0, static_cast<int>(std::min<int64_t>(KC, K - k0)), j0, static_cast<int>(std::min<int64_t>(NR, N - j0)),
            bp_all + item * panel_elems);
   });
-  // Enough work items to keep every thread busy to the end: narrower column blocks for small C.
+  const int64_t m_blocks = (M + MC - 1) / MC;
+  // A small C over a deep K (the weight gradient of a 512 x 512 projection sums over all tokens):
+  // each thread sums its own share of the K slices over all of C, and the shares are added at the
+  // end, so every thread works on full-width blocks. Otherwise, enough work items to keep every
+  // thread busy to the end: narrower column blocks for small C.
+  const bool split_k = threads > 1 && m_blocks * ((N + NC - 1) / NC) < 4 * threads && slices >= 2 * threads;
   int64_t nc = NC;
-  while (nc > 4 * NR && ((M + MC - 1) / MC) * ((N + nc - 1) / nc) < 8 * threads) nc /= 2;
-  const int64_t m_blocks = (M + MC - 1) / MC, n_blocks = (N + nc - 1) / nc;
+  while (!split_k && nc > 4 * NR && m_blocks * ((N + nc - 1) / nc) < 8 * threads) nc /= 2;
+  const int64_t n_blocks = (N + nc - 1) / nc, n_items = m_blocks * n_blocks;
+  std::vector<std::vector<float>> partial(split_k ? threads : 0);  // per-thread fp32 C (split_k)
   std::atomic<int64_t> next{0};
-  auto work = [&]() {
+  auto work = [&](int tid) {
+    const int64_t s_begin = split_k ? slices * tid / threads : 0;
+    const int64_t s_end = split_k ? slices * (tid + 1) / threads : slices;
+    if (split_k) partial[tid].resize(static_cast<size_t>(M * N));
     std::vector<P> abuf(static_cast<size_t>(KC) * MC);
     std::vector<float> cbuf(static_cast<size_t>(MC) * NC);
-    for (int64_t item = next.fetch_add(1); item < m_blocks * n_blocks; item = next.fetch_add(1)) {
+    for (int64_t item = split_k ? 0 : next.fetch_add(1); item < n_items;
+         item = split_k ? item + 1 : next.fetch_add(1)) {
       const int64_t jn = item / m_blocks, im = item % m_blocks;
       const int64_t m0 = im * MC, j0 = jn * nc;
       const int mb = static_cast<int>(std::min<int64_t>(MC, M - m0));
       const int nb = static_cast<int>(std::min<int64_t>(nc, N - j0));
-      for (int64_t s = 0; s < slices; ++s) {
+      for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t k0 = s * KC;
         const int kb = static_cast<int>(std::min<int64_t>(KC, K - k0));
         const int kstride = std::is_same<P, float>::value ? kb : (kb + 1) / 2 * 2;  // per packed row
@@ -326,20 +336,33 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
           for (int jr = 0; jr < nb; jr += NR) {
             const P* bp = bp_all + (s * panels + (j0 + jr) / NR) * panel_elems;
             kernel(kb, abuf.data() + static_cast<int64_t>(ir) * kstride, bp, cbuf.data() + ir * NC + jr, NC,
-                   std::min(MR, mb - ir), std::min(NR, nb - jr), s == 0);
+                   std::min(MR, mb - ir), std::min(NR, nb - jr), s == s_begin);
           }
-          if (s + 1 == slices)  // these MR rows are final: write them while they are in L1
-            for (int r = ir; r < std::min(ir + MR, mb); ++r) write_row(cbuf.data() + r * NC, c + (m0 + r) * N + j0, nb);
+          if (s + 1 == s_end)  // these MR rows are final: write them while they are in L1
+            for (int r = ir; r < std::min(ir + MR, mb); ++r) {
+              if (split_k)
+                std::memcpy(partial[tid].data() + (m0 + r) * N + j0, cbuf.data() + r * NC, sizeof(float) * nb);
+              else
+                write_row(cbuf.data() + r * NC, c + (m0 + r) * N + j0, nb);
+            }
         }
       }
     }
   };
-  const int64_t n_items = m_blocks * n_blocks;
-  const int t = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_items)));
+  const int t = split_k ? threads : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_items)));
   std::vector<std::thread> pool;
-  for (int w = 1; w < t; ++w) pool.emplace_back(work);
-  work();
+  for (int w = 1; w < t; ++w) pool.emplace_back(work, w);
+  work(0);
   for (auto& th : pool) th.join();
+  if (split_k)
+    parallel_for(static_cast<int>(M), threads, [&](int r) {
+      float* row = partial[0].data() + static_cast<int64_t>(r) * N;
+      for (int u = 1; u < threads; ++u) {
+        const float* other = partial[u].data() + static_cast<int64_t>(r) * N;
+        for (int64_t j = 0; j < N; ++j) row[j] += other[j];
+      }
+      write_row(row, c + static_cast<int64_t>(r) * N, static_cast<int>(N));
+    });
 }
 
 template <typename T, typename O>

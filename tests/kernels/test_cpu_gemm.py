@@ -1,8 +1,9 @@
 """CPU GEMM kernel (gopher_jax/kernels/cpu_gemm.cc) and the matmul_impl switch == XLA's dot.
 
 Ragged shapes (none a multiple of the kernel's 12 x 32 tile, its 96 x 512 work items or its K
-slices of 256 (fp32) / 512 (bf16), odd K for the bf16 pairs; the last one spans several K slices,
-row blocks and column blocks). No timing assertions: the probe's speed is what `auto` measures per host.
+slices of 256 (fp32) / 512 (bf16), odd K for the bf16 pairs; (200, 1101, 600) spans several K
+slices, row blocks and column blocks; (40, 4100, 70) is a small C over a deep K, which the kernel
+splits over the threads by K). No timing assertions: the probe's speed is what `auto` measures per host.
 """
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,7 @@ from gopher_jax.model.dense import matmul, matmul_transposed
 
 F32_RTOL = 1e-6  # ||ours - xla|| / ||xla||: fp32 sums in another order
 BF16_RTOL = 1e-2  # bf16 rounding of the result (8 mantissa bits: 2^-8 = 0.4% per element)
-SHAPES = [(37, 53, 45), (13, 1, 70), (130, 300, 97), (200, 1101, 600)]  # (M, K, N)
+SHAPES = [(37, 53, 45), (13, 1, 70), (130, 300, 97), (200, 1101, 600), (40, 4100, 70)]  # (M, K, N)
 
 
 def _rand(shape, dtype, seed):
