@@ -165,3 +165,4 @@ def test_gemm_variant_source_runs_beside_the_kernel(monkeypatch):
     np.testing.assert_array_equal(variant(a, b), np.full((5, 3), 7.0))
     monkeypatch.delenv(cpu_gemm.SOURCE_ENV)
     assert "gopher_cpu_gemm_variant" not in jax.jit(lambda a, b: cpu_gemm.gemm(a, b)).lower(a, b).as_text()
+

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gopher_jax.model import positions as pos
+from gopher_jax.model.attention import add_head_bias
 from tests.model.helpers import forward, init_params, random_tokens, small_config
 
 
@@ -67,3 +68,13 @@ def test_rope_dot_products_depend_only_on_offset():
 def test_alibi_slopes_match_the_paper():
     np.testing.assert_allclose(pos.alibi_slopes(8), [2.0 ** -(i + 1) for i in range(8)])
     assert len(pos.alibi_slopes(12)) == 12
+
+
+def test_head_bias_gradient_is_the_exact_fp32_sum_of_the_bf16_cotangents():
+    q = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4, 8), jnp.bfloat16)
+    bias = jax.random.normal(jax.random.PRNGKey(1), (4, 8))
+    gq, gb = jax.grad(lambda q, b: jnp.sum(jnp.sin(add_head_bias(q, b).astype(jnp.float32))), (0, 1))(q, bias)
+    cot = np.asarray(jnp.cos((q + bias.astype(q.dtype)).astype(jnp.float32)).astype(jnp.bfloat16), np.float64)
+    assert gb.dtype == jnp.float32 and gq.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(gb), cot.sum((0, 1)), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(gq, np.float64), cot)
