@@ -250,14 +250,7 @@ void parallel_for(int n, int threads, F fn) {
   for (auto& t : pool) t.join();
 }
 
-int num_threads() {
-  if (const char* env = std::getenv("GOPHER_JAX_ATTN_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
+int num_threads() { return threads_from_env("GOPHER_JAX_ATTN_THREADS"); }
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 

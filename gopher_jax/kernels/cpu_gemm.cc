@@ -31,6 +31,7 @@
 #endif
 
 #include "xla/ffi/api/ffi.h"
+#include "simd_math.h"
 
 namespace ffi = xla::ffi;
 
@@ -42,13 +43,6 @@ constexpr int KC_F32 = 256;  // depth of one packed K slice, fp32 operands (a B 
 constexpr int KC_BF16 = 512; // ... bf16 operands (the same bytes; K = d_model = 512 in one slice)
 constexpr int MC = 96;       // rows of one work item (a multiple of MR)
 constexpr int NC = 512;      // columns of one work item (a multiple of NR): its fp32 C block stays in L2
-
-inline float bf16_to_f32(uint16_t h) {
-  uint32_t u = static_cast<uint32_t>(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
 
 // Operand view: element (i, k) of op(X) with op(X) = X or X^T.
 template <typename T>
@@ -235,14 +229,7 @@ void kernel_bf16(int kb, const uint16_t* ap, const uint16_t* bp, float* c, int64
 constexpr bool kHasBf16Dot = false;
 #endif
 
-int num_threads() {
-  if (const char* env = std::getenv("GOPHER_JAX_GEMM_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
+int num_threads() { return threads_from_env("GOPHER_JAX_GEMM_THREADS"); }
 
 // Runs fn(item) for item in [0, n) on up to `threads` threads (the caller is one of them).
 template <typename F>
@@ -256,13 +243,6 @@ void parallel_for(int n, int threads, F fn) {
   for (int w = 1; w < threads; ++w) pool.emplace_back(work);
   work();
   for (auto& t : pool) t.join();
-}
-
-inline uint16_t f32_to_bf16(float f) {  // round to nearest even; NaN stays NaN
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
 // Writes an fp32 row of `n` values to the output row in its dtype (fp32, or bf16 rounded to nearest even).

@@ -16,7 +16,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -27,24 +26,8 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-int num_threads() {
-  if (const char* env = std::getenv("GOPHER_JAX_GEMM_THREADS")) {  // the GEMM's thread budget
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
-
 inline void store_row(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, sizeof(float) * n); }
-inline void store_row(const float* src, uint16_t* dst, int64_t n) {
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    v16h h = __builtin_convertvector(bf16_bits(vload(src + j)), v16h);
-    std::memcpy(dst + j, &h, sizeof(h));
-  }
-  for (; j < n; ++j) dst[j] = f32_to_bf16(src[j]);
-}
+inline void store_row(const float* src, uint16_t* dst, int64_t n) { row_to_bf16(src, dst, n); }
 
 // One row: returns lse; fills d_row (in O) and the scratch row e (V floats).
 template <typename O>
@@ -86,7 +69,7 @@ float xent_row(const float* l, int64_t V, int64_t y, float w, float z, float* e,
 template <typename O>
 void xent(const float* logits, const int32_t* targets, const float* weights, int64_t T, int64_t V, float z,
           O* d, float* loss, float* lse) {
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), T)));
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads_from_env("GOPHER_JAX_GEMM_THREADS"), T)));
   std::atomic<int64_t> next{0};
   constexpr int64_t kRows = 8;  // rows per work item
   auto work = [&]() {

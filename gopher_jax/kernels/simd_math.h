@@ -1,12 +1,15 @@
-// Portable 16-lane fp32 vector helpers shared by the CPU kernels (cpu_attention.cc, cpu_xent.cc):
-// GCC/Clang vector extensions (AVX-512 registers under -march=native, plain loops elsewhere),
-// horizontal reductions, bf16 rounding and a vectorised exp. Header-only; kernels/build.py puts
-// every local header a source includes into the build's cache key.
+// Helpers shared by the CPU kernels (cpu_attention.cc, cpu_gemm.cc, cpu_xent.cc): portable 16-lane
+// fp32 vectors (GCC/Clang vector extensions: AVX-512 registers under -march=native, plain loops
+// elsewhere), horizontal reductions, bf16 rounding, a vectorised exp, and the threads a kernel call
+// uses. Header-only; kernels/build.py puts every local header a source includes into the build's
+// cache key.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 namespace {
 
@@ -68,12 +71,14 @@ inline v16u bf16_bits(v16 x) {
   v16u r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
   return (u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) | 0x40u) : r;
 }
-// Row of n floats (n multiple of 16) -> n bf16.
-inline void row_to_bf16(const float* x, uint16_t* y, int n) {
-  for (int j = 0; j < n; j += 16) {
+// Row of n floats -> n bf16 (16 at a time, then one by one).
+inline void row_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
     v16h h = __builtin_convertvector(bf16_bits(vload(x + j)), v16h);
     __builtin_memcpy(y + j, &h, sizeof(h));
   }
+  for (; j < n; ++j) y[j] = f32_to_bf16(x[j]);
 }
 // exp(x) for x <= ~0 (clamped to [-87, 88]); Cephes-style polynomial, rel. error ~1e-7.
 inline v16 vexp(v16 x) {
@@ -104,6 +109,17 @@ inline v16 vexp(v16 x) {
   v16 scale;
   __builtin_memcpy(&scale, &bits, sizeof(scale));
   return y * scale;
+}
+
+// Threads for one kernel call: the positive integer in environment variable `var`, else every
+// hardware thread.
+inline int threads_from_env(const char* var) {
+  if (const char* env = std::getenv(var)) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
 }
 
 }  // namespace

@@ -35,9 +35,9 @@ def fused_head_impl(model_config: ModelConfig, rows: int) -> str | None:
 def make_loss_fn(model_config: ModelConfig, z_loss: float, *, fuse_head: bool = True):
     """Returns (params, batch) -> (weighted loss sum incl. z-loss, z-loss sum) for one (micro)batch.
 
-    With `fuse_head` the output head and the loss run as one op where the head's GEMM is the CPU
-    kernel (ops/head_cross_entropy.py; decided per traced batch shape); it pays in a backward pass
-    (the logit gradient comes out of the loss's own pass), so evaluation passes False.
+    With `fuse_head` the output head and the loss run as one op wherever `fused_head_impl` finds a
+    GEMM for it (ops/head_cross_entropy.py; decided per traced batch shape); it pays in a backward
+    pass (the logit gradient comes out of the loss's own pass), so evaluation passes False.
     """
     model = Decoder(model_config)
 
