@@ -161,9 +161,11 @@ def main(argv=None) -> int:
                    help="comma-separated recipe names (gin_configs/parallel/<name>.gin)")
     p.add_argument("--out_dir", default=os.path.join(REPO, "benchmarks", "results"))
     args = p.parse_args(argv)
+    unknown = [r for r in args.recipes.split(",") if r not in topologies]
+    if unknown:  # before minutes of compiling, not after
+        p.error(f"unknown recipe(s) {', '.join(map(repr, unknown))}; known: {', '.join(topologies)}")
+    os.makedirs(args.out_dir, exist_ok=True)
     for recipe in args.recipes.split(","):
-        if recipe not in topologies:
-            p.error(f"unknown recipe {recipe!r}; known: {', '.join(topologies)}")
         result = compile_recipe(recipe, topologies[recipe])
         path = os.path.join(args.out_dir, f"compile_{recipe}.json")
         with open(path, "w") as f:
