@@ -49,8 +49,22 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_c
             "bytes_per_device": mem["total"], "bytes_breakdown": mem["breakdown"], "hbm_bytes_per_device": hbm,
             "fits": mem["total"] <= hbm, "state_bytes_per_param": mem["state_bytes_per_param"],
             "mtnlg_bytes_per_param": mem["mtnlg_bytes_per_param"], "global_params": mem["global_params"],
-            "local_params": mem["local_params"], "activation_detail": mem["activation_detail"], **step,
+            "local_params": mem["local_params"], "activation_detail": mem["activation_detail"],
+            "memory_caveats": memory_caveats(step), **step,
             **run_time.run_estimate(train, step, topo.num_chips)}
+
+
+def memory_caveats(step: dict) -> list[str]:
+    """What the plan's memory figure is known not to cover, one sentence each (empty: nothing known).
+    A zero-bubble W run in several layer groups keeps buffers `plan` does not count: the 280B recipe's
+    program with W in up to 10 parts compiled to 22.42 GiB per v3 core against 13.47 planned
+    (docs/decisions/0002-pipeline.md), so such a plan says so beside its total."""
+    parts = step.get("pipeline_w_parts") or 1
+    if parts > 1:
+        return [f"zero_bubble runs each W in {parts} layer groups: the compiled program keeps more than this "
+                "memory counts (docs/decisions/0002-pipeline.md); check it with `gopher-jax compile`, or keep "
+                "W whole with pipeline.max_w_parts=1"]
+    return []
 
 
 def format_plan(p: dict) -> str:
@@ -62,6 +76,7 @@ def format_plan(p: dict) -> str:
     lines += [f"  {k:<14} {v / GIB:9.2f} GiB" for k, v in p["bytes_breakdown"].items()]
     lines += [f"  {'total':<14} {p['bytes_per_device'] / GIB:9.2f} GiB of {p['hbm_bytes_per_device'] / GIB:.0f} GiB "
               f"HBM -> {'fits' if p['fits'] else 'DOES NOT FIT'}",
+              *(f"  caveat: {c}" for c in p["memory_caveats"]),
               f"state bytes/param {p['state_bytes_per_param']:.1f} (MT-NLG mixed-precision Adam: "
               f"{p['mtnlg_bytes_per_param']})",
               f"FLOPs/step {p['model_flops_per_step']:.3e} model ({p['mfu_count']}), {p['hardware_flops_per_step']:.3e} "

@@ -50,10 +50,12 @@ def pipeline_estimate(table, priced, unpipelined=None) -> dict:
     schedule.expected_bubble), the placement, where the op costs came from, and the recompute factor
     (F + R + V) / (F + V') of a middle stage: the pipelined work per microbatch over the unpipelined
     step's, V' the backward under the model's own remat policy (`unpipelined`, the op costs of the model
-    when the stages run another policy, pipeline.zero_bubble_remat; default `priced`)."""
+    when the stages run another policy, pipeline.zero_bubble_remat; default `priced`), and
+    `pipeline_w_parts`: the layer groups each zero-bubble W runs in (1: whole)."""
     if table is None:
         return {"pipeline_schedule": None, "pipeline_efficiency": 1.0, "pipeline_efficiency_formula": 1.0,
-                "pipeline_op_costs": None, "pipeline_placement": None, "pipeline_recompute_factor": 1.0}
+                "pipeline_op_costs": None, "pipeline_placement": None, "pipeline_recompute_factor": 1.0,
+                "pipeline_w_parts": 1}
     from gopher_jax.parallel.pipeline import cost, schedule
 
     f, r, v = (priced(k, "mid") for k in ("F", "R", "V"))
@@ -63,7 +65,7 @@ def pipeline_estimate(table, priced, unpipelined=None) -> dict:
             "pipeline_efficiency_formula": 1 - schedule.expected_bubble(table.name, table.stages, table.microbatches,
                                                                         table.repeats),
             "pipeline_op_costs": priced.source, "pipeline_placement": table.placement,
-            "pipeline_recompute_factor": (f + r + v) / (f0 + v0)}
+            "pipeline_recompute_factor": (f + r + v) / (f0 + v0), "pipeline_w_parts": table.w_parts}
 
 
 def _unpipelined_costs(model: ModelConfig, train: TrainConfig, stages: int, pipeline, op_costs: str, table):
