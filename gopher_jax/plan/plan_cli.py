@@ -56,14 +56,15 @@ def make_plan(gin_files, gin_params, topology: str, mfu: float = 0.4, pipeline_c
 
 def memory_caveats(step: dict) -> list[str]:
     """What the plan's memory figure is known not to cover, one sentence each (empty: nothing known).
-    A zero-bubble W run in several layer groups keeps buffers `plan` does not count: the 280B recipe's
-    program with W in up to 10 parts compiled to 22.42 GiB per v3 core against 13.47 planned
-    (docs/decisions/0002-pipeline.md), so such a plan says so beside its total."""
+    A zero-bubble W run in several layer groups: the 280B recipe's program with W in up to 10 parts
+    compiled to 22.42 GiB per v3 core against 13.47 planned (docs/decisions/0002-pipeline.md; a small
+    toy's W-part programs compile smaller than W whole, so the count is not simply short by a set),
+    so such a plan says its total is unvalidated."""
     parts = step.get("pipeline_w_parts") or 1
     if parts > 1:
-        return [f"zero_bubble runs each W in {parts} layer groups: the compiled program keeps more than this "
-                "memory counts (docs/decisions/0002-pipeline.md); check it with `gopher-jax compile`, or keep "
-                "W whole with pipeline.max_w_parts=1"]
+        return [f"zero_bubble runs each W in {parts} layer groups: this memory figure is not validated for W in "
+                "parts (the 280B recipe's such program compiled to 1.7x it; docs/decisions/0002-pipeline.md); "
+                "check it with `gopher-jax compile`, or keep W whole with pipeline.max_w_parts=1"]
     return []
 
 
