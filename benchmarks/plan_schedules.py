@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--schedules", default=SCHEDULES, help="comma-separated name or name:repeats")
     p.add_argument("--out_dir", default=os.path.join(REPO, "benchmarks", "results"))
     p.add_argument("--compile", default="", help="comma-separated schedules (as in --schedules) to also compile "
-                   "for the topology (AOT; the 280B zero_bubble with W in 10 parts needs > 18 GB of host RAM)")
+                   "for the topology (AOT; host RAM at 280B: 9 GB with W whole, 22.5 GB with W in 10 parts)")
     p.add_argument("--gin_param", action="append", default=[], help="a gin binding added to every run "
                    "(repeatable), e.g. pipeline.max_pending_weight_grads=2; then --tag names the results file")
     p.add_argument("--tag", default="", help="results file <tag>_<recipe>.json instead of plan_schedules_<recipe>.json "

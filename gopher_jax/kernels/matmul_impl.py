@@ -102,11 +102,16 @@ def check_explicit(impl: str) -> None:
                            f"{cpu_gemm.unavailable_reason()}; use matmul_impl='auto' or 'xla'")
 
 
+def measured(m: int, k: int, n: int) -> bool:
+    """Whether `auto` measures a GEMM of x [m, k] @ w [k, n] (2mkn >= MIN_PROBE_FLOPS); below it, "xla"."""
+    return 2.0 * m * k * n >= MIN_PROBE_FLOPS
+
+
 def choose(dtype, m: int, k: int, n: int, *, transposed_b: bool = False) -> str:
     """Returns the concrete impl `auto` uses for x [m, k] @ w ([k, n], or [n, k] with transposed_b)."""
     dtype = jnp.dtype(dtype)
     ok, _ = on_single_cpu()
-    if not ok or 2.0 * m * k * n < MIN_PROBE_FLOPS:
+    if not ok or not measured(m, k, n):
         return "xla"
     key = (dtype.name, int(m), int(k), int(n), bool(transposed_b))
     with _lock:

@@ -60,7 +60,7 @@ def memory_caveats(step: dict) -> list[str]:
     compiled to 22.42 GiB per v3 core against 13.47 planned (docs/decisions/0002-pipeline.md; a small
     toy's W-part programs compile smaller than W whole, so the count is not simply short by a set),
     so such a plan says its total is unvalidated."""
-    parts = step.get("pipeline_w_parts") or 1
+    parts = step["pipeline_w_parts"]
     if parts > 1:
         return [f"zero_bubble runs each W in {parts} layer groups: this memory figure is not validated for W in "
                 "parts (the 280B recipe's such program compiled to 1.7x it; docs/decisions/0002-pipeline.md); "

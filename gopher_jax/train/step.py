@@ -26,7 +26,7 @@ def fused_head_impl(model_config: ModelConfig, rows: int) -> str | None:
         return None
     impl = head_matmul_impl(model_config, rows)
     if impl == "xla":
-        if 2.0 * rows * model_config.d_model * model_config.padded_vocab_size < matmul_impl.MIN_PROBE_FLOPS:
+        if not matmul_impl.measured(rows, model_config.d_model, model_config.padded_vocab_size):
             return None
         impl = "xla_f32acc"  # fp32 logits from bf16 operands (the same dot for fp32)
     return impl

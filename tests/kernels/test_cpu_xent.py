@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from gopher_jax.kernels import cpu_gemm, cpu_xent
+from gopher_jax.kernels import cpu_gemm, cpu_xent, matmul_impl
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.model.decoder import Decoder
 from gopher_jax.ops import cross_entropy, head_cross_entropy
-from gopher_jax.kernels import matmul_impl
 from gopher_jax.train.step import fused_head_impl, make_loss_fn
 
 
@@ -165,4 +164,3 @@ def test_gemm_variant_source_runs_beside_the_kernel(monkeypatch):
     np.testing.assert_array_equal(variant(a, b), np.full((5, 3), 7.0))
     monkeypatch.delenv(cpu_gemm.SOURCE_ENV)
     assert "gopher_cpu_gemm_variant" not in jax.jit(lambda a, b: cpu_gemm.gemm(a, b)).lower(a, b).as_text()
-
