@@ -49,6 +49,7 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "simd_math.h"
+#include "amx.h"
 
 namespace ffi = xla::ffi;
 
@@ -143,10 +144,137 @@ inline void mmb_nv(int M, int Kp, const uint32_t* A, long a_rs, long a_ps, const
   if (m < M) mmb_block<1, NV>(Kp, A + m * a_rs, a_rs, a_ps, B, b_rs, C + m * ldc, ldc, accumulate);
 }
 
+#if defined(GJ_AMX) && defined(GJ_BF16_DOT)
+#define GJ_ATTN_AMX 1
+inline int amx_round_up(int x, int m) { return (x + m - 1) / m * m; }
+// The tile GEMMs on AMX (amx.h): C tiles 0-3 (2 x 2 of 16 x 16), A tiles 4-5, B tiles 6-7. A tile
+// loads 16 rows of 16 pair words each in place when A's pairs are contiguous per row; B's pair
+// rows are already the tile layout. Operands that are transposed (A with pairs strided: the
+// dV, dK and d rel_keys GEMMs) or ragged (M or Kp not a multiple of 16) are first copied into
+// zero-padded per-thread scratch.
+thread_local bool t_tiles_configured = false;  // this thread ran amx_configure_tiles (parallel_for releases)
+thread_local std::vector<uint32_t> t_amx_a, t_amx_b;
+thread_local std::vector<float> t_amx_c;
+
+template <int MT, int NT>
+inline void amx_block(int Kp, const uint32_t* A, long a_rs, const uint32_t* B, long b_rs, float* C, long ldc,
+                      bool accumulate) {
+  const long sa = 4 * a_rs, sb = 4 * b_rs, sc = 4 * ldc;
+  if (accumulate) {
+    _tile_loadd(0, C, sc);
+    if constexpr (NT == 2) _tile_loadd(1, C + 16, sc);
+    if constexpr (MT == 2) _tile_loadd(2, C + 16 * ldc, sc);
+    if constexpr (MT == 2 && NT == 2) _tile_loadd(3, C + 16 * ldc + 16, sc);
+  } else {
+    _tile_zero(0);
+    if constexpr (NT == 2) _tile_zero(1);
+    if constexpr (MT == 2) _tile_zero(2);
+    if constexpr (MT == 2 && NT == 2) _tile_zero(3);
+  }
+  for (int p = 0; p < Kp; p += 16) {
+    const uint32_t* bp = B + static_cast<long>(p) * b_rs;
+    _tile_loadd(4, A + p, sa);
+    _tile_loadd(6, bp, sb);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (NT == 2) {
+      _tile_loadd(7, bp + 16, sb);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (MT == 2) {
+      _tile_loadd(5, A + 16 * a_rs + p, sa);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (NT == 2) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, C, sc);
+  if constexpr (NT == 2) _tile_stored(1, C + 16, sc);
+  if constexpr (MT == 2) _tile_stored(2, C + 16 * ldc, sc);
+  if constexpr (MT == 2 && NT == 2) _tile_stored(3, C + 16 * ldc + 16, sc);
+}
+
+// M, N and Kp multiples of 16, A's pairs contiguous per row (row stride a_rs words).
+void mmb_amx_aligned(int M, int N, int Kp, const uint32_t* A, long a_rs, const uint32_t* B, long b_rs,
+                     float* C, long ldc, bool accumulate) {
+  int m = 0;
+  for (; m + 32 <= M; m += 32) {
+    const uint32_t* Am = A + m * a_rs;
+    float* Cm = C + m * ldc;
+    int n = 0;
+    for (; n + 32 <= N; n += 32) amx_block<2, 2>(Kp, Am, a_rs, B + n, b_rs, Cm + n, ldc, accumulate);
+    if (n < N) amx_block<2, 1>(Kp, Am, a_rs, B + n, b_rs, Cm + n, ldc, accumulate);
+  }
+  if (m < M) {
+    const uint32_t* Am = A + m * a_rs;
+    float* Cm = C + m * ldc;
+    int n = 0;
+    for (; n + 32 <= N; n += 32) amx_block<1, 2>(Kp, Am, a_rs, B + n, b_rs, Cm + n, ldc, accumulate);
+    if (n < N) amx_block<1, 1>(Kp, Am, a_rs, B + n, b_rs, Cm + n, ldc, accumulate);
+  }
+}
+
+// mmb on AMX tiles (same contract as mmb).
+void mmb_amx(int M, int N, int Kp, const uint32_t* A, long a_rs, long a_ps, const uint32_t* B, long b_rs,
+             float* C, long ldc, bool accumulate) {
+  if (!t_tiles_configured) {
+    amx_configure_tiles();
+    t_tiles_configured = true;
+  }
+  const int M16 = amx_round_up(M, 16), K16 = amx_round_up(Kp, 16);
+  const uint32_t* a = A;
+  long lda = a_rs;
+  if (a_ps != 1 || K16 != Kp || M16 != M) {
+    t_amx_a.resize(static_cast<size_t>(M16) * K16);
+    uint32_t* d = t_amx_a.data();
+    if (a_rs == 1) {  // pairs strided, rows contiguous: transpose 16 x 16 blocks of words
+      for (int m0 = 0; m0 < M16; m0 += 16) {
+        const __mmask16 mask = static_cast<__mmask16>((1u << std::max(0, std::min(16, M - m0))) - 1);
+        for (int p0 = 0; p0 < K16; p0 += 16) {
+          __m512i w[16];
+          for (int q = 0; q < 16; ++q)
+            w[q] = p0 + q < Kp ? _mm512_maskz_loadu_epi32(mask, A + m0 + static_cast<long>(p0 + q) * a_ps)
+                               : _mm512_setzero_si512();
+          transpose16x16_epi32(w);
+          for (int r = 0; r < 16; ++r) _mm512_storeu_si512(d + static_cast<long>(m0 + r) * K16 + p0, w[r]);
+        }
+      }
+    } else {
+      for (int m0 = 0; m0 < M16; ++m0)
+        for (int p = 0; p < K16; ++p)
+          d[static_cast<long>(m0) * K16 + p] = m0 < M && p < Kp ? A[m0 * a_rs + p * a_ps] : 0u;
+    }
+    a = d;
+    lda = K16;
+  }
+  const uint32_t* b = B;
+  long ldb = b_rs;
+  if (K16 != Kp) {  // zero pair rows past Kp
+    t_amx_b.assign(static_cast<size_t>(K16) * N, 0u);
+    for (int p = 0; p < Kp; ++p) std::memcpy(t_amx_b.data() + static_cast<long>(p) * N, B + p * b_rs, 4 * N);
+    b = t_amx_b.data();
+    ldb = N;
+  }
+  if (M16 == M) {
+    mmb_amx_aligned(M, N, K16, a, lda, b, ldb, C, ldc, accumulate);
+    return;
+  }
+  t_amx_c.assign(static_cast<size_t>(M16) * N, 0.f);
+  if (accumulate)
+    for (int m = 0; m < M; ++m) std::memcpy(t_amx_c.data() + static_cast<long>(m) * N, C + m * ldc, 4 * N);
+  mmb_amx_aligned(M16, N, K16, a, lda, b, ldb, t_amx_c.data(), N, accumulate);
+  for (int m = 0; m < M; ++m) std::memcpy(C + m * ldc, t_amx_c.data() + static_cast<long>(m) * N, 4 * N);
+}
+#endif
+
 // C[M, N] (+)= A[M, 2*Kp] B[2*Kp, N] in bf16 pairs (N a multiple of 16), in <= 64-column chunks.
 void mmb(int M, int N, int Kp, const uint32_t* A, long a_rs, long a_ps, const uint32_t* B,
          long b_rs, float* C, long ldc, bool accumulate) {
   if (M <= 0) return;
+#if defined(GJ_ATTN_AMX)
+  if (amx_granted() && Kp > 0) {
+    mmb_amx(M, N, Kp, A, a_rs, a_ps, B, b_rs, C, ldc, accumulate);
+    return;
+  }
+#endif
   for (int n0 = 0; n0 < N; n0 += 64) {
     const int nv = std::min(4, (N - n0) / 16);
     const uint32_t* Bn = B + n0;
@@ -243,6 +371,12 @@ void parallel_for(int n, int threads, F fn) {
   std::atomic<int> next{0};
   auto work = [&](int worker) {
     for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i, worker);
+#if defined(GJ_ATTN_AMX)
+    if (t_tiles_configured) {  // leave no AMX state on the thread (the caller's is XLA's)
+      _tile_release();
+      t_tiles_configured = false;
+    }
+#endif
   };
   std::vector<std::thread> pool;
   for (int w = 1; w < threads; ++w) pool.emplace_back(work, w);
@@ -1259,6 +1393,16 @@ ffi::Error AttnBwdImpl(ffi::AnyBuffer q, ffi::AnyBuffer k, ffi::AnyBuffer v,
 extern "C" int GopherAttnHasBf16Dot() {
 #ifdef GJ_BF16_DOT
   return 1;
+#else
+  return 0;
+#endif
+}
+
+// 1 if the bf16 tile GEMMs run on AMX tiles (built for AMX-BF16, granted by the OS, GOPHER_JAX_AMX
+// not 0), else 0.
+extern "C" int GopherAttnUsesAmx() {
+#if defined(GJ_ATTN_AMX)
+  return amx_granted() ? 1 : 0;
 #else
   return 0;
 #endif

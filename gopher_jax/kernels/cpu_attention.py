@@ -51,6 +51,7 @@ __all__ = [
     "reference_causal_attention",
     "library_path",
     "has_bf16_dot",
+    "uses_amx",
     "kernel_dtype",
 ]
 
@@ -91,8 +92,13 @@ def library_path() -> str | None:
 
 
 def has_bf16_dot() -> bool:
-    """True if the bf16 path multiplies on the CPU's bf16 dot-product units (AVX512-BF16)."""
+    """True if the bf16 path multiplies on the CPU's bf16 dot-product units (AVX512-BF16 or AMX)."""
     return _LIBRARY.flag("GopherAttnHasBf16Dot")
+
+
+def uses_amx() -> bool:
+    """True if the bf16 path's tile GEMMs run on AMX tiles (kernels/amx.h; GOPHER_JAX_AMX=0: no)."""
+    return _LIBRARY.flag("GopherAttnUsesAmx")
 
 
 def kernel_dtype(dtype) -> jnp.dtype:

@@ -8,6 +8,10 @@
 //
 // Operands are both fp32 or both bf16; accumulation and the result are fp32. Built with
 // -march=native, so the instruction set is the host's:
+//   * bf16 on a CPU with AMX-BF16 (Intel Sapphire Rapids and later): the micro-kernel is a 32 x 32
+//     block of C held in four AMX tiles, TDPBF16PS over 32-deep K steps (16 x 16 x 32 products per
+//     instruction, fp32 sums), if the OS grants the process AMX state and GOPHER_JAX_AMX is not
+//     0 (amx.h); otherwise
 //   * bf16 on a CPU with AVX512-BF16 (Intel Cooper Lake+/Sapphire Rapids, AMD Zen 4/5): the
 //     micro-kernel is VDPBF16PS (two bf16 products per fp32 lane per instruction, fp32 sums);
 //   * fp32 (and bf16 without AVX512-BF16, widened to fp32 while packing): AVX-512 FMA;
@@ -32,12 +36,13 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "simd_math.h"
+#include "amx.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-constexpr int MR = 12;       // rows of the register tile
+constexpr int MR = 12;       // rows of the register tile (AVX-512 kernels; AMX_MR for AMX)
 constexpr int NR = 32;       // columns of the register tile (two 16-lane fp32 vectors)
 constexpr int KC_F32 = 256;  // depth of one packed K slice, fp32 operands (a B micro-panel: 32 KiB)
 constexpr int KC_BF16 = 512; // ... bf16 operands (the same bytes; K = d_model = 512 in one slice)
@@ -229,6 +234,92 @@ void kernel_bf16(int kb, const uint16_t* ap, const uint16_t* bp, float* c, int64
 constexpr bool kHasBf16Dot = false;
 #endif
 
+// ---- bf16 on AMX tiles: A panel [AMX_MR rows][K padded to 32], B panels as pack_b_bf16's ---------
+// TDPBF16PS multiplies an A tile (16 rows x 32 bf16 of K, row-major) by a B tile (16 K-pairs x 16
+// columns, each pair's two bf16 side by side: pack_b_bf16's [pair][NR][2] layout, read 16 columns
+// at a time with a 128-byte row stride) into a 16 x 16 fp32 C tile. The kernel keeps a 32 x 32 block
+// of C in tiles 0-3, A rows 0-15 / 16-31 in tiles 4-5 and B columns 0-15 / 16-31 in tiles 6-7.
+// Tiles cannot take ragged edges, so both packed operands are zero-padded: A to AMX_MR rows and a
+// multiple of 32 in K, B to a multiple of 16 pairs (the full-width C block goes to the item's fp32
+// buffer, and only its real rows and columns to C).
+constexpr int AMX_MR = 32;
+constexpr int AMX_K = 32;  // K per tile step
+
+inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+#if defined(GJ_AMX) && defined(__AVX512BF16__)
+void pack_a_amx(const View<uint16_t>& a, int64_t i0, int mb, int64_t k0, int kb, uint16_t* dst) {
+  const int kpad = round_up(kb, AMX_K), rows_pad = round_up(mb, AMX_MR);
+  if (!a.trans) {  // row-major A: copy each row's K slice, zero the tail and the padding rows
+    for (int r = 0; r < mb; ++r) {
+      std::memcpy(dst + static_cast<int64_t>(r) * kpad, a.p + (i0 + r) * a.ld + k0, sizeof(uint16_t) * kb);
+      std::memset(dst + static_cast<int64_t>(r) * kpad + kb, 0, sizeof(uint16_t) * (kpad - kb));
+    }
+    std::memset(dst + static_cast<int64_t>(mb) * kpad, 0, sizeof(uint16_t) * (rows_pad - mb) * kpad);
+    return;
+  }
+  // A^T stored [K, M]: 16 rows x 16 K-pairs at a time, as 32-bit words (A[r, 2p], A[r, 2p + 1])
+  // gathered pair by pair (two masked 16-row loads, merged), then transposed so that each row's
+  // 16 words (32 K values: one tile row) are contiguous.
+  for (int rb = 0; rb < rows_pad; rb += 16) {
+    const int rows = std::max(0, std::min(16, mb - rb));
+    const __mmask16 mask = static_cast<__mmask16>((1u << rows) - 1);
+    for (int kk = 0; kk < kpad; kk += AMX_K) {
+      __m512i w[16];
+      for (int q = 0; q < 16; ++q) {
+        const int k = kk + 2 * q;
+        const uint16_t* lo = a.p + (k0 + k) * a.ld + i0 + rb;
+        const __m512i wl = k < kb ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, lo)) : _mm512_setzero_si512();
+        const __m512i wh = k + 1 < kb ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, lo + a.ld))
+                                      : _mm512_setzero_si512();
+        w[q] = _mm512_or_si512(wl, _mm512_slli_epi32(wh, 16));
+      }
+      transpose16x16_epi32(w);
+      for (int r = 0; r < 16; ++r) _mm512_storeu_si512(dst + static_cast<int64_t>(rb + r) * kpad + kk, w[r]);
+    }
+  }
+}
+
+void pack_b_amx(const View<uint16_t>& b, int64_t k0, int kb, int64_t j0, int nb, uint16_t* dst) {
+  pack_b_bf16(b, k0, kb, j0, nb, dst);
+  const int kp = (kb + 1) / 2, kp_pad = round_up(kp, AMX_K / 2);
+  std::memset(dst + static_cast<int64_t>(kp) * NR * 2, 0, sizeof(uint16_t) * (kp_pad - kp) * NR * 2);
+}
+
+void kernel_amx(int kb, const uint16_t* ap, const uint16_t* bp, float* c, int64_t ldc, int /*rows*/,
+                int /*cols*/, bool first) {
+  // c is the work item's fp32 buffer, at least AMX_MR x NR wide here (padding included).
+  const int kpad = round_up(kb, AMX_K);
+  const int64_t lda = 2 * kpad, ldb = 2 * 2 * NR, ldc_b = 4 * ldc;  // tile row strides, bytes
+  if (first) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  } else {
+    _tile_loadd(0, c, ldc_b);
+    _tile_loadd(1, c + 16, ldc_b);
+    _tile_loadd(2, c + 16 * ldc, ldc_b);
+    _tile_loadd(3, c + 16 * ldc + 16, ldc_b);
+  }
+  for (int kk = 0; kk < kpad; kk += AMX_K) {
+    const uint16_t* bk = bp + (kk / 2) * NR * 2;
+    _tile_loadd(4, ap + kk, lda);
+    _tile_loadd(6, bk, ldb);
+    _tile_loadd(7, bk + 32, ldb);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, ap + 16 * kpad + kk, lda);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, ldc_b);
+  _tile_stored(1, c + 16, ldc_b);
+  _tile_stored(2, c + 16 * ldc, ldc_b);
+  _tile_stored(3, c + 16 * ldc + 16, ldc_b);
+}
+#endif
+
 int num_threads() { return threads_from_env("GOPHER_JAX_GEMM_THREADS"); }
 
 // Runs fn(item) for item in [0, n) on up to `threads` threads (the caller is one of them).
@@ -267,9 +358,17 @@ inline void write_row(const float* src, uint16_t* dst, int n) {
 // in C's dtype, while it is still in L1. Items run on all threads, consecutive items sharing their
 // columns (op(B) in cache). Measured on the gopher_44m bf16 shapes against the previous loop order
 // and scalar packing (one thread, AMD EPYC Zen 4): 183-190 -> 195-198 GFLOP/s over the step's GEMMs.
-template <typename T, typename P, int KC, typename O, typename PackA, typename PackB, typename Kernel>
+//
+// PMR is the kernel's row-panel height (MR, or AMX_MR), KALIGN what a packed A row's K is padded to
+// (1 for fp32, 2 for bf16 pairs, AMX_K for AMX tiles), and a ThreadScope object lives on each
+// thread for as long as it runs kernels (AmxTileScope: the tile configuration is per-thread state).
+struct NoThreadScope {};
+
+template <typename T, typename P, int KC, int PMR, int KALIGN, typename ThreadScope, typename O,
+          typename PackA, typename PackB, typename Kernel>
 void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_t K, PackA pack_a,
           PackB pack_b, Kernel kernel) {
+  static_assert(MC % PMR == 0, "a work item's rows are whole row panels");
   const int threads = num_threads();
   const int64_t slices = (K + KC - 1) / KC, panels = (N + NR - 1) / NR;
   const int64_t panel_elems = static_cast<int64_t>(KC) * NR;  // one packed slice of one panel (padded)
@@ -299,6 +398,7 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
     const int64_t s_begin = split_k ? slices * tid / threads : 0;
     const int64_t s_end = split_k ? slices * (tid + 1) / threads : slices;
     if (split_k) partial[tid].resize(static_cast<size_t>(M * N));
+    ThreadScope scope;
     std::vector<P> abuf(static_cast<size_t>(KC) * MC);
     std::vector<float> cbuf(static_cast<size_t>(MC) * NC);
     for (int64_t item = split_k ? 0 : next.fetch_add(1); item < n_items;
@@ -310,16 +410,16 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
       for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t k0 = s * KC;
         const int kb = static_cast<int>(std::min<int64_t>(KC, K - k0));
-        const int kstride = std::is_same<P, float>::value ? kb : (kb + 1) / 2 * 2;  // per packed row
+        const int kstride = (kb + KALIGN - 1) / KALIGN * KALIGN;  // per packed row
         pack_a(a, m0, mb, k0, kb, abuf.data());
-        for (int ir = 0; ir < mb; ir += MR) {
+        for (int ir = 0; ir < mb; ir += PMR) {
           for (int jr = 0; jr < nb; jr += NR) {
             const P* bp = bp_all + (s * panels + (j0 + jr) / NR) * panel_elems;
             kernel(kb, abuf.data() + static_cast<int64_t>(ir) * kstride, bp, cbuf.data() + ir * NC + jr, NC,
-                   std::min(MR, mb - ir), std::min(NR, nb - jr), s == s_begin);
+                   std::min(PMR, mb - ir), std::min(NR, nb - jr), s == s_begin);
           }
-          if (s + 1 == s_end)  // these MR rows are final: write them while they are in L1
-            for (int r = ir; r < std::min(ir + MR, mb); ++r) {
+          if (s + 1 == s_end)  // these PMR rows are final: write them while they are in L1
+            for (int r = ir; r < std::min(ir + PMR, mb); ++r) {
               if (split_k)
                 std::memcpy(partial[tid].data() + (m0 + r) * N + j0, cbuf.data() + r * NC, sizeof(float) * nb);
               else
@@ -347,7 +447,7 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
 
 template <typename T, typename O>
 void gemm_f32_path(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_t K) {
-  gemm<T, float, KC_F32>(a, b, c, M, N, K, pack_a_f32<T>, pack_b_f32<T>, kernel_f32);
+  gemm<T, float, KC_F32, MR, 1, NoThreadScope>(a, b, c, M, N, K, pack_a_f32<T>, pack_b_f32<T>, kernel_f32);
 }
 
 template <typename O>
@@ -360,8 +460,16 @@ void gemm_typed(ffi::AnyBuffer a, ffi::AnyBuffer b, O* out, int64_t M, int64_t N
   } else {
     View<uint16_t> va{static_cast<const uint16_t*>(a.untyped_data()), ad[1], ta};
     View<uint16_t> vb{static_cast<const uint16_t*>(b.untyped_data()), bd[1], tb};
+#if defined(GJ_AMX) && defined(__AVX512BF16__)
+    if (amx_granted()) {
+      gemm<uint16_t, uint16_t, KC_BF16, AMX_MR, AMX_K, AmxTileScope>(va, vb, out, M, N, K, pack_a_amx, pack_b_amx,
+                                                                 kernel_amx);
+      return;
+    }
+#endif
 #if defined(__AVX512BF16__)
-    gemm<uint16_t, uint16_t, KC_BF16>(va, vb, out, M, N, K, pack_a_bf16, pack_b_bf16, kernel_bf16);
+    gemm<uint16_t, uint16_t, KC_BF16, MR, 2, NoThreadScope>(va, vb, out, M, N, K, pack_a_bf16, pack_b_bf16,
+                                                            kernel_bf16);
 #else
     gemm_f32_path(va, vb, out, M, N, K);
 #endif
@@ -396,8 +504,11 @@ ffi::Error GemmImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuff
 
 }  // namespace
 
-// 1 if bf16 operands run on the bf16 dot-product units (AVX512-BF16), else 0 (widened to fp32).
+// 1 if bf16 operands run on the bf16 dot-product units (AVX512-BF16 or AMX), else 0 (widened to fp32).
 extern "C" int GopherGemmHasBf16Dot() { return kHasBf16Dot ? 1 : 0; }
+
+// 1 if bf16 operands run on AMX tiles (compiled for AMX-BF16, granted by the OS, not switched off).
+extern "C" int GopherGemmUsesAmx() { return amx_granted() ? 1 : 0; }
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherGemm, GemmImpl,
                               ffi::Ffi::Bind()

@@ -2,9 +2,10 @@
 
 `gemm(a, b, trans_a=, trans_b=, out_dtype=)` returns op(a) @ op(b) summed in float32 and stored in
 `out_dtype` (float32, or bfloat16 rounded once at the end), where op transposes while the kernel
-packs its operands (no transpose in memory). bf16 operands run on the AVX512-BF16
-dot-product instructions when the CPU has them (`has_bf16_dot()`), otherwise they are widened to
-fp32 while packing. The library is built with g++ on first use and cached per host
+packs its operands (no transpose in memory). bf16 operands run on AMX tiles where the CPU has
+AMX-BF16 and the OS grants the process tile state (`uses_amx()`; GOPHER_JAX_AMX=0 turns AMX off,
+kernels/amx.h), else on the AVX512-BF16 dot-product instructions when the CPU has them
+(`has_bf16_dot()`), otherwise they are widened to fp32 while packing (`bf16_unit()` names which). The library is built with g++ on first use and cached per host
 (kernels/build.py); GOPHER_JAX_DISABLE_CPU_GEMM=1 turns it off. Threads per call:
 GOPHER_JAX_GEMM_THREADS (default: all hardware threads).
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from gopher_jax.kernels.ffi_library import FfiLibrary
 
-__all__ = ["available", "unavailable_reason", "has_bf16_dot", "gemm"]
+__all__ = ["available", "unavailable_reason", "has_bf16_dot", "uses_amx", "bf16_unit", "gemm"]
 
 _SOURCE = Path(__file__).with_name("cpu_gemm.cc")
 _TARGET = "gopher_cpu_gemm_v2"
@@ -66,8 +67,23 @@ def unavailable_reason() -> str:
 
 
 def has_bf16_dot() -> bool:
-    """True if bf16 operands run on the CPU's bf16 dot-product instructions (AVX512-BF16)."""
+    """True if bf16 operands run on the CPU's bf16 units (AVX512-BF16 instructions or AMX tiles)."""
     return _LIBRARY.flag("GopherGemmHasBf16Dot")
+
+
+def uses_amx() -> bool:
+    """True if bf16 operands run on AMX tiles (built for AMX-BF16, granted by the OS, GOPHER_JAX_AMX not 0)."""
+    return _LIBRARY.flag("GopherGemmUsesAmx")
+
+
+def bf16_unit() -> str:
+    """Names what multiplies the kernel's bf16 operands here: "amx_bf16", "avx512_bf16",
+    "fp32_widened" (no bf16 unit: pairs widened to fp32), or "unavailable" (no kernel)."""
+    if not available():
+        return "unavailable"
+    if uses_amx():
+        return "amx_bf16"
+    return "avx512_bf16" if has_bf16_dot() else "fp32_widened"
 
 
 def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False,

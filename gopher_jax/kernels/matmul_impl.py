@@ -7,7 +7,8 @@ Concrete implementations (`IMPLS`), all computing op(a) @ op(b) for 2-D operands
   the operand dtype afterwards. For fp32 operands it is "xla". On XLA:CPU (jax >= 0.10) a
   bf16 x bf16 -> fp32 dot runs on the bf16 dot-product units through XLA's YNNPACK fusion, while
   bf16 -> bf16 does not: measured 2.0-2.3x apart on an AMD EPYC (Zen 4, AVX512-BF16) host.
-* "cpu_gemm": the FFI kernel of kernels/cpu_gemm.cc (AVX512-BF16 / AVX-512 FMA, fp32 sums),
+* "cpu_gemm": the FFI kernel of kernels/cpu_gemm.cc (bf16 on AMX tiles or AVX512-BF16, fp32 on
+  AVX-512 FMA; fp32 sums; `cpu_gemm.bf16_unit()` says which unit, and every decision records it),
   which writes its result in the dtype asked for (bf16 rounded once, or fp32: the output head's
   logits and the weight gradients of fp32 master weights), so no separate rounding pass follows.
 
@@ -136,10 +137,20 @@ def _candidates(dtype_name: str) -> list[str]:
     return impls
 
 
+def kernel_identity() -> bytes:
+    """The GEMM kernel's sources and the unit its bf16 runs on (AMX can be switched off per process):
+    what a measurement of it depends on beyond the host (probe and peak caches are keyed by it)."""
+    here = os.path.dirname(__file__)
+    parts = []
+    for name in ("cpu_gemm.cc", "amx.h", "simd_math.h"):
+        with open(os.path.join(here, name), "rb") as f:
+            parts.append(f.read())
+    parts.append(cpu_gemm.bf16_unit().encode())
+    return b"\0".join(parts)
+
+
 def _disk_path():
-    src = (os.path.dirname(__file__) + "/cpu_gemm.cc")
-    with open(src, "rb") as f:
-        key = build.host_key(f.read(), repr((_PROBE_FLOPS, _PROBE_MIN_ROWS, _PROBE_REPS, _KERNEL_MARGIN)).encode())
+    key = build.host_key(kernel_identity(), repr((_PROBE_FLOPS, _PROBE_MIN_ROWS, _PROBE_REPS, _KERNEL_MARGIN)).encode())
     return build.cache_root() / f"matmul_probe_{key}.json"
 
 
@@ -177,11 +188,13 @@ def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict
         if speedups.get("cpu_gemm", 0.0) > _KERNEL_MARGIN * speedups[impl]:
             impl = "cpu_gemm"
         record = {"impl": impl, "gflops": {i: round(r / 1e9, 1) for i, r in rates.items()},
-                  "speedup_over_xla": {i: round(v, 3) for i, v in speedups.items()}, "probe_shape": probed}
+                  "speedup_over_xla": {i: round(v, 3) for i, v in speedups.items()}, "probe_shape": probed,
+                  "cpu_gemm_unit": cpu_gemm.bf16_unit() if dtype_name == "bfloat16" else "fp32_fma"}
         _save_disk(entry_key, record)
     record = dict(record, shape=entry_key, cached=cached)
     rates = ", ".join(f"{i} {g:.0f}" for i, g in record["gflops"].items())
-    print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']} "
+    unit = f" (cpu_gemm on {record['cpu_gemm_unit']})" if "cpu_gemm_unit" in record else ""
+    print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']}{unit} "
           f"[GFLOP/s measured at {record.get('probe_shape', '?')}{', cached for this host' if cached else ''}: "
           f"{rates}; paired speed-up over xla: {record.get('speedup_over_xla')}; cpu_gemm needs "
           f">{_KERNEL_MARGIN:.2f}x the best XLA]", file=sys.stderr, flush=True)

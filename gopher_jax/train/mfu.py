@@ -19,7 +19,9 @@
   all devices.
 
 A CPU host's peak is cached (`cached_matmul_peak`): the best measurement so far per host (CPU
-features), dtype and jax/jaxlib version, in the kernel cache directory (kernels/build.py,
+features), dtype, jax/jaxlib version and GEMM kernel (its sources and bf16 unit:
+`matmul_impl.kernel_identity`, so a faster kernel or AMX switched on is measured anew), in the
+kernel cache directory (kernels/build.py,
 `matmul_peak_<key>.json`). A run with a cached peak does not measure; a new measurement only ever
 raises the cached value (a peak measured while other work shares the cores is low, and dividing by
 it once gave an `mfu` of 1.52). GOPHER_JAX_PEAK_REMEASURE=1 measures again (folded into the max).
@@ -90,10 +92,12 @@ PEAK_REMEASURE_ENV = "GOPHER_JAX_PEAK_REMEASURE"
 
 
 def _peak_cache_path(dtype):
-    from gopher_jax.kernels import build
+    from gopher_jax.kernels import build, matmul_impl
 
     name = jnp.dtype(dtype).name
-    return build.cache_root() / f"matmul_peak_{name}_{build.host_key(b'matmul_peak', name.encode())}.json"
+    # Keyed by the GEMM kernel too: a faster kernel (or AMX switched on) must not divide by an old, lower peak.
+    key = build.host_key(b'matmul_peak', name.encode(), matmul_impl.kernel_identity())
+    return build.cache_root() / f"matmul_peak_{name}_{key}.json"
 
 
 def _cached_peak(dtype) -> float:
