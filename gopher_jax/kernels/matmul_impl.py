@@ -193,9 +193,9 @@ def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict
         _save_disk(entry_key, record)
     record = dict(record, shape=entry_key, cached=cached)
     rates = ", ".join(f"{i} {g:.0f}" for i, g in record["gflops"].items())
-    unit = f" (cpu_gemm on {record['cpu_gemm_unit']})" if "cpu_gemm_unit" in record else ""
-    print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']}{unit} "
-          f"[GFLOP/s measured at {record.get('probe_shape', '?')}{', cached for this host' if cached else ''}: "
+    unit = f"cpu_gemm runs on {record['cpu_gemm_unit']}; " if "cpu_gemm_unit" in record else ""
+    print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']} "
+          f"[{unit}GFLOP/s measured at {record.get('probe_shape', '?')}{', cached for this host' if cached else ''}: "
           f"{rates}; paired speed-up over xla: {record.get('speedup_over_xla')}; cpu_gemm needs "
           f">{_KERNEL_MARGIN:.2f}x the best XLA]", file=sys.stderr, flush=True)
     return record

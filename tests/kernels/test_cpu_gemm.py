@@ -168,7 +168,9 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
     assert impl == record["impl"] in matmul_impl.IMPLS and not record["cached"]
     assert set(record["gflops"]) == {"xla", "xla_f32acc", "cpu_gemm"}
     assert all(g > 0 for g in record["gflops"].values())
-    assert "matmul_impl=auto: bfloat16 64x48x40 nt" in capsys.readouterr().err
+    assert record["cpu_gemm_unit"] == cpu_gemm.bf16_unit() != "unavailable"  # what the kernel's bf16 ran on
+    err = capsys.readouterr().err
+    assert "matmul_impl=auto: bfloat16 64x48x40 nt" in err and f"cpu_gemm runs on {record['cpu_gemm_unit']}" in err
     # A new process on this host reads the decision instead of measuring again.
     monkeypatch.setattr(matmul_impl, "_disk", None)
     monkeypatch.setattr(matmul_impl, "_decisions", {})
