@@ -19,7 +19,7 @@ every candidate on that shape (forward, input gradient and weight gradient toget
 back to back in each of `_PROBE_REPS` rounds; wide shapes on fewer rows and capped widths) and
 takes the best median paired speed-up over "xla", the kernel only if it beats the best XLA
 variant by `_KERNEL_MARGIN`. Results are cached per host (CPU features, jax version, kernel
-source) in the kernel cache directory (`matmul_probe_<key>.json`; GOPHER_JAX_MATMUL_REPROBE=1
+sources and the unit its bf16 runs on: `kernel_identity`) in the kernel cache directory (`matmul_probe_<key>.json`; GOPHER_JAX_MATMUL_REPROBE=1
 measures again; a cold probe of the tiny model's four fp32 shapes took 17 s at a load of 20 on 2
 cores) and each decision is printed once per process with its numbers, so a run's start-up says
 what it picked and why.
