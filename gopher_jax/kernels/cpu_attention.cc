@@ -146,7 +146,6 @@ inline void mmb_nv(int M, int Kp, const uint32_t* A, long a_rs, long a_ps, const
 
 #if defined(GJ_AMX) && defined(GJ_BF16_DOT)
 #define GJ_ATTN_AMX 1
-inline int amx_round_up(int x, int m) { return (x + m - 1) / m * m; }
 // The tile GEMMs on AMX (amx.h): C tiles 0-3 (2 x 2 of 16 x 16), A tiles 4-5, B tiles 6-7. A tile
 // loads 16 rows of 16 pair words each in place when A's pairs are contiguous per row; B's pair
 // rows are already the tile layout. Operands that are transposed (A with pairs strided: the
@@ -219,7 +218,7 @@ void mmb_amx(int M, int N, int Kp, const uint32_t* A, long a_rs, long a_ps, cons
     amx_configure_tiles();
     t_tiles_configured = true;
   }
-  const int M16 = amx_round_up(M, 16), K16 = amx_round_up(Kp, 16);
+  const int M16 = round_up(M, 16), K16 = round_up(Kp, 16);
   const uint32_t* a = A;
   long lda = a_rs;
   if (a_ps != 1 || K16 != Kp || M16 != M) {
@@ -385,8 +384,6 @@ void parallel_for(int n, int threads, F fn) {
 }
 
 int num_threads() { return threads_from_env("GOPHER_JAX_ATTN_THREADS"); }
-
-inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
 struct Problem {
   int B, T, H, KH, D;

@@ -245,8 +245,6 @@ constexpr bool kHasBf16Dot = false;
 constexpr int AMX_MR = 32;
 constexpr int AMX_K = 32;  // K per tile step
 
-inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
-
 #if defined(GJ_AMX) && defined(__AVX512BF16__)
 void pack_a_amx(const View<uint16_t>& a, int64_t i0, int mb, int64_t k0, int kb, uint16_t* dst) {
   const int kpad = round_up(kb, AMX_K), rows_pad = round_up(mb, AMX_MR);
@@ -410,7 +408,7 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
       for (int64_t s = s_begin; s < s_end; ++s) {
         const int64_t k0 = s * KC;
         const int kb = static_cast<int>(std::min<int64_t>(KC, K - k0));
-        const int kstride = (kb + KALIGN - 1) / KALIGN * KALIGN;  // per packed row
+        const int kstride = round_up(kb, KALIGN);  // per packed row
         pack_a(a, m0, mb, k0, kb, abuf.data());
         for (int ir = 0; ir < mb; ir += PMR) {
           for (int jr = 0; jr < nb; jr += NR) {

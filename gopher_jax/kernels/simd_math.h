@@ -111,6 +111,9 @@ inline v16 vexp(v16 x) {
   return y * scale;
 }
 
+// x rounded up to a multiple of m (m > 0).
+inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
 // Threads for one kernel call: the positive integer in environment variable `var`, else every
 // hardware thread.
 inline int threads_from_env(const char* var) {
