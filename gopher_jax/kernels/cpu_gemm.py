@@ -31,10 +31,10 @@ from gopher_jax.kernels.ffi_library import FfiLibrary
 
 __all__ = ["available", "unavailable_reason", "has_bf16_dot", "uses_amx", "bf16_unit", "gemm"]
 
-_SOURCE = Path(__file__).with_name("cpu_gemm.cc")
+SOURCE = Path(__file__).with_name("cpu_gemm.cc")  # the kernel source (matmul_impl keys its caches by it)
 _TARGET = "gopher_cpu_gemm_v2"
 SOURCE_ENV = "GOPHER_JAX_CPU_GEMM_SOURCE"  # A/B a variant source (module docstring)
-_LIBRARY = FfiLibrary(_SOURCE, "gopher_cpu_gemm", {_TARGET: "GopherGemm"}, "GOPHER_JAX_DISABLE_CPU_GEMM")
+_LIBRARY = FfiLibrary(SOURCE, "gopher_cpu_gemm", {_TARGET: "GopherGemm"}, "GOPHER_JAX_DISABLE_CPU_GEMM")
 _variants_lock = threading.Lock()
 _variants: dict = {}  # variant source path -> its FFI target name
 

@@ -140,13 +140,7 @@ def _candidates(dtype_name: str) -> list[str]:
 def kernel_identity() -> bytes:
     """The GEMM kernel's sources and the unit its bf16 runs on (AMX can be switched off per process):
     what a measurement of it depends on beyond the host (probe and peak caches are keyed by it)."""
-    here = os.path.dirname(__file__)
-    parts = []
-    for name in ("cpu_gemm.cc", "amx.h", "simd_math.h"):
-        with open(os.path.join(here, name), "rb") as f:
-            parts.append(f.read())
-    parts.append(cpu_gemm.bf16_unit().encode())
-    return b"\0".join(parts)
+    return b"\0".join((*build.source_texts(cpu_gemm.SOURCE), cpu_gemm.bf16_unit().encode()))
 
 
 def _disk_path():
