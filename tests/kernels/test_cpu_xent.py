@@ -158,7 +158,7 @@ def test_fusion_only_where_custom_calls_run_and_the_head_is_measured(monkeypatch
 
 def test_gemm_variant_source_runs_beside_the_kernel(monkeypatch):
     a, b = jnp.ones((5, 7)), jnp.ones((7, 3))
-    monkeypatch.setenv(cpu_gemm.SOURCE_ENV, str(cpu_gemm._SOURCE))  # the same source, its own target
+    monkeypatch.setenv(cpu_gemm.SOURCE_ENV, str(cpu_gemm.SOURCE))  # the same source, its own target
     variant = jax.jit(lambda a, b: cpu_gemm.gemm(a, b))
     assert "gopher_cpu_gemm_variant" in variant.lower(a, b).as_text()
     np.testing.assert_array_equal(variant(a, b), np.full((5, 3), 7.0))
