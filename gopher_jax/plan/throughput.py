@@ -40,7 +40,8 @@ def pipeline_schedule(model: ModelConfig, train: TrainConfig, stages: int, pipel
     priced = _price(model, train.seq_len, layers, op_costs, split=pipeline.schedule.startswith("zero_bubble"))
     fitted = priced if pipeline.program_costs == "compiled" else cost.analytic_costs(model.remat_policy)
     table = schedule.make_schedule(pipeline.schedule, stages, microbatches, repeats, fitted,
-                                   pipeline.max_pending_weight_grads, w_parts=w_part_choices(model, stages, pipeline))
+                                   pipeline.max_pending_weight_grads, w_parts=w_part_choices(model, stages, pipeline),
+                                   search_tries=pipeline.zero_bubble_search_tries)
     return table, priced
 
 

@@ -412,7 +412,8 @@ def test_table_chart_is_readable():
 def test_program_representation_has_no_import_circle():
     """program.py holds the representation; cost, placement, zero_bubble_fill and zero_bubble depend on it,
     not on each other or on schedule.py (which depends on all of them), except that zero_bubble runs
-    zero_bubble_fill's builder beside its own (and zero_bubble_fill imports nothing but program.py)."""
+    zero_bubble_fill's builder beside its own and zero_bubble_search's refinement of it (zero_bubble_fill
+    imports nothing but program.py; zero_bubble_search nothing but zero_bubble_fill)."""
     import ast
     import pathlib
 
@@ -431,7 +432,8 @@ def test_program_representation_has_no_import_circle():
     assert imports("program") == set()
     for leaf in ("cost", "placement", "zero_bubble_fill"):
         assert imports(leaf) <= {"program"}, (leaf, imports(leaf))
-    assert imports("zero_bubble") == {"program", "zero_bubble_fill"}
+    assert imports("zero_bubble_search") <= {"zero_bubble_fill"}
+    assert imports("zero_bubble") == {"program", "zero_bubble_fill", "zero_bubble_search"}
     assert imports("schedule") == {"cost", "placement", "zero_bubble", "program"}
 
 
@@ -453,3 +455,21 @@ def test_max_w_parts_bounds_the_part_choices():
     assert zero_bubble.part_choices(4, 3) == (1, 2) and zero_bubble.part_choices(3) == (1, 3)
     with pytest.raises(ValueError, match=r"max_w_parts=0 must be >= 1"):
         PipelineConfig(schedule="zero_bubble", max_w_parts=0)
+
+
+def test_slot_by_slot_search_is_seeded_bounded_and_never_worse():
+    """zero_bubble_search: the same program on every call (plan and the trainer must agree), never dearer
+    than the best single-rule program it starts from, within the same memory bounds; tries < 0 refused."""
+    from gopher_jax.parallel.pipeline import PipelineConfig
+    from gopher_jax.parallel.pipeline.zero_bubble_search import lockstep_price
+    costs = _stored_costs(COSTS_280B_NONE)
+    split = make_schedule("zero_bubble", 4, 8, op_costs=costs, max_pending_w=2, w_parts=(2,))
+    cost_of = lambda op: op_cost(split, costs, op)  # noqa: E731
+    plain = zero_bubble.zb_h1(4, 8, cost_of, 2, w_parts=2)
+    searched = [zero_bubble.zb_h1(4, 8, cost_of, 2, w_parts=2, search_tries=60) for _ in range(2)]
+    assert searched[0] == searched[1]
+    assert lockstep_price(searched[0], cost_of) <= lockstep_price(plain, cost_of) + 1e-9
+    bufs = compile_program(dataclasses.replace(split, program=searched[0]))  # each op once, after its inputs
+    assert bufs.act_slots <= 4 and bufs.res_slots <= 1 and bufs.wg_slots <= 2
+    with pytest.raises(ValueError, match=r"zero_bubble_search_tries=-1 must be >= 0"):
+        PipelineConfig(schedule="zero_bubble", zero_bubble_search_tries=-1)

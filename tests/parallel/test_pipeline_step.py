@@ -26,13 +26,14 @@ CASES = {f"{s}_pp{pp}" + ("_fsdp2" if pp == 4 else ""): (MESHES[pp], s) for s, p
 for s in ("1f1b", "interleaved_1f1b", "zero_bubble"):
     CASES[f"{s}_pp2_tensor2_data2"] = (dict(data=2, tensor=2, pipeline=2), s)
 # zero-bubble's split backward under remat 'full' (Dense inputs saved inside the checkpointed layer), its
-# program fitted to compiled op costs and one pending weight-gradient set
+# program fitted to compiled op costs and one pending weight-gradient set, refined slot by slot
+# (pipeline.zero_bubble_search_tries: the trainer's path to zero_bubble_search.py)
 CASES["zero_bubble_pp4_remat_full_fitted"] = (dict(data=2, pipeline=4), "zero_bubble")
 # (W kept whole: W in layer groups and the fill builder's programs have their own cases below, and the
 # split programs of this shape compile ~3x longer)
 EXTRA = {"zero_bubble_pp4_remat_full_fitted": (dict(remat_policy="full"),
                                                 dict(program_costs="compiled", max_pending_weight_grads=1,
-                                                     max_w_parts=1))}
+                                                     max_w_parts=1, zero_bubble_search_tries=30))}
 # zero-bubble keeping two weight-gradient sets, each W run in 4 layer groups (forced below), its stages under
 # remat 'dots_no_batch' on a remat 'full' model (pipeline.zero_bubble_remat: R keeps the weight matmuls' outputs)
 CASES["zero_bubble_pp2_two_sets_w_parts_dots"] = (dict(data=-1, pipeline=2), "zero_bubble")

@@ -38,6 +38,9 @@ class PipelineConfig:
     # R -> I, one set per device), so I is the dx pullback alone, no in-layer recompute (I ~ W ~ F; with
     # remat 'full' I ~ 2 W). The stage then runs F + R + I + W = 4 forward units, not 5 (stage_model).
     # 'dots_no_batch' (gopher_280b_v3.gin) keeps only the weight matmuls' outputs: I / W ~1.2 at 280B.
+    zero_bubble_search_tries: int = 0  # zero_bubble: rebuilds of the best fill program with each device's rule
+    # re-drawn slot by slot (zero_bubble_search.py, seeded); 0 = off. ~3 ms a try at P = 4, MB = 12; at the
+    # toy's compiled 'none' costs with two sets ~130 tries reach a third of 1F1B's bubble (no single rule does).
     program_costs: str = "compiled"  # op costs the program is fitted to (1f1b / interleaved: hoisted or
     # paired placement, placement.py; zero-bubble: zero_bubble.py): "compiled" = each stage branch compiled
     # and priced by XLA (compiled_op_costs.py, a few seconds); "analytic" = unit costs of the remat policy.
@@ -58,6 +61,8 @@ class PipelineConfig:
                                  f"use the zero_bubble schedule")
         if self.max_w_parts < 1:
             raise ValueError(f"pipeline.max_w_parts={self.max_w_parts} must be >= 1")
+        if self.zero_bubble_search_tries < 0:
+            raise ValueError(f"pipeline.zero_bubble_search_tries={self.zero_bubble_search_tries} must be >= 0 (0: off)")
         if self.max_pending_weight_grads < 1:
             raise ValueError(f"pipeline.max_pending_weight_grads={self.max_pending_weight_grads} must be >= 1")
         if self.repeats < 1 or self.microbatches < 0:
@@ -91,7 +96,8 @@ class Pipeline:
         self.op_costs = program_costs(model_config, config, stages, seq_len, z_loss)  # what the program fits
         self.schedule = sched.make_schedule(config.schedule, stages, mb, config.repeats, self.op_costs,
                                             config.max_pending_weight_grads,
-                                            w_parts=w_part_choices(model_config, stages, config))
+                                            w_parts=w_part_choices(model_config, stages, config),
+                                            search_tries=config.zero_bubble_search_tries)
         self._grads = make_pipeline_grads(model_config, self.schedule, z_loss)
 
     def __call__(self, params, batch: dict, total_weight):

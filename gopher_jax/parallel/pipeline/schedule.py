@@ -207,24 +207,27 @@ def _interleaved(pp: int, mb: int, repeats: int) -> list:
 
 
 @functools.lru_cache(maxsize=64)
-def _zero_bubble_program(stages: int, microbatches: int, cost_items: tuple, max_pending_w: int, w_parts: int) -> tuple:
+def _zero_bubble_program(stages: int, microbatches: int, cost_items: tuple, max_pending_w: int, w_parts: int,
+                         search_tries: int = 0) -> tuple:
     """zero_bubble.zb_h1's program at the op costs `cost_items` ((kind, position) -> cost pairs), cached:
     it tries ~70 programs (about a second at 20-layer stages), and plan and the trainer ask for the same."""
     split = Schedule("zero_bubble", stages, 1, microbatches, (), w_parts=w_parts)
     costs = cost.OpCosts(dict(cost_items), "cached")
-    return zero_bubble.zb_h1(stages, microbatches, lambda op: op_cost(split, costs, op), max_pending_w, w_parts=w_parts)
+    return zero_bubble.zb_h1(stages, microbatches, lambda op: op_cost(split, costs, op), max_pending_w, w_parts=w_parts,
+                             search_tries=search_tries)
 
 
 def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, op_costs=None,
-                  max_pending_w: int = 1, placement_name: str | None = None, w_parts=(1,)) -> Schedule:
+                  max_pending_w: int = 1, placement_name: str | None = None, w_parts=(1,),
+                  search_tries: int = 0) -> Schedule:
     """Returns a schedule: its unit table, built by simulating it in lockstep, and its executed program.
 
     `op_costs` (cost.OpCosts; None = the analytic unit costs of remat 'none') are the costs the program
     is fitted to: 1f1b and interleaved_1f1b take whichever of the hoisted and paired placements
     (placement.py) prices cheaper; zero_bubble places its ops by them (zero_bubble.py) with at most
     `max_pending_w` weight-gradient sets kept per device, each W run as one of `w_parts` (the cheapest;
-    each a divisor of the layers per stage) ops over equal layer groups. `placement_name` forces a
-    placement."""
+    each a divisor of the layers per stage) ops over equal layer groups, and with `search_tries` > 0 the
+    program refined slot by slot (zero_bubble_search.py). `placement_name` forces a placement."""
     check(name, stages, microbatches, repeats)
     if max_pending_w < 1:
         raise ValueError(f"pipeline.max_pending_weight_grads={max_pending_w} must be >= 1")
@@ -240,7 +243,8 @@ def make_schedule(name: str, stages: int, microbatches: int, repeats: int = 1, o
         options = {}
         for n in w_parts:
             split = dataclasses.replace(unit, w_parts=n)
-            prog = _zero_bubble_program(stages, microbatches, tuple(sorted(costs.cost.items())), max_pending_w, n)
+            prog = _zero_bubble_program(stages, microbatches, tuple(sorted(costs.cost.items())), max_pending_w, n,
+                                        search_tries)
             name_n = "zb_h1" + (f"/{n}" if n > 1 else "")
             options[f"zb_h1/{n}"] = dataclasses.replace(split, program=prog, placement=name_n)
         price = {p: sum(cost.slot_costs(s, costs)) for p, s in options.items()}

@@ -17,7 +17,9 @@ urgent ready op (I, then F or R, then W: `Policy.primary`), the slot's budget is
 (times `Policy.stretch`; from the first I to the last F at least half a microbatch's work), and each
 device then adds ready ops (`Policy.fill` order) within the budget and the memory bounds; every policy
 runs at the op costs and at the op costs rounded to whole forwards. (2) zero_bubble_fill.py: F, R and I
-one per device per slot, W parts poured into what they leave, the busiest device leading (`FILLS`). A W
+one per device per slot, W parts poured into what they leave, the busiest device leading (`FILLS`). With
+`search_tries` (pipeline.zero_bubble_search_tries), (3) zero_bubble_search.py refines (2)'s best program
+with a rule per device and slot. A W
 may run as `w_parts` ops over equal layer groups, which top up slots. At whole-unit costs the list
 scheduler meets the bound below; at compiled costs (I > F > W) the fill builder's slots level where the
 list scheduler's cannot.
@@ -35,17 +37,18 @@ not enough, whatever the schedule. pipeline.zero_bubble_remat='none' (R keeps th
 I recomputes nothing) brings I / W to 1.15 (280B) - 1.4 (toy): attention's and the norms' backward stay
 in I, so K = 1 is still just above a third. K = 2 is below it, and at the 280B recipe's shape (P = 4,
 MB = 12, W in 10 parts) the fill program gets there: executed 0.935 ('none' stages) and 0.932
-('dots_no_batch') against the 0.9235 a third needs (the list scheduler: 0.911, 0.904). Not on the toy of
-test_pipeline_memory.py ('none': 0.922 against 0.927; its 4-layer stage cuts W in quarters at most), and
-not with remat 'full' stages (bound ~ a third). docs/decisions/0002-pipeline.md has the figures and the
-memory K = 2 costs.
+('dots_no_batch') against the 0.9235 a third needs (the list scheduler: 0.911, 0.904). On the toy of
+test_pipeline_memory.py ('none') no single fill rule does (0.922 against 0.927; its 4-layer stage cuts W
+in quarters at most); a rule per device and slot does (zero_bubble_search.py, `search_tries`: 0.930 at
+400 tries). Not with remat 'full' stages (bound ~ a third). docs/decisions/0002-pipeline.md has the
+figures and the memory K = 2 costs.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 
-from gopher_jax.parallel.pipeline import zero_bubble_fill
+from gopher_jax.parallel.pipeline import zero_bubble_fill, zero_bubble_search
 from gopher_jax.parallel.pipeline.program import BWD_INPUT, BWD_WEIGHT, FWD, RECOMPUTE, Lockstep, Op
 
 
@@ -179,24 +182,34 @@ def _schedule(stages: int, microbatches: int, cost_of, policy: Policy, max_pendi
 
 
 def zb_h1(stages: int, microbatches: int, cost_of, max_pending_w: int = 1, max_residuals: int = 1,
-          w_parts: int = 1, max_stash: int | None = None) -> tuple:
+          w_parts: int = 1, max_stash: int | None = None, search_tries: int = 0) -> tuple:
     """ZB-H1's executed program (module docstring): the cheapest at `cost_of(op)` of the `POLICIES`, each
     run at the op costs and at the op costs rounded to whole forwards (a W part costs 1 / w_parts of W:
-    pass a cost_of that says so). Rounded costs make ops of about equal cost look equal, so the list
-    scheduling keeps every device in step; the program is priced at the real costs either way."""
+    pass a cost_of that says so), and of the `FILLS`. Rounded costs make ops of about equal cost look
+    equal, so the list scheduling keeps every device in step; the program is priced at the real costs
+    either way. With `search_tries` > 0, zero_bubble_search.py then refines the best fill rule's program
+    slot by slot (seeded: the same program every call) and keeps it if it is cheaper."""
     unit = cost_of(Op(FWD, 0, 0)) or 1.0
     rounded = lambda op: max(1, round(cost_of(op) / unit)) * unit if cost_of(op) > 0 else 0.0  # noqa: E731
     stash = max_stash or stages
-    programs = [lambda policy=policy, fit=fit: _schedule(stages, microbatches, fit, policy, max_pending_w,
-                                                          max_residuals, w_parts, stash)
-                for policy, fit in itertools.product(POLICIES, (cost_of, rounded))]
-    programs += [lambda rule=rule: zero_bubble_fill.fill_program(stages, microbatches, cost_of, max_pending_w,
-                                                                 max_residuals, w_parts, stash, rule)
-                 for rule in FILLS]
+    price = lambda prog: zero_bubble_search.lockstep_price(prog, cost_of)  # noqa: E731
     best = None
-    for build in programs:  # the list scheduler's first: a tie keeps its program
-        prog = build()
-        price = sum(max(sum(cost_of(op) for op in ops) for ops in row) for row in prog)
-        if best is None or price < best[0] - 1e-9:
-            best = (price, prog)
+    for policy, fit in itertools.product(POLICIES, (cost_of, rounded)):  # the list scheduler's first: a tie keeps it
+        prog = _schedule(stages, microbatches, fit, policy, max_pending_w, max_residuals, w_parts, stash)
+        if best is None or price(prog) < best[0] - 1e-9:
+            best = (price(prog), prog)
+    best_rule = None  # the fill rule whose program is cheapest (the search starts from it)
+    for rule in FILLS:
+        prog = zero_bubble_fill.fill_program(stages, microbatches, cost_of, max_pending_w, max_residuals, w_parts,
+                                             stash, rule)
+        if best_rule is None or price(prog) < best_rule[0] - 1e-9:
+            best_rule = (price(prog), rule)
+        if price(prog) < best[0] - 1e-9:
+            best = (price(prog), prog)
+    best_rule = best_rule[1]
+    if search_tries > 0:
+        found = zero_bubble_search.search(stages, microbatches, cost_of, max_pending_w, max_residuals, w_parts, stash,
+                                          best_rule, FILLS, search_tries)
+        if found[0] < best[0] - 1e-9:
+            best = found
     return best[1]

@@ -51,9 +51,10 @@ def tail(op: Op, stages: int, microbatches: int) -> int:
 
 
 def fill_program(stages: int, microbatches: int, cost_of, max_pending_w: int, max_residuals: int, w_parts: int,
-                 max_stash: int, rule: Rule) -> tuple:
+                 max_stash: int, rule: Rule, per_slot: dict | None = None) -> tuple:
     """The executed program (program[t][d] = ops) built as the module docstring says, at `cost_of(op)`
-    (a W part costs 1 / w_parts of W)."""
+    (a W part costs 1 / w_parts of W). `per_slot` {(t, d): Rule} overrides `rule` in slot t: for device d
+    its order, fill, ahead and tail_first; with d = None, the slot's `lead` (zero_bubble_search.py)."""
     pp, mb, last, eps = stages, microbatches, stages - 1, 1e-9
     lock = Lockstep("zero_bubble fill", 8 * (mb + pp) * (4 + w_parts))
     nxt = [dict.fromkeys(BIG, 0) for _ in range(pp)]  # next microbatch per big kind (each runs in order)
@@ -64,7 +65,11 @@ def fill_program(stages: int, microbatches: int, cost_of, max_pending_w: int, ma
     left = [sum(cost_of(Op(k, 0, d)) for k in BIG if not (k == FWD and d == last)) * mb + part[d] * w_parts * mb
             for d in range(pp)]  # work left per device
 
+    per_slot, t = per_slot or {}, -1
     while any(queue[d] or nxt[d][BWD_INPUT] < mb for d in range(pp)):
+        t += 1
+        rules = [per_slot.get((t, d), rule) for d in range(pp)]
+        lead = per_slot.get((t, None), rule).lead
         rows = [[] for _ in range(pp)]
         took = [dict.fromkeys(BIG, 0) for _ in range(pp)]
         load = [0.0] * pp
@@ -81,7 +86,8 @@ def fill_program(stages: int, microbatches: int, cost_of, max_pending_w: int, ma
             if kind == FWD:  # the next device keeps at most max_stash stage inputs (until their R)
                 ok = has_input and arrived[d + 1] + 1 - nxt[d + 1][RECOMPUTE] <= max_stash
                 done = nxt[d][BWD_INPUT]  # I's run before this slot
-                ok = ok and (rule.ahead is None or done == 0 or i - done < pp - d + rule.ahead)
+                ahead = rules[d].ahead
+                ok = ok and (ahead is None or done == 0 or i - done < pp - d + ahead)
             elif kind == RECOMPUTE:  # after the device's own F; one residual set per max_residuals
                 ok = has_input and (d == last or nxt[d][FWD] + took[d][FWD] > i) and r_ran + 1 - i_ran <= max_residuals
                 ok = ok and (not just_in_time or d == last or lock.ran(RECOMPUTE, i, d + 1))
@@ -102,27 +108,27 @@ def fill_program(stages: int, microbatches: int, cost_of, max_pending_w: int, ma
 
         cool_down = nxt[0][FWD] == mb
         for d in range(pp):
-            ops = [op for op in (ready(d, k) for k in rule.order) if op is not None]
-            if rule.tail_first and cool_down:  # stable: ties keep rule.order
+            ops = [op for op in (ready(d, k) for k in rules[d].order) if op is not None]
+            if rules[d].tail_first and cool_down:  # stable: ties keep the rule's order
                 ops.sort(key=lambda op: -tail(op, pp, mb))
             if ops:
                 take(d, ops[0])
         c = max(load[d] + forced(d) * part[d] for d in range(pp))
         for d in range(pp):
-            for kind in rule.fill:
+            for kind in rules[d].fill:
                 op = ready(d, kind)
                 if op is not None and load[d] + forced(d) * part[d] + cost_of(op) <= c + eps:
                     take(d, op)
             queue[d].extend((op.microbatch, k) for op in rows[d] if op.kind == BWD_INPUT for k in range(w_parts))
         only_w = all(nxt[e][BWD_INPUT] + took[e][BWD_INPUT] == mb for e in range(pp))  # the rest: all of it
         devices = list(range(pp))
-        if rule.lead:  # the device with the most work left pours first and never stops below c
+        if lead:  # the device with the most work left pours first and never stops below c
             first = max(devices, key=lambda d: (left[d], -d))
             devices = [first] + [d for d in devices if d != first]
         for d in devices:
             n, must = 0, forced(d)
             while queue[d] and (n < must or only_w or load[d] + part[d] <= c + eps or
-                                (rule.lead and d == devices[0] and load[d] < c - eps)):
+                                (lead and d == devices[0] and load[d] < c - eps)):
                 m, k = queue[d].pop(0)
                 rows[d].append(Op(BWD_WEIGHT, m, d, k))
                 load[d] += part[d]
