@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     if not directory:
         directory = tempfile.mkdtemp(prefix="gopher_jax_suite_cpu_")
         env = {**os.environ, OUT_ENV: directory, "PYTHONPATH": os.pathsep.join(
-            [HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+            [HERE] + [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path])}
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "suite_cpu", "-p", "no:cacheprovider",
                *(args.pytest_args or ["-n", "2", "tests"])]
         print("running:", " ".join(cmd), flush=True)

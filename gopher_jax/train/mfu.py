@@ -126,8 +126,11 @@ def remember_matmul_peak(dtype, flops: float, seconds: float | None = None) -> f
 
     quality = _quality(DEFAULT_PEAK_SECONDS if seconds is None else seconds)
     cached, cached_seconds = _cached_entry(dtype)
-    if _quality(cached_seconds) > quality or (_quality(cached_seconds) == quality and flops <= cached):
-        return max(cached, flops) if _quality(cached_seconds) > quality else cached
+    cached_quality = _quality(cached_seconds)
+    if cached_quality > quality:  # a longer measurement's entry stays
+        return max(cached, flops)
+    if cached_quality == quality and flops <= cached:
+        return cached
     record = {"flops": flops, "dtype": jnp.dtype(dtype).name, "jax": jax.__version__, "seconds": quality,
               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:

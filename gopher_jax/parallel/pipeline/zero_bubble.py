@@ -196,16 +196,18 @@ def zb_h1(stages: int, microbatches: int, cost_of, max_pending_w: int = 1, max_r
     best = None
     for policy, fit in itertools.product(POLICIES, (cost_of, rounded)):  # the list scheduler's first: a tie keeps it
         prog = _schedule(stages, microbatches, fit, policy, max_pending_w, max_residuals, w_parts, stash)
-        if best is None or price(prog) < best[0] - 1e-9:
-            best = (price(prog), prog)
+        p = price(prog)
+        if best is None or p < best[0] - 1e-9:
+            best = (p, prog)
     best_rule = None  # the fill rule whose program is cheapest (the search starts from it)
     for rule in FILLS:
         prog = zero_bubble_fill.fill_program(stages, microbatches, cost_of, max_pending_w, max_residuals, w_parts,
                                              stash, rule)
-        if best_rule is None or price(prog) < best_rule[0] - 1e-9:
-            best_rule = (price(prog), rule)
-        if price(prog) < best[0] - 1e-9:
-            best = (price(prog), prog)
+        p = price(prog)
+        if best_rule is None or p < best_rule[0] - 1e-9:
+            best_rule = (p, rule)
+        if p < best[0] - 1e-9:
+            best = (p, prog)
     best_rule = best_rule[1]
     if search_tries > 0:
         found = zero_bubble_search.search(stages, microbatches, cost_of, max_pending_w, max_residuals, w_parts, stash,
