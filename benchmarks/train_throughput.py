@@ -104,7 +104,7 @@ def mfu_of(model_cfg, seq_len: int, tokens_per_s: float, peak_flops: float) -> d
 
 def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dict:
     """Returns seconds per step of the profiled steps' XLA ops by kind, summed from the trace:
-    `matmul_xla` (XLA dots / YNNPACK fusions), `matmul_kernel` (kernels/cpu_gemm), `loss_kernel`
+    `matmul_xla` (XLA dots / YNNPACK fusions), `matmul_kernel` (kernels/cpu_gemm, kernels/mkl_gemm), `loss_kernel`
     (kernels/cpu_xent), `attention_kernel` (the other custom calls) and `other` (elementwise, converts, reductions, the optimizer). Ops that
     XLA runs concurrently overlap, so the kinds can sum to more than the step. With `top` > 0 it also
     has "top_other": the `top` costliest single ops of kind `other` ([seconds per step, name, the
@@ -121,7 +121,7 @@ def op_seconds(profile_dir: str, hlo_text: str, steps: int, top: int = 0) -> dic
             continue
         name, rest = m.groups()
         text.setdefault(name, rest[:200])
-        if "custom_call_target=\"gopher_cpu_gemm" in rest:
+        if "custom_call_target=\"gopher_cpu_gemm" in rest or "custom_call_target=\"gopher_mkl_gemm" in rest:
             kinds[name] = "matmul_kernel"
         elif "custom_call_target=\"gopher_cpu_xent" in rest:
             kinds[name] = "loss_kernel"

@@ -11,6 +11,8 @@ Concrete implementations (`IMPLS`), all computing op(a) @ op(b) for 2-D operands
   AVX-512 FMA; fp32 sums; `cpu_gemm.bf16_unit()` says which unit, and every decision records it),
   which writes its result in the dtype asked for (bf16 rounded once, or fp32: the output head's
   logits and the weight gradients of fp32 master weights), so no separate rounding pass follows.
+* "mkl": the same contract through Intel oneMKL (kernels/mkl_gemm.cc: cblas_gemm_bf16bf16f32 on
+  AMX or AVX512-BF16, cblas_sgemm), where the optional `mkl` wheel is installed.
 
 `ModelConfig.matmul_impl="auto"` resolves, per (dtype, GEMM shape), with `choose`: XLA ("xla")
 off CPU, on multi-device meshes (a custom call has no sharding rule: XLA would gather its
@@ -18,7 +20,8 @@ operands onto every device) and for GEMMs under `MIN_PROBE_FLOPS`; on a one-devi
 every candidate on that shape (forward, input gradient and weight gradient together, candidates
 back to back in each of `_PROBE_REPS` rounds; wide shapes on fewer rows and capped widths) and
 takes the best median paired speed-up over "xla", the kernel only if it beats the best XLA
-variant by `_KERNEL_MARGIN`. Results are cached per host (CPU features, jax version, kernel
+variant by `_KERNEL_MARGIN` (the kernels, "cpu_gemm" and "mkl", compete with each other on their own
+speed-ups). Results are cached per host (CPU features, jax version, kernel
 sources and the unit its bf16 runs on: `kernel_identity`) in the kernel cache directory (`matmul_probe_<key>.json`; GOPHER_JAX_MATMUL_REPROBE=1
 measures again; a cold probe of the tiny model's four fp32 shapes took 17 s at a load of 20 on 2
 cores) and each decision is printed once per process with its numbers, so a run's start-up says
@@ -38,9 +41,10 @@ import jax
 import jax.numpy as jnp
 
 from gopher_jax.atomic_write import atomic_write
-from gopher_jax.kernels import build, cpu_gemm
+from gopher_jax.kernels import build, cpu_gemm, mkl_gemm
 
-IMPLS = ("xla", "xla_f32acc", "cpu_gemm")
+IMPLS = ("xla", "xla_f32acc", "cpu_gemm", "mkl")
+KERNELS = ("cpu_gemm", "mkl")  # the custom-call impls: one-device CPU only
 CHOICES = ("auto",) + IMPLS  # ModelConfig.matmul_impl
 _KERNEL_MARGIN = 1.05  # the kernel must be this much faster than XLA's best to replace it (timing noise)
 _PROBE_FLOPS = 3e9  # per probed GEMM: rows are cut until 2*M*K*N fits (GFLOP/s is flat in M there) ...
@@ -64,6 +68,10 @@ def dot(a, b, *, impl: str, trans_a: bool = False, trans_b: bool = False, out_dt
         if out_dtype in (jnp.float32, jnp.bfloat16):
             return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=out_dtype)
         return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(out_dtype)
+    if impl == "mkl":
+        if out_dtype in (jnp.float32, jnp.bfloat16):
+            return mkl_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=out_dtype)
+        return mkl_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(out_dtype)
     lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
     if impl == "xla_f32acc":
         return jnp.dot(lhs, rhs, preferred_element_type=jnp.float32).astype(out_dtype)
@@ -92,15 +100,16 @@ def on_single_cpu() -> tuple[bool, str]:
 
 def check_explicit(impl: str) -> None:
     """Raises ValueError/RuntimeError if an explicitly requested `impl` cannot run here."""
-    if impl != "cpu_gemm":
+    if impl not in KERNELS:
         return
     ok, why = on_single_cpu()
     if not ok:
-        raise ValueError(f"ModelConfig.matmul_impl='cpu_gemm' cannot run here ({why}); "
+        raise ValueError(f"ModelConfig.matmul_impl={impl!r} cannot run here ({why}); "
                          f"use matmul_impl='auto' or 'xla'")
-    if not cpu_gemm.available():
-        raise RuntimeError(f"ModelConfig.matmul_impl='cpu_gemm' but the CPU GEMM kernel is unavailable: "
-                           f"{cpu_gemm.unavailable_reason()}; use matmul_impl='auto' or 'xla'")
+    module = cpu_gemm if impl == "cpu_gemm" else mkl_gemm
+    if not module.available():
+        raise RuntimeError(f"ModelConfig.matmul_impl={impl!r} but its GEMM is unavailable: "
+                           f"{module.unavailable_reason()}; use matmul_impl='auto' or 'xla'")
 
 
 def measured(m: int, k: int, n: int) -> bool:
@@ -134,13 +143,16 @@ def _candidates(dtype_name: str) -> list[str]:
     impls = ["xla", "xla_f32acc"] if dtype_name == "bfloat16" else ["xla"]
     if cpu_gemm.available():
         impls.append("cpu_gemm")
+    if mkl_gemm.available():
+        impls.append("mkl")
     return impls
 
 
 def kernel_identity() -> bytes:
     """The GEMM kernel's sources and the unit its bf16 runs on (AMX can be switched off per process):
     what a measurement of it depends on beyond the host (probe and peak caches are keyed by it)."""
-    return b"\0".join((*build.source_texts(cpu_gemm.SOURCE), cpu_gemm.bf16_unit().encode()))
+    return b"\0".join((*build.source_texts(cpu_gemm.SOURCE), cpu_gemm.bf16_unit().encode(),
+                        *build.source_texts(mkl_gemm.SOURCE), mkl_gemm.version().encode()))
 
 
 def _disk_path():
@@ -178,20 +190,24 @@ def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict
     cached = record is not None
     if record is None:
         rates, speedups, probed = _probe(jnp.dtype(dtype_name), m, k, n, transposed_b)
-        impl = max((i for i in speedups if i != "cpu_gemm"), key=speedups.get)
-        if speedups.get("cpu_gemm", 0.0) > _KERNEL_MARGIN * speedups[impl]:
-            impl = "cpu_gemm"
+        impl = max((i for i in speedups if i not in KERNELS), key=speedups.get)
+        kernel = max((i for i in speedups if i in KERNELS), key=speedups.get, default=None)
+        if kernel is not None and speedups[kernel] > _KERNEL_MARGIN * speedups[impl]:
+            impl = kernel
         record = {"impl": impl, "gflops": {i: round(r / 1e9, 1) for i, r in rates.items()},
                   "speedup_over_xla": {i: round(v, 3) for i, v in speedups.items()}, "probe_shape": probed,
                   "cpu_gemm_unit": cpu_gemm.bf16_unit() if dtype_name == "bfloat16" else "fp32_fma"}
+        if "mkl" in rates:
+            record["mkl_version"] = mkl_gemm.version()
         _save_disk(entry_key, record)
     record = dict(record, shape=entry_key, cached=cached)
     rates = ", ".join(f"{i} {g:.0f}" for i, g in record["gflops"].items())
+    mkl_note = "" if mkl_gemm.available() else f"; mkl not a candidate: {mkl_gemm.unavailable_reason()}"
     unit = f"cpu_gemm runs on {record['cpu_gemm_unit']}; " if "cpu_gemm_unit" in record else ""
     print(f"matmul_impl=auto: {entry_key} (x @ w, dx, dW) -> {record['impl']} "
           f"[{unit}GFLOP/s measured at {record.get('probe_shape', '?')}{', cached for this host' if cached else ''}: "
-          f"{rates}; paired speed-up over xla: {record.get('speedup_over_xla')}; cpu_gemm needs "
-          f">{_KERNEL_MARGIN:.2f}x the best XLA]", file=sys.stderr, flush=True)
+          f"{rates}; paired speed-up over xla: {record.get('speedup_over_xla')}; a kernel needs "
+          f">{_KERNEL_MARGIN:.2f}x the best XLA{mkl_note}]", file=sys.stderr, flush=True)
     return record
 
 

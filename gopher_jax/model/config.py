@@ -18,7 +18,7 @@ BLOCKS = ("sequential", "parallel")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "save_attn_mlp_out")
 DTYPES = ("float32", "bfloat16")
 ATTENTION_IMPLS = ("auto", "xla", "cpu_fused")
-MATMUL_IMPLS = ("auto", "xla", "xla_f32acc", "cpu_gemm")  # gopher_jax/kernels/matmul_impl.py
+MATMUL_IMPLS = ("auto", "xla", "xla_f32acc", "cpu_gemm", "mkl")  # gopher_jax/kernels/matmul_impl.py
 
 
 @gin.configurable
@@ -66,7 +66,8 @@ class ModelConfig:
     # GEMM of every Dense layer and the output head (forward, dx, dW): "xla" (XLA's dot in `dtype`,
     # what TPUs/GPUs compile well); "xla_f32acc" (XLA's dot with fp32 accumulation: on XLA:CPU the
     # bf16 x bf16 -> fp32 dot runs on the bf16 units); "cpu_gemm" (the C++ kernel of
-    # gopher_jax/kernels, one-device CPU only); "auto": per GEMM shape, the fastest of these measured
+    # gopher_jax/kernels, one-device CPU only); "mkl" (the same through Intel oneMKL, one-device CPU,
+    # needs the optional `mkl` wheel: the `cpu` extra); "auto": per GEMM shape, the fastest of these measured
     # on this host (cached per host, printed at start-up) on a one-device CPU, else "xla".
     matmul_impl: str = "auto"
     dtype: str = "float32"  # activation / matmul dtype ("bfloat16" for mixed precision)

@@ -42,7 +42,7 @@ def test_amx_off_gives_the_same_gemm_and_attention_results():
             "for m, k, n in g.SHAPES:\n"
             "    for ta in (False, True):\n"
             "        for tb in (False, True):\n"
-            "            g.test_gemm_matches_xla(m, k, n, ta, tb, 'bfloat16')\n"
+            "            g.test_gemm_matches_xla('cpu_gemm', m, k, n, ta, tb, 'bfloat16')\n"
             "for case in ('gqa_rel_packed', 'odd_t37_d40_rel_packed'):\n"
             "    a._compare_bf16(case, seed=3)\n"
             "print('ok')\n")

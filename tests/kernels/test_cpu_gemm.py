@@ -1,4 +1,5 @@
-"""CPU GEMM kernel (gopher_jax/kernels/cpu_gemm.cc) and the matmul_impl switch == XLA's dot.
+"""CPU GEMM kernels (gopher_jax/kernels/cpu_gemm.cc, and mkl_gemm.cc through Intel oneMKL) and the
+matmul_impl switch == XLA's dot.
 
 Ragged shapes (none a multiple of the kernel's 12 x 32 tile, its 96 x 512 work items or its K
 slices of 256 (fp32) / 512 (bf16), odd K for the bf16 pairs; (200, 1101, 600) spans several K
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gopher_jax.kernels import cpu_gemm, matmul_impl
+from gopher_jax.kernels import cpu_gemm, matmul_impl, mkl_gemm
 from gopher_jax.model.dense import matmul, matmul_transposed
 
 F32_RTOL = 1e-6  # ||ours - xla|| / ||xla||: fp32 sums in another order
@@ -27,18 +28,25 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-def test_kernel_is_available():
-    assert cpu_gemm.available(), cpu_gemm.unavailable_reason()
+KERNELS = {"cpu_gemm": cpu_gemm, "mkl": mkl_gemm}
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_kernel_is_available(kernel):
+    """Both build here: g++ is on the machine and the test extra installs the `mkl` wheel."""
+    assert KERNELS[kernel].available(), KERNELS[kernel].unavailable_reason()
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("m,k,n", SHAPES)
 @pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [False, True])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_gemm_matches_xla(m, k, n, trans_a, trans_b, dtype):
+def test_gemm_matches_xla(kernel, m, k, n, trans_a, trans_b, dtype):
     a = _rand((k, m) if trans_a else (m, k), dtype, 0)
     b = _rand((n, k) if trans_b else (k, n), dtype, 1)
-    ours, ours16 = jax.jit(lambda a, b: [cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=o)
+    gemm = KERNELS[kernel].gemm
+    ours, ours16 = jax.jit(lambda a, b: [gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=o)
                                          for o in (jnp.float32, jnp.bfloat16)])(a, b)
     assert ours.shape == ours16.shape == (m, n) and (ours.dtype, ours16.dtype) == (jnp.float32, jnp.bfloat16)
     # The reference sums the same (bf16-exact) products in fp32: both are fp32-accurate.
@@ -47,6 +55,28 @@ def test_gemm_matches_xla(m, k, n, trans_a, trans_b, dtype):
     assert _rel(ours, ref) < F32_RTOL
     # A bf16 result is the fp32 sums rounded once, to nearest even.
     np.testing.assert_array_equal(np.asarray(ours16), np.asarray(ours.astype(jnp.bfloat16)))
+
+
+@pytest.mark.parametrize("m,n", [(1001, 7), (37, 301), (5, 1000)])
+def test_mkl_splits_rows_or_columns_over_any_thread_count(monkeypatch, m, n):
+    """mkl_gemm cuts C into row blocks (16-row granules) or column blocks (64 columns) that the
+    threads take one by one: ragged last blocks, more threads than blocks, a bf16 result rounded
+    from per-thread fp32 blocks of 256 rows."""
+    monkeypatch.setenv("GOPHER_JAX_GEMM_THREADS", "3")
+    a, b = _rand((m, 33), "bfloat16", 10), _rand((33, n), "bfloat16", 11)
+    ref = jnp.dot(a.astype(jnp.float32), b.astype(jnp.float32), precision="highest")
+    ours, ours16 = jax.jit(lambda a, b: [mkl_gemm.gemm(a, b, out_dtype=o) for o in (jnp.float32, jnp.bfloat16)])(a, b)
+    assert _rel(ours, ref) < F32_RTOL
+    np.testing.assert_array_equal(np.asarray(ours16), np.asarray(ours.astype(jnp.bfloat16)))
+
+
+def test_mkl_says_how_to_install_it_when_it_is_missing(monkeypatch):
+    monkeypatch.setattr(mkl_gemm, "library_path", lambda: None)
+    monkeypatch.setattr(mkl_gemm, "_state", {})
+    assert not mkl_gemm.available()
+    assert "pip install 'gopher_jax[cpu]'" in mkl_gemm.unavailable_reason()
+    with pytest.raises(RuntimeError, match=r"gopher_jax\[cpu\]"):
+        mkl_gemm.gemm(jnp.ones((2, 2)), jnp.ones((2, 2)))
 
 
 def test_gemm_of_empty_operands_is_zeros():
@@ -67,7 +97,7 @@ def _loss_and_grads(fn, impl, x, w, dy):
     return (y, *vjp(dy))
 
 
-@pytest.mark.parametrize("impl", ["xla_f32acc", "cpu_gemm"])
+@pytest.mark.parametrize("impl", ["xla_f32acc", "cpu_gemm", "mkl"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_matmul_forward_and_both_gradients_match_xla(impl, dtype, transposed):
@@ -88,7 +118,7 @@ def test_matmul_forward_and_both_gradients_match_xla(impl, dtype, transposed):
         assert _rel(o, r) < tol, (name, _rel(o, r))
 
 
-@pytest.mark.parametrize("impl", ["xla", "xla_f32acc", "cpu_gemm"])
+@pytest.mark.parametrize("impl", ["xla", "xla_f32acc", "cpu_gemm", "mkl"])
 @pytest.mark.parametrize("transposed", [False, True])
 def test_fp32_master_weights_get_fp32_gradients(impl, transposed):
     """bf16 activations x fp32 weights (ModelConfig.dtype="bfloat16"): multiplied in bf16, dW in fp32,
@@ -135,16 +165,18 @@ def test_auto_falls_back_to_xla_on_a_multi_device_mesh(monkeypatch):
     mesh = jax.make_mesh((jax.device_count(),), ("data",))
     with jax.set_mesh(mesh):
         assert matmul_impl.choose("bfloat16", 64, 32, 48) == "xla"
-        with pytest.raises(ValueError, match="cannot shard"):
-            matmul_impl.check_explicit("cpu_gemm")
+        for kernel in matmul_impl.KERNELS:
+            with pytest.raises(ValueError, match="cannot shard"):
+                matmul_impl.check_explicit(kernel)
 
 
 def test_auto_falls_back_to_xla_off_cpu(monkeypatch):
     monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
     monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
     assert matmul_impl.choose("float32", 64, 32, 48) == "xla"
-    with pytest.raises(ValueError, match="platform is tpu"):
-        matmul_impl.check_explicit("cpu_gemm")
+    for kernel in matmul_impl.KERNELS:
+        with pytest.raises(ValueError, match="platform is tpu"):
+            matmul_impl.check_explicit(kernel)
 
 
 def test_auto_falls_back_when_the_kernel_is_unavailable(monkeypatch, tmp_path):
@@ -153,9 +185,13 @@ def test_auto_falls_back_when_the_kernel_is_unavailable(monkeypatch, tmp_path):
     monkeypatch.setattr(matmul_impl, "_disk", None)
     monkeypatch.setattr(matmul_impl, "_decisions", {})
     monkeypatch.setattr(cpu_gemm._LIBRARY, "_state", {"ok": False, "reason": "test: no compiler"})
+    monkeypatch.setattr(mkl_gemm, "_state", {"ok": False, "reason": "test: no mkl", "version": ""})
     assert matmul_impl.choose("float32", 24, 16, 8) == "xla"
+    assert set(matmul_impl.decisions()[0]["gflops"]) == {"xla"}  # neither kernel was timed
     with pytest.raises(RuntimeError, match="test: no compiler"):
         matmul_impl.check_explicit("cpu_gemm")
+    with pytest.raises(RuntimeError, match="test: no mkl"):
+        matmul_impl.check_explicit("mkl")
 
 
 def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys):
@@ -166,7 +202,8 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
     impl = matmul_impl.choose("bfloat16", 64, 48, 40, transposed_b=True)
     record, = matmul_impl.decisions()
     assert impl == record["impl"] in matmul_impl.IMPLS and not record["cached"]
-    assert set(record["gflops"]) == {"xla", "xla_f32acc", "cpu_gemm"}
+    assert set(record["gflops"]) == {"xla", "xla_f32acc", "cpu_gemm", "mkl"}
+    assert record["mkl_version"] == mkl_gemm.version() and "Math Kernel Library" in record["mkl_version"]
     assert all(g > 0 for g in record["gflops"].values())
     assert record["cpu_gemm_unit"] == cpu_gemm.bf16_unit() != "unavailable"  # what the kernel's bf16 ran on
     err = capsys.readouterr().err

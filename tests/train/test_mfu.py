@@ -97,11 +97,12 @@ def test_peak_is_measured_in_the_runs_precision(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GOPHER_JAX_KERNEL_CACHE", str(tmp_path))  # an empty peak cache: measured here
 
-    from gopher_jax.kernels import cpu_gemm
+    from gopher_jax.kernels import cpu_gemm, mkl_gemm
 
     device = mfu.jax.local_devices()[0]
     n_bf16 = len(mfu._matmul_candidates(jnp.bfloat16, device))
-    assert n_bf16 == len(mfu._matmul_candidates(jnp.float32, device)) + 1 == 2 + cpu_gemm.available()
+    # XLA's dot (+ its fp32-summing bf16 dot), our kernel and MKL: every GEMM the model can use
+    assert n_bf16 == len(mfu._matmul_candidates(jnp.float32, device)) + 1 == 2 + cpu_gemm.available() + mkl_gemm.available()
     bf16, fp32 = mfu.global_peak(seconds=0.01, dtype="bfloat16"), mfu.global_peak(seconds=0.01)
     assert bf16.source == "measured bf16 matmul, 1 host(s) (cached for this host)"
     assert fp32.source == "measured fp32 matmul, 1 host(s) (cached for this host)"

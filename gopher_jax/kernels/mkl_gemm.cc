@@ -1,0 +1,185 @@
+// The Dense layers' GEMM through Intel oneMKL, called through the XLA FFI (see mkl_gemm.py).
+//
+// C[M, N] = op(A)[M, K] @ op(B)[K, N] with the same operand layouts and attributes as cpu_gemm.cc
+// (trans_a, trans_b; fp32 or bf16 operands, fp32 sums, the result written as fp32 or bf16), computed
+// by MKL's cblas_gemm_bf16bf16f32 (bf16: AMX tiles or AVX512-BF16, whichever the CPU has) or
+// cblas_sgemm (fp32). MKL is not linked at build time: GopherMklLoad(path) dlopens the libmkl_rt
+// that the Python side found (the `mkl` wheel, or GOPHER_JAX_MKL_LIBRARY) and looks up those
+// functions, so this library builds on any host and works only where MKL is installed.
+//
+// MKL runs sequentially (its threading layer is set to SEQUENTIAL at load, so it starts no OpenMP
+// thread team that would spin beside XLA's own threads), and the call splits C into row or column
+// blocks that GOPHER_JAX_GEMM_THREADS threads take one by one, as the other kernels do. A bf16 result is summed into a
+// per-thread fp32 block of at most kBlockRows rows (it stays in L2) and rounded to bf16 from there.
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+#include "simd_math.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// CBLAS constants and the two signatures (mkl_cblas.h; MKL_INT is 32-bit in mkl_rt's default LP64 interface).
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+constexpr int kThreadingSequential = 1;  // MKL_THREADING_SEQUENTIAL
+using GemmBf16Fn = void (*)(int, int, int, int, int, int, float, const uint16_t*, int, const uint16_t*, int, float,
+                            float*, int);
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
+                         int);
+using SetLayerFn = int (*)(int);
+using VersionFn = void (*)(char*, int);
+
+GemmBf16Fn gemm_bf16 = nullptr;
+SgemmFn sgemm = nullptr;
+char version_text[256] = "";
+
+constexpr int64_t kBlockRows = 256;   // rows of a bf16 result summed in fp32 at a time (per thread)
+constexpr int64_t kMinBlockCols = 64;  // a column split never goes narrower than this
+
+// One block of C: rows [i0, i0 + m) x columns [j0, j0 + n) of op(A) @ op(B), written to c (ldc) as O.
+template <typename T, typename O>
+void block(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O* c, int64_t ldc, int64_t i0,
+           int64_t m, int64_t j0, int64_t n, int64_t K, std::vector<float>& scratch) {
+  // op(A) rows i0.. start at row i0 of A, or (transposed) at column i0 of A; op(B) columns likewise.
+  const T* ap = ta ? a + i0 : a + i0 * lda;
+  const T* bp = tb ? b + j0 * ldb : b + j0;
+  const int opa = ta ? kTrans : kNoTrans, opb = tb ? kTrans : kNoTrans;
+  auto call = [&](const T* ablock, int rows, float* out, int64_t ldo) {
+    if constexpr (std::is_same_v<T, float>)
+      sgemm(kRowMajor, opa, opb, rows, static_cast<int>(n), static_cast<int>(K), 1.f, ablock, static_cast<int>(lda),
+            bp, static_cast<int>(ldb), 0.f, out, static_cast<int>(ldo));
+    else
+      gemm_bf16(kRowMajor, opa, opb, rows, static_cast<int>(n), static_cast<int>(K), 1.f, ablock,
+                static_cast<int>(lda), bp, static_cast<int>(ldb), 0.f, out, static_cast<int>(ldo));
+  };
+  if constexpr (std::is_same_v<O, float>) {
+    call(ap, static_cast<int>(m), c + i0 * ldc + j0, ldc);
+  } else {
+    scratch.resize(static_cast<size_t>(std::min(m, kBlockRows) * n));
+    for (int64_t r0 = 0; r0 < m; r0 += kBlockRows) {
+      const int64_t rows = std::min(kBlockRows, m - r0);
+      call(ta ? ap + r0 : ap + r0 * lda, static_cast<int>(rows), scratch.data(), n);
+      for (int64_t r = 0; r < rows; ++r) row_to_bf16(scratch.data() + r * n, c + (i0 + r0 + r) * ldc + j0, n);
+    }
+  }
+}
+
+// Splits C into row blocks when it has at least as many rows as columns, else into column blocks,
+// kItemsPerThread per thread, which the threads take one at a time: XLA runs other ops beside a
+// custom call, so a thread that shares its core finishes late, and a fixed half per thread would
+// leave the other waiting.
+constexpr int64_t kItemsPerThread = 4;
+
+template <typename T, typename O>
+void gemm(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O* c, int64_t M, int64_t N,
+          int64_t K) {
+  const bool by_rows = M >= N;
+  const int64_t extent = by_rows ? M : N, granule = by_rows ? 16 : kMinBlockCols;
+  const int64_t units = (extent + granule - 1) / granule;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads_from_env("GOPHER_JAX_GEMM_THREADS"), units)));
+  const int64_t items = std::min<int64_t>(units, threads * kItemsPerThread);
+  std::atomic<int64_t> next{0};
+  auto work = [&]() {
+    thread_local std::vector<float> scratch;
+    for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
+      // Item boundaries on multiples of `granule`, the last item taking the rest.
+      const int64_t lo = units * item / items * granule;
+      const int64_t hi = item + 1 == items ? extent : units * (item + 1) / items * granule;
+      if (by_rows) block(a, lda, ta, b, ldb, tb, c, N, lo, hi - lo, 0, N, K, scratch);
+      else block(a, lda, ta, b, ldb, tb, c, N, 0, M, lo, hi - lo, K, scratch);
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& th : pool) th.join();
+}
+
+template <typename O>
+void gemm_typed(ffi::AnyBuffer a, ffi::AnyBuffer b, O* out, int64_t M, int64_t N, int64_t K, bool ta, bool tb) {
+  const int64_t lda = a.dimensions()[1], ldb = b.dimensions()[1];
+  if (a.element_type() == ffi::F32)
+    gemm(static_cast<const float*>(a.untyped_data()), lda, ta, static_cast<const float*>(b.untyped_data()), ldb, tb,
+         out, M, N, K);
+  else
+    gemm(static_cast<const uint16_t*>(a.untyped_data()), lda, ta, static_cast<const uint16_t*>(b.untyped_data()),
+         ldb, tb, out, M, N, K);
+}
+
+ffi::Error MklGemmImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c, int64_t trans_a,
+                       int64_t trans_b) {
+  if (gemm_bf16 == nullptr || sgemm == nullptr) return ffi::Error::Internal("MKL is not loaded (GopherMklLoad)");
+  auto ad = a.dimensions(), bd = b.dimensions();
+  if (ad.size() != 2 || bd.size() != 2) return ffi::Error::InvalidArgument("gemm operands must be 2-D");
+  const int64_t M = trans_a ? ad[1] : ad[0], K = trans_a ? ad[0] : ad[1];
+  const int64_t Kb = trans_b ? bd[1] : bd[0], N = trans_b ? bd[0] : bd[1];
+  if (K != Kb) return ffi::Error::InvalidArgument("gemm contracting dimensions differ");
+  if (a.element_type() != b.element_type())
+    return ffi::Error::InvalidArgument("gemm operands must have the same dtype");
+  if (a.element_type() != ffi::F32 && a.element_type() != ffi::BF16)
+    return ffi::Error::InvalidArgument("gemm supports float32 and bfloat16 operands");
+  // MKL_INT is 32-bit: every dimension and leading dimension must fit.
+  constexpr int64_t kMax = 0x7fffffff;
+  if (M > kMax || N > kMax || K > kMax || ad[1] > kMax || bd[1] > kMax)
+    return ffi::Error::InvalidArgument("gemm dimensions exceed MKL's 32-bit integers");
+  if (M == 0 || N == 0) return ffi::Error::Success();
+  if (c->element_type() == ffi::F32) {
+    float* out = static_cast<float*>(c->untyped_data());
+    if (K == 0) std::memset(out, 0, sizeof(float) * M * N);
+    else gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
+  } else if (c->element_type() == ffi::BF16) {
+    uint16_t* out = static_cast<uint16_t*>(c->untyped_data());
+    if (K == 0) std::memset(out, 0, sizeof(uint16_t) * M * N);
+    else gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
+  } else {
+    return ffi::Error::InvalidArgument("gemm writes float32 or bfloat16");
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Loads MKL from `path` (libmkl_rt): 1 on success, else 0 (GopherMklError says why).
+static char load_error[512] = "";
+extern "C" int GopherMklLoad(const char* path) {
+  void* lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    std::snprintf(load_error, sizeof(load_error), "dlopen(%s): %s", path, dlerror());
+    return 0;
+  }
+  auto layer = reinterpret_cast<SetLayerFn>(dlsym(lib, "MKL_Set_Threading_Layer"));
+  auto bf16 = reinterpret_cast<GemmBf16Fn>(dlsym(lib, "cblas_gemm_bf16bf16f32"));
+  auto sg = reinterpret_cast<SgemmFn>(dlsym(lib, "cblas_sgemm"));
+  auto version = reinterpret_cast<VersionFn>(dlsym(lib, "MKL_Get_Version_String"));
+  if (layer == nullptr || bf16 == nullptr || sg == nullptr) {
+    std::snprintf(load_error, sizeof(load_error), "%s lacks MKL_Set_Threading_Layer, cblas_gemm_bf16bf16f32 or "
+                  "cblas_sgemm (MKL 2020 or newer has them)", path);
+    return 0;
+  }
+  layer(kThreadingSequential);
+  if (version != nullptr) version(version_text, sizeof(version_text));
+  gemm_bf16 = bf16;
+  sgemm = sg;
+  return 1;
+}
+
+extern "C" const char* GopherMklError() { return load_error; }
+extern "C" const char* GopherMklVersion() { return version_text; }
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherMklGemm, MklGemmImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()          // a
+                                  .Arg<ffi::AnyBuffer>()          // b
+                                  .Ret<ffi::AnyBuffer>()          // c = op(a) @ op(b), fp32 or bf16
+                                  .Attr<int64_t>("trans_a")
+                                  .Attr<int64_t>("trans_b"));

@@ -1,0 +1,116 @@
+"""The Dense layers' GEMM through Intel oneMKL (mkl_gemm.cc), called through the XLA FFI.
+
+`gemm(a, b, trans_a=, trans_b=, out_dtype=)` computes what `cpu_gemm.gemm` computes (op(a) @ op(b),
+fp32 or bf16 operands, fp32 sums, the result in float32 or bfloat16) with MKL's
+cblas_gemm_bf16bf16f32 (AMX tiles or AVX512-BF16) and cblas_sgemm, split over
+GOPHER_JAX_GEMM_THREADS threads with MKL itself sequential. On an Intel Xeon with AMX-BF16 it ran the
+gopher_44m step's bf16 GEMMs about 2x faster than cpu_gemm (benchmarks/README.md).
+
+MKL is an optional dependency (the `mkl` wheel, x86-64 Linux: `pip install 'gopher_jax[cpu]'`). It is
+found as libmkl_rt.so in this environment's lib directory, or at GOPHER_JAX_MKL_LIBRARY (a system
+MKL); the kernel library itself is built with g++ on first use and cached per host like the other
+kernels, and loads MKL at run time. GOPHER_JAX_DISABLE_MKL=1 turns it off. Whether it is used is
+decided per host and per GEMM shape by the measured probe of kernels/matmul_impl.py.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+import threading
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gopher_jax.kernels.ffi_library import FfiLibrary
+
+__all__ = ["available", "unavailable_reason", "library_path", "version", "gemm"]
+
+SOURCE = Path(__file__).with_name("mkl_gemm.cc")
+_TARGET = "gopher_mkl_gemm_v1"
+LIBRARY_ENV = "GOPHER_JAX_MKL_LIBRARY"
+DISABLE_ENV = "GOPHER_JAX_DISABLE_MKL"
+_LIBRARY = FfiLibrary(SOURCE, "gopher_mkl_gemm", {_TARGET: "GopherMklGemm"}, DISABLE_ENV)
+_lock = threading.Lock()
+_state: dict = {}
+
+
+def library_path() -> str | None:
+    """Returns the libmkl_rt to load: GOPHER_JAX_MKL_LIBRARY, else the newest libmkl_rt.so.* in this
+    Python environment's lib directory (where the `mkl` wheel puts it), else None."""
+    explicit = os.environ.get(LIBRARY_ENV, "")
+    if explicit:
+        return explicit
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*")), key=lambda p: (len(p), p))
+        if found:
+            return found[-1]
+    return None
+
+
+def _load() -> bool:
+    with _lock:
+        if "ok" in _state:
+            return _state["ok"]
+        path = library_path()
+        if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+            reason = f"disabled by {DISABLE_ENV}"
+        elif path is None:
+            reason = (f"MKL is not installed (no libmkl_rt.so under {sys.prefix}/lib): "
+                      f"pip install 'gopher_jax[cpu]' (x86-64 Linux), or set {LIBRARY_ENV}")
+        elif not _LIBRARY.available():
+            reason = _LIBRARY.unavailable_reason()
+        else:
+            lib = ctypes.CDLL(_LIBRARY.path())
+            lib.GopherMklError.restype = lib.GopherMklVersion.restype = ctypes.c_char_p
+            if lib.GopherMklLoad(path.encode()):
+                _state.update(ok=True, reason="", version=lib.GopherMklVersion().decode(errors="replace"))
+                return True
+            reason = lib.GopherMklError().decode(errors="replace")
+        _state.update(ok=False, reason=reason, version="")
+        return False
+
+
+def available() -> bool:
+    """True if MKL was found and loaded and the kernel library is built (both on the first call)."""
+    return _load()
+
+
+def unavailable_reason() -> str:
+    """Why `available()` is False ('' if it is True)."""
+    _load()
+    return _state["reason"]
+
+
+def version() -> str:
+    """MKL's own version string ('' if unavailable)."""
+    _load()
+    return _state["version"]
+
+
+def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False,
+         out_dtype=jnp.float32) -> jax.Array:
+    """Returns op(a) @ op(b) for 2-D a, b of one dtype (float32 or bfloat16): fp32 sums, `out_dtype`
+    result (float32 or bfloat16), op as in `cpu_gemm.gemm`. Raises ValueError on other ranks,
+    dtypes or mismatched contracting sizes, RuntimeError if MKL is unavailable."""
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"gemm takes 2-D operands; got {a.shape} and {b.shape}")
+    if a.dtype != b.dtype or a.dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"gemm operands must both be float32 or both bfloat16; got {a.dtype}, {b.dtype}")
+    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
+    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
+    out_dtype = jnp.dtype(out_dtype)
+    if out_dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"gemm writes float32 or bfloat16; got {out_dtype}")
+    if k != kb:
+        raise ValueError(f"gemm contracting sizes differ: op(a) is [{m}, {k}], op(b) is [{kb}, {n}]")
+    if 0 in (m, k, n):
+        return jnp.zeros((m, n), out_dtype)
+    if not available():
+        raise RuntimeError(f"the MKL GEMM is unavailable: {unavailable_reason()}")
+    return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),
+                            vmap_method="sequential")(a, b, trans_a=np.int64(trans_a),
+                                                      trans_b=np.int64(trans_b))
