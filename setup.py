@@ -23,10 +23,6 @@ INSTALL_REQUIRES = [
     "langdetect",
 ]
 
-# Intel oneMKL for the CPU GEMMs (gopher_jax/kernels/mkl_gemm.py: `matmul_impl="auto"` times it per
-# shape against XLA and our own kernel). Wheels exist for x86-64 only; ~1 GB installed.
-MKL = ["mkl; platform_machine == 'x86_64' and sys_platform == 'linux'"]
-
 EXTRAS = {
     # apache-beam: tests/data/test_corpus_beam.py checks Beam == in-process. Beam needs
     # protobuf<7, and sentencepiece 0.2.3's generated code needs protobuf>=7.36, so tests pin
@@ -49,13 +45,14 @@ EXTRAS = {
              # tests/sweep/test_sweep_ray.py runs a sweep on a local Ray cluster (`gopher-jax sweep --executor=ray`).
              "ray",
              # tests/kernels/test_cpu_gemm.py checks the MKL GEMM against XLA (the `cpu` extra below).
-             *MKL],
+             "mkl; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     # TPU VMs, and ahead-of-time compilation for TPU topologies on a CPU host (`gopher-jax compile`):
     # jax's own extra pins the libtpu that matches the installed jax (0.10.2 -> libtpu 0.0.42.1).
     "tpu": ["jax[tpu]"],
-    # CPU training: MKL's GEMMs beside XLA's and ours (the bf16 step of gopher_44m on an Intel Xeon with
-    # AMX-BF16 was 2.33 -> 2.13 s; benchmarks/README.md).
-    "cpu": MKL,
+    # CPU training: Intel oneMKL's GEMMs (gopher_jax/kernels/mkl_gemm.py), which `matmul_impl="auto"` times
+    # per shape beside XLA's and our own kernel (the gopher_44m bf16 step on an Intel Xeon with AMX-BF16:
+    # 2.33 -> 2.13 s; benchmarks/README.md). Wheels exist for x86-64 Linux only; ~1 GB installed.
+    "cpu": ["mkl; platform_machine == 'x86_64' and sys_platform == 'linux'"],
     # `gopher-jax export --format=hf` / `gopher-jax import` (docs/interop.md): weights and tokenizer.json.
     "hf": ["safetensors", "tokenizers"],
     "beam": ["apache-beam", "google-crc32c", "sentencepiece<0.2.3"],  # crc32c: TFRecord checksums

@@ -10,7 +10,7 @@ alternately, shape by shape and repetition by repetition, so they see the same l
 every time, the median GFLOP/s per shape and source, and `step_gemm_s`: each source's median call
 times weighted by how often the step makes the call (its GEMM seconds per step, outside the step).
 The product's source is `product`; a `--variant` is built and registered under its own FFI target
-(GOPHER_JAX_CPU_GEMM_SOURCE), so an edited copy of cpu_gemm.cc (with simd_math.h beside it) or the
+(GOPHER_JAX_CPU_GEMM_SOURCE), so an edited copy of cpu_gemm.cc (with simd_math.h, amx.h and gemm_ffi.h beside it) or the
 previous commit's source (`git show HEAD~1:gopher_jax/kernels/cpu_gemm.cc`) can be compared to it; a
 copy of the product's own source as a variant shows the harness's noise.
 Outputs are freshly allocated per call, as in the step (each shape's timed calls follow one untimed

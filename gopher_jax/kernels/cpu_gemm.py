@@ -86,14 +86,9 @@ def bf16_unit() -> str:
     return "avx512_bf16" if has_bf16_dot() else "fp32_widened"
 
 
-def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False,
-         out_dtype=jnp.float32) -> jax.Array:
-    """Returns op(a) @ op(b) for 2-D a, b of one dtype (float32 or bfloat16): fp32 sums, `out_dtype` result.
-
-    op(a) is a [M, K] (or a.T for a [K, M] with trans_a); op(b) is b [K, N] (or b.T for b [N, K]
-    with trans_b); out_dtype is float32 or bfloat16. Raises ValueError on other ranks, dtypes or
-    mismatched contracting sizes.
-    """
+def operand_shapes(a, b, trans_a: bool, trans_b: bool, out_dtype) -> tuple[int, int, int, jnp.dtype]:
+    """Returns (M, K, N, out_dtype) of op(a) @ op(b) for the GEMM kernels (this one and mkl_gemm);
+    raises ValueError on other ranks, dtypes or mismatched contracting sizes."""
     if a.ndim != 2 or b.ndim != 2:
         raise ValueError(f"gemm takes 2-D operands; got {a.shape} and {b.shape}")
     if a.dtype != b.dtype or a.dtype not in (jnp.float32, jnp.bfloat16):
@@ -105,6 +100,18 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
         raise ValueError(f"gemm writes float32 or bfloat16; got {out_dtype}")
     if k != kb:
         raise ValueError(f"gemm contracting sizes differ: op(a) is [{m}, {k}], op(b) is [{kb}, {n}]")
+    return m, k, n, out_dtype
+
+
+def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = False,
+         out_dtype=jnp.float32) -> jax.Array:
+    """Returns op(a) @ op(b) for 2-D a, b of one dtype (float32 or bfloat16): fp32 sums, `out_dtype` result.
+
+    op(a) is a [M, K] (or a.T for a [K, M] with trans_a); op(b) is b [K, N] (or b.T for b [N, K]
+    with trans_b); out_dtype is float32 or bfloat16. Raises ValueError on other ranks, dtypes or
+    mismatched contracting sizes.
+    """
+    m, k, n, out_dtype = operand_shapes(a, b, trans_a, trans_b, out_dtype)
     if 0 in (m, k, n):  # nothing to multiply (the kernel's work split assumes M, N > 0)
         return jnp.zeros((m, n), out_dtype)
     if not available():

@@ -24,6 +24,7 @@
 
 #include "xla/ffi/api/ffi.h"
 #include "simd_math.h"
+#include "gemm_ffi.h"
 
 namespace ffi = xla::ffi;
 
@@ -119,32 +120,10 @@ void gemm_typed(ffi::AnyBuffer a, ffi::AnyBuffer b, O* out, int64_t M, int64_t N
 ffi::Error MklGemmImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> c, int64_t trans_a,
                        int64_t trans_b) {
   if (gemm_bf16 == nullptr || sgemm == nullptr) return ffi::Error::Internal("MKL is not loaded (GopherMklLoad)");
-  auto ad = a.dimensions(), bd = b.dimensions();
-  if (ad.size() != 2 || bd.size() != 2) return ffi::Error::InvalidArgument("gemm operands must be 2-D");
-  const int64_t M = trans_a ? ad[1] : ad[0], K = trans_a ? ad[0] : ad[1];
-  const int64_t Kb = trans_b ? bd[1] : bd[0], N = trans_b ? bd[0] : bd[1];
-  if (K != Kb) return ffi::Error::InvalidArgument("gemm contracting dimensions differ");
-  if (a.element_type() != b.element_type())
-    return ffi::Error::InvalidArgument("gemm operands must have the same dtype");
-  if (a.element_type() != ffi::F32 && a.element_type() != ffi::BF16)
-    return ffi::Error::InvalidArgument("gemm supports float32 and bfloat16 operands");
   // MKL_INT is 32-bit: every dimension and leading dimension must fit.
-  constexpr int64_t kMax = 0x7fffffff;
-  if (M > kMax || N > kMax || K > kMax || ad[1] > kMax || bd[1] > kMax)
-    return ffi::Error::InvalidArgument("gemm dimensions exceed MKL's 32-bit integers");
-  if (M == 0 || N == 0) return ffi::Error::Success();
-  if (c->element_type() == ffi::F32) {
-    float* out = static_cast<float*>(c->untyped_data());
-    if (K == 0) std::memset(out, 0, sizeof(float) * M * N);
-    else gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
-  } else if (c->element_type() == ffi::BF16) {
-    uint16_t* out = static_cast<uint16_t*>(c->untyped_data());
-    if (K == 0) std::memset(out, 0, sizeof(uint16_t) * M * N);
-    else gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
-  } else {
-    return ffi::Error::InvalidArgument("gemm writes float32 or bfloat16");
-  }
-  return ffi::Error::Success();
+  return gemm_call(a, b, c, trans_a, trans_b, 0x7fffffff, [&](auto* out, int64_t M, int64_t N, int64_t K) {
+    gemm_typed(a, b, out, M, N, K, trans_a != 0, trans_b != 0);
+  });
 }
 
 }  // namespace
@@ -176,10 +155,4 @@ extern "C" int GopherMklLoad(const char* path) {
 extern "C" const char* GopherMklError() { return load_error; }
 extern "C" const char* GopherMklVersion() { return version_text; }
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherMklGemm, MklGemmImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()          // a
-                                  .Arg<ffi::AnyBuffer>()          // b
-                                  .Ret<ffi::AnyBuffer>()          // c = op(a) @ op(b), fp32 or bf16
-                                  .Attr<int64_t>("trans_a")
-                                  .Attr<int64_t>("trans_b"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(GopherMklGemm, MklGemmImpl, gemm_binding());

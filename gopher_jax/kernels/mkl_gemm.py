@@ -3,8 +3,8 @@
 `gemm(a, b, trans_a=, trans_b=, out_dtype=)` computes what `cpu_gemm.gemm` computes (op(a) @ op(b),
 fp32 or bf16 operands, fp32 sums, the result in float32 or bfloat16) with MKL's
 cblas_gemm_bf16bf16f32 (AMX tiles or AVX512-BF16) and cblas_sgemm, split over
-GOPHER_JAX_GEMM_THREADS threads with MKL itself sequential. On an Intel Xeon with AMX-BF16 it ran the
-gopher_44m step's bf16 GEMMs about 2x faster than cpu_gemm (benchmarks/README.md).
+GOPHER_JAX_GEMM_THREADS threads with MKL itself sequential. On an Intel Xeon with AMX-BF16 it took the
+gopher_44m bf16 step from 2.33 to 2.13 s (benchmarks/README.md, "GELU, RMSNorm and MKL").
 
 MKL is an optional dependency (the `mkl` wheel, x86-64 Linux: `pip install 'gopher_jax[cpu]'`). It is
 found as libmkl_rt.so in this environment's lib directory, or at GOPHER_JAX_MKL_LIBRARY (a system
@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gopher_jax.kernels import cpu_gemm
 from gopher_jax.kernels.ffi_library import FfiLibrary
 
 __all__ = ["available", "unavailable_reason", "library_path", "version", "gemm"]
@@ -96,17 +97,7 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
     """Returns op(a) @ op(b) for 2-D a, b of one dtype (float32 or bfloat16): fp32 sums, `out_dtype`
     result (float32 or bfloat16), op as in `cpu_gemm.gemm`. Raises ValueError on other ranks,
     dtypes or mismatched contracting sizes, RuntimeError if MKL is unavailable."""
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"gemm takes 2-D operands; got {a.shape} and {b.shape}")
-    if a.dtype != b.dtype or a.dtype not in (jnp.float32, jnp.bfloat16):
-        raise ValueError(f"gemm operands must both be float32 or both bfloat16; got {a.dtype}, {b.dtype}")
-    m, k = (a.shape[1], a.shape[0]) if trans_a else a.shape
-    kb, n = (b.shape[1], b.shape[0]) if trans_b else b.shape
-    out_dtype = jnp.dtype(out_dtype)
-    if out_dtype not in (jnp.float32, jnp.bfloat16):
-        raise ValueError(f"gemm writes float32 or bfloat16; got {out_dtype}")
-    if k != kb:
-        raise ValueError(f"gemm contracting sizes differ: op(a) is [{m}, {k}], op(b) is [{kb}, {n}]")
+    m, k, n, out_dtype = cpu_gemm.operand_shapes(a, b, trans_a, trans_b, out_dtype)
     if 0 in (m, k, n):
         return jnp.zeros((m, n), out_dtype)
     if not available():
