@@ -321,20 +321,6 @@ void kernel_amx(int kb, const uint16_t* ap, const uint16_t* bp, float* c, int64_
 
 int num_threads() { return threads_from_env("GOPHER_JAX_GEMM_THREADS"); }
 
-// Runs fn(item) for item in [0, n) on up to `threads` threads (the caller is one of them).
-template <typename F>
-void parallel_for(int n, int threads, F fn) {
-  threads = std::max(1, std::min(threads, n));
-  std::atomic<int> next{0};
-  auto work = [&]() {
-    for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
-  };
-  std::vector<std::thread> pool;
-  for (int w = 1; w < threads; ++w) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
-}
-
 // Writes an fp32 row of `n` values to the output row in its dtype (fp32, or bf16 rounded to nearest even).
 inline void write_row(const float* src, float* dst, int n) { std::memcpy(dst, src, sizeof(float) * n); }
 inline void write_row(const float* src, uint16_t* dst, int n) {
@@ -376,7 +362,7 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
   thread_local std::vector<P> bpack;
   bpack.resize(static_cast<size_t>(slices * panels * panel_elems));
   P* bp_all = bpack.data();
-  parallel_for(static_cast<int>(slices * panels), threads, [&](int item) {
+  for_each_item(static_cast<int>(slices * panels), threads, [&](int item) {
     const int64_t s = item / panels, jp = item % panels;
     const int64_t k0 = s * KC, j0 = jp * NR;
     pack_b(b, k0, static_cast<int>(std::min<int64_t>(KC, K - k0)), j0, static_cast<int>(std::min<int64_t>(NR, N - j0)),
@@ -434,7 +420,7 @@ void gemm(const View<T>& a, const View<T>& b, O* c, int64_t M, int64_t N, int64_
   work(0);
   for (auto& th : pool) th.join();
   if (split_k)
-    parallel_for(static_cast<int>(M), threads, [&](int r) {
+    for_each_item(static_cast<int>(M), threads, [&](int r) {
       float* row = partial[0].data() + static_cast<int64_t>(r) * N;
       for (int u = 1; u < threads; ++u) {
         const float* other = partial[u].data() + static_cast<int64_t>(r) * N;

@@ -44,7 +44,7 @@ from gopher_jax.atomic_write import atomic_write
 from gopher_jax.kernels import build, cpu_gemm, mkl_gemm
 
 IMPLS = ("xla", "xla_f32acc", "cpu_gemm", "mkl")
-KERNELS = ("cpu_gemm", "mkl")  # the custom-call impls: one-device CPU only
+KERNELS = {"cpu_gemm": cpu_gemm, "mkl": mkl_gemm}  # the custom-call impls (one-device CPU only): their modules
 CHOICES = ("auto",) + IMPLS  # ModelConfig.matmul_impl
 _KERNEL_MARGIN = 1.05  # the kernel must be this much faster than XLA's best to replace it (timing noise)
 _PROBE_FLOPS = 3e9  # per probed GEMM: rows are cut until 2*M*K*N fits (GFLOP/s is flat in M there) ...
@@ -64,14 +64,11 @@ def dot(a, b, *, impl: str, trans_a: bool = False, trans_b: bool = False, out_dt
     """Returns op(a) @ op(b) for 2-D a, b with the GEMM `impl`, in `out_dtype` (default a's dtype;
     fp32 sums except "xla", whose result is rounded to a's dtype before any cast to out_dtype)."""
     out_dtype = jnp.dtype(out_dtype or a.dtype)
-    if impl == "cpu_gemm":  # writes fp32 or bf16 itself: no separate rounding pass
+    if impl in KERNELS:  # writes fp32 or bf16 itself: no separate rounding pass
+        gemm = KERNELS[impl].gemm
         if out_dtype in (jnp.float32, jnp.bfloat16):
-            return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=out_dtype)
-        return cpu_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(out_dtype)
-    if impl == "mkl":
-        if out_dtype in (jnp.float32, jnp.bfloat16):
-            return mkl_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=out_dtype)
-        return mkl_gemm.gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(out_dtype)
+            return gemm(a, b, trans_a=trans_a, trans_b=trans_b, out_dtype=out_dtype)
+        return gemm(a, b, trans_a=trans_a, trans_b=trans_b).astype(out_dtype)
     lhs, rhs = (a.T if trans_a else a), (b.T if trans_b else b)
     if impl == "xla_f32acc":
         return jnp.dot(lhs, rhs, preferred_element_type=jnp.float32).astype(out_dtype)
@@ -106,7 +103,7 @@ def check_explicit(impl: str) -> None:
     if not ok:
         raise ValueError(f"ModelConfig.matmul_impl={impl!r} cannot run here ({why}); "
                          f"use matmul_impl='auto' or 'xla'")
-    module = cpu_gemm if impl == "cpu_gemm" else mkl_gemm
+    module = KERNELS[impl]
     if not module.available():
         raise RuntimeError(f"ModelConfig.matmul_impl={impl!r} but its GEMM is unavailable: "
                            f"{module.unavailable_reason()}; use matmul_impl='auto' or 'xla'")
@@ -139,13 +136,11 @@ def decisions() -> list[dict]:
         return [dict(d) for d in _decisions.values()]
 
 
-def _candidates(dtype_name: str) -> list[str]:
+def candidates(dtype_name: str, *, with_kernels: bool = True) -> list[str]:
+    """The impls that can run `dtype_name` operands: XLA's dot (and, for bf16, its fp32-summing
+    variant) and, with `with_kernels` (a one-device CPU), each kernel that is available here."""
     impls = ["xla", "xla_f32acc"] if dtype_name == "bfloat16" else ["xla"]
-    if cpu_gemm.available():
-        impls.append("cpu_gemm")
-    if mkl_gemm.available():
-        impls.append("mkl")
-    return impls
+    return impls + [name for name, module in KERNELS.items() if with_kernels and module.available()]
 
 
 def kernel_identity() -> bytes:
@@ -231,7 +226,7 @@ def _probe(dtype, m: int, k: int, n: int, transposed_b: bool) -> tuple[dict, dic
             return y, dx, dw
         return jax.jit(f)
 
-    impls = _candidates(dtype.name)
+    impls = candidates(dtype.name)
     fns = {i: step(i) for i in impls}
     for f in fns.values():
         jax.block_until_ready(f(x, w, dy))

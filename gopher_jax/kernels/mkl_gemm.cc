@@ -14,7 +14,6 @@
 #include <dlfcn.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -87,23 +86,16 @@ void gemm(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O*
   const bool by_rows = M >= N;
   const int64_t extent = by_rows ? M : N, granule = by_rows ? 16 : kMinBlockCols;
   const int64_t units = (extent + granule - 1) / granule;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads_from_env("GOPHER_JAX_GEMM_THREADS"), units)));
+  const int threads = threads_from_env("GOPHER_JAX_GEMM_THREADS");  // for_each_item uses at most `items`
   const int64_t items = std::min<int64_t>(units, threads * kItemsPerThread);
-  std::atomic<int64_t> next{0};
-  auto work = [&]() {
+  for_each_item(static_cast<int>(items), threads, [&](int item) {
     thread_local std::vector<float> scratch;
-    for (int64_t item = next.fetch_add(1); item < items; item = next.fetch_add(1)) {
-      // Item boundaries on multiples of `granule`, the last item taking the rest.
-      const int64_t lo = units * item / items * granule;
-      const int64_t hi = item + 1 == items ? extent : units * (item + 1) / items * granule;
-      if (by_rows) block(a, lda, ta, b, ldb, tb, c, N, lo, hi - lo, 0, N, K, scratch);
-      else block(a, lda, ta, b, ldb, tb, c, N, 0, M, lo, hi - lo, K, scratch);
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
+    // Item boundaries on multiples of `granule`, the last item taking the rest.
+    const int64_t lo = units * item / items * granule;
+    const int64_t hi = item + 1 == items ? extent : units * (item + 1) / items * granule;
+    if (by_rows) block(a, lda, ta, b, ldb, tb, c, N, lo, hi - lo, 0, N, K, scratch);
+    else block(a, lda, ta, b, ldb, tb, c, N, 0, M, lo, hi - lo, K, scratch);
+  });
 }
 
 template <typename O>

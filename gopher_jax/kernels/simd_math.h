@@ -1,15 +1,17 @@
-// Helpers shared by the CPU kernels (cpu_attention.cc, cpu_gemm.cc, cpu_xent.cc): portable 16-lane
-// fp32 vectors (GCC/Clang vector extensions: AVX-512 registers under -march=native, plain loops
-// elsewhere), horizontal reductions, bf16 rounding, a vectorised exp, and the threads a kernel call
-// uses. Header-only; kernels/build.py puts every local header a source includes into the build's
-// cache key.
+// Helpers shared by the CPU kernels (cpu_attention.cc, cpu_gemm.cc, cpu_xent.cc, mkl_gemm.cc):
+// portable 16-lane fp32 vectors (GCC/Clang vector extensions: AVX-512 registers under -march=native,
+// plain loops elsewhere), horizontal reductions, bf16 rounding, a vectorised exp, the threads a
+// kernel call uses and a loop handing work items to them. Header-only; kernels/build.py puts every
+// local header a source includes into the build's cache key.
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -123,6 +125,21 @@ inline int threads_from_env(const char* var) {
   }
   unsigned n = std::thread::hardware_concurrency();
   return n == 0 ? 1 : static_cast<int>(n);
+}
+
+// Runs fn(item) for item in [0, n) on up to `threads` threads (the caller is one of them), each
+// thread taking the next item as it finishes one.
+template <typename F>
+void for_each_item(int n, int threads, F fn) {
+  threads = std::max(1, std::min(threads, n));
+  std::atomic<int> next{0};
+  auto work = [&]() {
+    for (int i = next.fetch_add(1); i < n; i = next.fetch_add(1)) fn(i);
+  };
+  std::vector<std::thread> pool;
+  for (int w = 1; w < threads; ++w) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
 }
 
 }  // namespace

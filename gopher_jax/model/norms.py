@@ -23,10 +23,14 @@ def rms_norm(x, scale, eps: float, out_dtype):
     return _rms_forward(x, scale, eps).astype(out_dtype)
 
 
+def _inverse_rms(x32, eps):
+    """1 / sqrt(mean(x^2) + eps) over the last axis (kept for broadcasting), of float32 x."""
+    return jnp.reciprocal(jnp.sqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps))
+
+
 def _rms_forward(x, scale, eps):
     x32 = x.astype(jnp.float32)
-    r = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
-    return x32 * r * scale.astype(jnp.float32)
+    return x32 * _inverse_rms(x32, eps) * scale.astype(jnp.float32)
 
 
 def _rms_fwd(x, scale, eps, out_dtype):
@@ -38,7 +42,7 @@ def _rms_bwd(eps, out_dtype, residuals, dy):
     # dx = r (g - x r^2 mean(g x)),  ds = sum over rows of dy x r.
     x, scale = residuals
     x32, s32, dy32 = x.astype(jnp.float32), scale.astype(jnp.float32), dy.astype(jnp.float32)
-    r = jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    r = _inverse_rms(x32, eps)
     g = dy32 * s32
     dx = r * (g - x32 * (r * r) * jnp.mean(g * x32, axis=-1, keepdims=True))
     ds = jnp.sum((dy32 * x32 * r).reshape(-1, x.shape[-1]), axis=0)
@@ -63,8 +67,7 @@ class Norm(nn.Module):
         x32 = x.astype(jnp.float32)
         if cfg.norm == "layernorm":
             x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
-        y = x32 * jnp.reciprocal(jnp.sqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + cfg.norm_eps))
-        y = y * scale.astype(jnp.float32)
+        y = x32 * _inverse_rms(x32, cfg.norm_eps) * scale.astype(jnp.float32)
         if cfg.norm == "layernorm" or cfg.use_bias:
             zeros = nn.with_logical_partitioning(nn.initializers.zeros, (axes.NORM,))
             y = y + self.param("bias", zeros, (x.shape[-1],), jnp.dtype(cfg.param_dtype)).astype(jnp.float32)

@@ -57,15 +57,9 @@ class Peak:
 
 def _matmul_candidates(dtype, device) -> list:
     """The project's GEMMs for `dtype` on `device`'s platform (see kernels/matmul_impl.py)."""
-    from gopher_jax.kernels import cpu_gemm, matmul_impl, mkl_gemm
+    from gopher_jax.kernels import matmul_impl
 
-    impls = ["xla"]
-    if jnp.dtype(dtype) == jnp.bfloat16:
-        impls.append("xla_f32acc")
-    if device.platform == "cpu" and cpu_gemm.available():
-        impls.append("cpu_gemm")
-    if device.platform == "cpu" and mkl_gemm.available():
-        impls.append("mkl")
+    impls = matmul_impl.candidates(jnp.dtype(dtype).name, with_kernels=device.platform == "cpu")
     return [jax.jit(lambda x, i=i: matmul_impl.dot(x, x, impl=i)) for i in impls]
 
 
