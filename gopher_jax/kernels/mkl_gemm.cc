@@ -11,11 +11,17 @@
 // thread team that would spin beside XLA's own threads), and the call splits C into row or column
 // blocks that GOPHER_JAX_GEMM_THREADS threads take one by one, as the other kernels do. A bf16 result is summed into a
 // per-thread fp32 block of at most kBlockRows rows (it stays in L2) and rounded to bf16 from there.
+//
+// Every block multiplies by the same shared operand (all of op(B) for row blocks, all of op(A) for
+// column blocks), and a plain MKL call repacks it for each block: 8-16 times per GEMM here. So the
+// shared operand is packed once (cblas_*_pack, MKL's own AMX/AVX-512 layout) and the blocks call
+// cblas_*_compute on it; see use_packed() for when that pays.
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <type_traits>
@@ -36,35 +42,63 @@ using GemmBf16Fn = void (*)(int, int, int, int, int, int, float, const uint16_t*
                             float*, int);
 using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*,
                          int);
+// The pack-once API (MKL 2019+ for sgemm, 2020+ for bf16): size of a packed operand in bytes, pack,
+// and compute with either operand given as packed (trans = kPacked).
+constexpr int kPacked = 151, kPackA = 161, kPackB = 162;  // CblasPacked, CblasAMatrix, CblasBMatrix
+using PackSizeFn = size_t (*)(int, int, int, int);
+using PackBf16Fn = void (*)(int, int, int, int, int, int, const uint16_t*, int, uint16_t*);
+using ComputeBf16Fn = void (*)(int, int, int, int, int, int, float, const uint16_t*, int, const uint16_t*, int, float,
+                               float*, int);
+using PackF32Fn = void (*)(int, int, int, int, int, int, float, const float*, int, float*);
+using ComputeF32Fn = void (*)(int, int, int, int, int, int, const float*, int, const float*, int, float, float*, int);
 using SetLayerFn = int (*)(int);
 using VersionFn = void (*)(char*, int);
 
 GemmBf16Fn gemm_bf16 = nullptr;
 SgemmFn sgemm = nullptr;
+PackSizeFn pack_size_bf16 = nullptr, pack_size_f32 = nullptr;  // all pack-once pointers are set, or none
+PackBf16Fn pack_bf16 = nullptr;
+ComputeBf16Fn compute_bf16 = nullptr;
+PackF32Fn pack_f32 = nullptr;
+ComputeF32Fn compute_f32 = nullptr;
 char version_text[256] = "";
 
 constexpr int64_t kBlockRows = 256;   // rows of a bf16 result summed in fp32 at a time (per thread)
 constexpr int64_t kMinBlockCols = 64;  // a column split never goes narrower than this
 
+// The operand every block of one GEMM shares, packed once: op(B) when C is split into row blocks,
+// op(A) when into column blocks.
+enum class Packed { kNone, kA, kB };
+
 // One block of C: rows [i0, i0 + m) x columns [j0, j0 + n) of op(A) @ op(B), written to c (ldc) as O.
+// With which != kNone, `packed` holds that whole operand in MKL's packed layout (then i0 = 0 and
+// m = M for kA, j0 = 0 and n = N for kB).
 template <typename T, typename O>
 void block(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O* c, int64_t ldc, int64_t i0,
-           int64_t m, int64_t j0, int64_t n, int64_t K, std::vector<float>& scratch) {
+           int64_t m, int64_t j0, int64_t n, int64_t K, Packed which, const T* packed,
+           std::vector<float>& scratch) {
   // op(A) rows i0.. start at row i0 of A, or (transposed) at column i0 of A; op(B) columns likewise.
   const T* ap = ta ? a + i0 : a + i0 * lda;
-  const T* bp = tb ? b + j0 * ldb : b + j0;
-  const int opa = ta ? kTrans : kNoTrans, opb = tb ? kTrans : kNoTrans;
+  const T* bp = which == Packed::kB ? packed : tb ? b + j0 * ldb : b + j0;
+  const int opa = which == Packed::kA ? kPacked : ta ? kTrans : kNoTrans;
+  const int opb = which == Packed::kB ? kPacked : tb ? kTrans : kNoTrans;
+  const int in = static_cast<int>(n), ik = static_cast<int>(K), ia = static_cast<int>(lda), ib = static_cast<int>(ldb);
   auto call = [&](const T* ablock, int rows, float* out, int64_t ldo) {
-    if constexpr (std::is_same_v<T, float>)
-      sgemm(kRowMajor, opa, opb, rows, static_cast<int>(n), static_cast<int>(K), 1.f, ablock, static_cast<int>(lda),
-            bp, static_cast<int>(ldb), 0.f, out, static_cast<int>(ldo));
-    else
-      gemm_bf16(kRowMajor, opa, opb, rows, static_cast<int>(n), static_cast<int>(K), 1.f, ablock,
-                static_cast<int>(lda), bp, static_cast<int>(ldb), 0.f, out, static_cast<int>(ldo));
+    const int io = static_cast<int>(ldo);
+    if (which == Packed::kA) ablock = packed;
+    if constexpr (std::is_same_v<T, float>) {
+      if (which != Packed::kNone) compute_f32(kRowMajor, opa, opb, rows, in, ik, ablock, ia, bp, ib, 0.f, out, io);
+      else sgemm(kRowMajor, opa, opb, rows, in, ik, 1.f, ablock, ia, bp, ib, 0.f, out, io);
+    } else {
+      if (which != Packed::kNone)
+        compute_bf16(kRowMajor, opa, opb, rows, in, ik, 1.f, ablock, ia, bp, ib, 0.f, out, io);
+      else gemm_bf16(kRowMajor, opa, opb, rows, in, ik, 1.f, ablock, ia, bp, ib, 0.f, out, io);
+    }
   };
   if constexpr (std::is_same_v<O, float>) {
     call(ap, static_cast<int>(m), c + i0 * ldc + j0, ldc);
   } else {
+    // A packed op(A) cannot be cut into row slices, so use_packed() never packs A for a bf16 result.
     scratch.resize(static_cast<size_t>(std::min(m, kBlockRows) * n));
     for (int64_t r0 = 0; r0 < m; r0 += kBlockRows) {
       const int64_t rows = std::min(kBlockRows, m - r0);
@@ -80,6 +114,39 @@ void block(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O
 // leave the other waiting.
 constexpr int64_t kItemsPerThread = 4;
 
+// Which operand to pack once for a GEMM split into row blocks (by_rows) or column blocks. Measured
+// with 2 threads x 4 blocks on a Xeon with AMX (bf16, GFLOP/s, repacking per block -> packed once):
+// row splits gain everywhere (4096x2048x512 1,100 -> 1,294; 4096x512x32000 1,041 -> 1,308); a
+// column split gains when the packed op(A) is deep (512x2048x4096: 879 -> 1,057) and loses when it
+// is wide and shallow (the output head's 4096x32000x512: 866 -> 755), whose blocks MKL packs best
+// itself. A bf16 result is summed in row slices, which a packed op(A) cannot give. An fp32 op(A)
+// packed by cblas_sgemm_pack gave wrong sums in column blocks narrower than the packed call's N
+// (tests/kernels/test_cpu_gemm.py caught it), so only bf16 packs A.
+template <typename T, typename O>
+Packed use_packed(bool by_rows, int64_t M, int64_t K) {
+  if (compute_bf16 == nullptr) return Packed::kNone;
+  if (by_rows) return Packed::kB;
+  return std::is_same_v<T, uint16_t> && std::is_same_v<O, float> && K >= M ? Packed::kA : Packed::kNone;
+}
+
+// A caller thread's packed-operand buffer, kept between calls (a fresh one would page-fault in
+// every call) and grown to the largest operand it has packed.
+template <typename T>
+T* packed_buffer(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t bytes = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.bytes < bytes) {
+    std::free(buffer.data);
+    buffer.bytes = (bytes + 63) / 64 * 64;
+    buffer.data = std::aligned_alloc(64, buffer.bytes);
+  }
+  return static_cast<T*>(buffer.data);
+}
+
 template <typename T, typename O>
 void gemm(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O* c, int64_t M, int64_t N,
           int64_t K) {
@@ -88,13 +155,29 @@ void gemm(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O*
   const int64_t units = (extent + granule - 1) / granule;
   const int threads = threads_from_env("GOPHER_JAX_GEMM_THREADS");  // for_each_item uses at most `items`
   const int64_t items = std::min<int64_t>(units, threads * kItemsPerThread);
+  const Packed which = items > 1 ? use_packed<T, O>(by_rows, M, K) : Packed::kNone;
+  T* packed = nullptr;
+  if (which != Packed::kNone) {
+    const int id = which == Packed::kA ? kPackA : kPackB;
+    const int im = static_cast<int>(M), in = static_cast<int>(N), ik = static_cast<int>(K);
+    const bool trans = which == Packed::kA ? ta : tb;
+    const int op = trans ? kTrans : kNoTrans, ld = static_cast<int>(which == Packed::kA ? lda : ldb);
+    const T* src = which == Packed::kA ? a : b;
+    if constexpr (std::is_same_v<T, float>) {
+      packed = packed_buffer<T>(pack_size_f32(id, im, in, ik));
+      pack_f32(kRowMajor, id, op, im, in, ik, 1.f, src, ld, packed);
+    } else {
+      packed = packed_buffer<T>(pack_size_bf16(id, im, in, ik));
+      pack_bf16(kRowMajor, id, op, im, in, ik, src, ld, packed);
+    }
+  }
   for_each_item(static_cast<int>(items), threads, [&](int item) {
     thread_local std::vector<float> scratch;
     // Item boundaries on multiples of `granule`, the last item taking the rest.
     const int64_t lo = units * item / items * granule;
     const int64_t hi = item + 1 == items ? extent : units * (item + 1) / items * granule;
-    if (by_rows) block(a, lda, ta, b, ldb, tb, c, N, lo, hi - lo, 0, N, K, scratch);
-    else block(a, lda, ta, b, ldb, tb, c, N, 0, M, lo, hi - lo, K, scratch);
+    if (by_rows) block(a, lda, ta, b, ldb, tb, c, N, lo, hi - lo, 0, N, K, which, packed, scratch);
+    else block(a, lda, ta, b, ldb, tb, c, N, 0, M, lo, hi - lo, K, which, packed, scratch);
   });
 }
 
@@ -136,6 +219,17 @@ extern "C" int GopherMklLoad(const char* path) {
     std::snprintf(load_error, sizeof(load_error), "%s lacks MKL_Set_Threading_Layer, cblas_gemm_bf16bf16f32 or "
                   "cblas_sgemm (MKL 2020 or newer has them)", path);
     return 0;
+  }
+  // The pack-once API is optional: without it every block calls the plain GEMM.
+  auto psb = reinterpret_cast<PackSizeFn>(dlsym(lib, "cblas_gemm_bf16bf16f32_pack_get_size"));
+  auto pb = reinterpret_cast<PackBf16Fn>(dlsym(lib, "cblas_gemm_bf16bf16f32_pack"));
+  auto cb = reinterpret_cast<ComputeBf16Fn>(dlsym(lib, "cblas_gemm_bf16bf16f32_compute"));
+  auto psf = reinterpret_cast<PackSizeFn>(dlsym(lib, "cblas_sgemm_pack_get_size"));
+  auto pf = reinterpret_cast<PackF32Fn>(dlsym(lib, "cblas_sgemm_pack"));
+  auto cf = reinterpret_cast<ComputeF32Fn>(dlsym(lib, "cblas_sgemm_compute"));
+  if (psb && pb && cb && psf && pf && cf) {
+    pack_size_bf16 = psb, pack_bf16 = pb, pack_size_f32 = psf, pack_f32 = pf, compute_f32 = cf;
+    compute_bf16 = cb;  // last: use_packed() reads it as "all are set"
   }
   layer(kThreadingSequential);
   if (version != nullptr) version(version_text, sizeof(version_text));

@@ -4,7 +4,9 @@ matmul_impl switch == XLA's dot.
 Ragged shapes (none a multiple of the kernel's 12 x 32 tile, its 96 x 512 work items or its K
 slices of 256 (fp32) / 512 (bf16), odd K for the bf16 pairs; (200, 1101, 600) spans several K
 slices, row blocks and column blocks; (40, 4100, 70) is a small C over a deep K, which the kernel
-splits over the threads by K). No timing assertions: the probe's speed is what `auto` measures per host.
+splits over the threads by K). mkl_gemm packs the operand its blocks share once: op(B) for row
+blocks ((130, 300, 97)), a bf16 op(A) for column blocks with an fp32 result ((200, 1101, 600),
+(40, 4100, 70)); the fp32 and bf16 results below take both paths. No timing assertions: the probe's speed is what `auto` measures per host.
 """
 import jax
 import jax.numpy as jnp
