@@ -11,6 +11,10 @@ found as libmkl_rt.so in this environment's lib directory, or at GOPHER_JAX_MKL_
 MKL); the kernel library itself is built with g++ on first use and cached per host like the other
 kernels, and loads MKL at run time. GOPHER_JAX_DISABLE_MKL=1 turns it off. Whether it is used is
 decided per host and per GEMM shape by the measured probe of kernels/matmul_impl.py.
+
+`head_xent(x, w, targets, weights, ...)` is the output head's GEMM and cpu_xent's loss rows in one
+call, 128 token rows at a time, so the [tokens, vocab] fp32 logits are never whole
+(ops/head_cross_entropy.py uses it when the head's GEMM is "mkl").
 """
 from __future__ import annotations
 
@@ -28,13 +32,15 @@ import numpy as np
 from gopher_jax.kernels import cpu_gemm
 from gopher_jax.kernels.ffi_library import FfiLibrary
 
-__all__ = ["available", "unavailable_reason", "library_path", "version", "gemm"]
+__all__ = ["available", "unavailable_reason", "library_path", "version", "gemm", "head_xent"]
 
 SOURCE = Path(__file__).with_name("mkl_gemm.cc")
 _TARGET = "gopher_mkl_gemm_v1"
+_HEAD_XENT_TARGET = "gopher_mkl_head_xent_v1"
 LIBRARY_ENV = "GOPHER_JAX_MKL_LIBRARY"
 DISABLE_ENV = "GOPHER_JAX_DISABLE_MKL"
-_LIBRARY = FfiLibrary(SOURCE, "gopher_mkl_gemm", {_TARGET: "GopherMklGemm"}, DISABLE_ENV)
+_LIBRARY = FfiLibrary(SOURCE, "gopher_mkl_gemm", {_TARGET: "GopherMklGemm", _HEAD_XENT_TARGET: "GopherMklHeadXent"},
+                      DISABLE_ENV)
 _lock = threading.Lock()
 _state: dict = {}
 
@@ -105,3 +111,33 @@ def gemm(a: jax.Array, b: jax.Array, *, trans_a: bool = False, trans_b: bool = F
     return jax.ffi.ffi_call(_TARGET, jax.ShapeDtypeStruct((m, n), out_dtype),
                             vmap_method="sequential")(a, b, trans_a=np.int64(trans_a),
                                                       trans_b=np.int64(trans_b))
+
+
+def head_xent(x: jax.Array, w: jax.Array, targets: jax.Array, weights: jax.Array, *, trans_w: bool,
+              z_loss: float = 0.0, grad_dtype=jnp.float32) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns what `cpu_xent.xent(x @ op(w) in fp32, targets, weights, ...)` returns, (d [T, V] in
+    grad_dtype, loss [T] fp32, lse [T] fp32), without the fp32 logits ever existing whole: the
+    kernel computes them 128 rows at a time into a per-thread scratch and runs the loss rows on
+    them (mkl_gemm.cc, head_xent). x [T, D] and w ([V, D] with trans_w, else [D, V]) share one dtype,
+    float32 or bfloat16. Raises ValueError on other shapes or dtypes, RuntimeError without MKL."""
+    if x.ndim != 2 or w.ndim != 2 or x.dtype != w.dtype or x.dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"head_xent takes 2-D x and w, both float32 or both bfloat16; got {x.dtype} {x.shape}, "
+                         f"{w.dtype} {w.shape}")
+    t, dm = x.shape
+    v, dw = (w.shape if trans_w else w.shape[::-1])
+    if dw != dm:
+        raise ValueError(f"head_xent: x has d_model {dm} but w {'[V, D]' if trans_w else '[D, V]'} has {dw}")
+    if targets.shape != (t,) or weights.shape != (t,):
+        raise ValueError(f"head_xent needs targets and weights of shape ({t},); got {targets.shape}, {weights.shape}")
+    if v == 0 or dm == 0:
+        raise ValueError(f"head_xent needs a vocabulary and d_model > 0; got w {w.shape}")
+    grad_dtype = jnp.dtype(grad_dtype)
+    if grad_dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"head_xent writes its gradient as float32 or bfloat16; got {grad_dtype}")
+    if not available():
+        raise RuntimeError(f"the MKL GEMM is unavailable: {unavailable_reason()}")
+    out = (jax.ShapeDtypeStruct((t, v), grad_dtype), jax.ShapeDtypeStruct((t,), jnp.float32),
+           jax.ShapeDtypeStruct((t,), jnp.float32))
+    return jax.ffi.ffi_call(_HEAD_XENT_TARGET, out, vmap_method="sequential")(
+        x, w, targets.astype(jnp.int32), weights.astype(jnp.float32), trans_w=np.int64(trans_w),
+        z_loss=np.float32(z_loss))

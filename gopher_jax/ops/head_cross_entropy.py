@@ -68,8 +68,13 @@ def _head_xent(x, w, targets, weights, vocab, transposed, impl, z_loss):
 def _head_xent_fwd(x, w, targets, weights, vocab, transposed, impl, z_loss):
     from gopher_jax.kernels import cpu_xent
     wv = _head_weight(w, vocab, transposed, x.dtype)
-    logits = _dot(x, wv, impl, trans_b=transposed, out_dtype=jnp.float32)
-    d, loss, lse = cpu_xent.xent(logits, targets, weights, z_loss=z_loss, grad_dtype=x.dtype)
+    if impl == "mkl":  # logits in per-thread chunks, never whole (kernels/mkl_gemm.cc, head_xent)
+        from gopher_jax.kernels import mkl_gemm
+        d, loss, lse = mkl_gemm.head_xent(x, wv, targets, weights, trans_w=transposed, z_loss=z_loss,
+                                          grad_dtype=x.dtype)
+    else:
+        logits = _dot(x, wv, impl, trans_b=transposed, out_dtype=jnp.float32)
+        d, loss, lse = cpu_xent.xent(logits, targets, weights, z_loss=z_loss, grad_dtype=x.dtype)
     z_sum = jnp.sum(weights * z_loss * jnp.square(lse))
     # w itself is not kept: only its dtype and shape (a zero-size array carries them).
     return (jnp.sum(loss), z_sum), (x, wv, d, lse, targets, weights, jnp.zeros((0, *w.shape), w.dtype))

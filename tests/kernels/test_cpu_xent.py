@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from gopher_jax.kernels import cpu_gemm, cpu_xent, matmul_impl
+from gopher_jax.kernels import cpu_gemm, cpu_xent, matmul_impl, mkl_gemm
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.model.decoder import Decoder
 from gopher_jax.ops import cross_entropy, head_cross_entropy
@@ -69,9 +69,11 @@ def _head_case(tied, vocab, pad, d, dtype, seed=0):
     return x, w, targets, weights
 
 
+@pytest.mark.parametrize("impl", ["cpu_gemm", "mkl"])
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("z", [0.0, 1e-2])
-def test_head_op_matches_unfused_loss_in_fp32(tied, z):
+def test_head_op_matches_unfused_loss_in_fp32(tied, z, impl):
+    """impl="mkl" takes the chunked kernel (mkl_gemm.head_xent), the others a GEMM then cpu_xent."""
     vocab, pad, d = 203, 53, 24  # ragged vocab, padded rows that must get zero gradient
     x, w, targets, weights = _head_case(tied, vocab, pad, d, jnp.float32)
 
@@ -82,7 +84,7 @@ def test_head_op_matches_unfused_loss_in_fp32(tied, z):
 
     def fused(x, w):
         out = head_cross_entropy.head_cross_entropy(x, w, targets, weights, vocab=vocab, transposed=tied,
-                                                    impl="cpu_gemm", z_loss=z)
+                                                    impl=impl, z_loss=z)
         return out[0] + 0.37 * out[1]
 
     value, grads = jax.jit(jax.value_and_grad(fused, argnums=(0, 1)))(x, w)
@@ -95,14 +97,16 @@ def test_head_op_matches_unfused_loss_in_fp32(tied, z):
     assert np.all(np.asarray(pad_grad) == 0)
 
 
-def test_head_op_in_bf16_is_as_close_to_fp32_as_the_unfused_bf16_loss():
+@pytest.mark.parametrize("impl", ["cpu_gemm", "mkl"])
+def test_head_op_in_bf16_is_as_close_to_fp32_as_the_unfused_bf16_loss(impl):
     vocab, d = 300, 32
     x32, w, targets, weights = _head_case(True, vocab, 0, d, jnp.float32, seed=1)
     x16 = x32.astype(jnp.bfloat16)
 
     def loss(x, w, fused):
         if fused:
-            return head_cross_entropy.head_cross_entropy(x, w, targets, weights, vocab=vocab, transposed=True)[0]
+            return head_cross_entropy.head_cross_entropy(x, w, targets, weights, vocab=vocab, transposed=True,
+                                                         impl=impl)[0]
         logits = jnp.dot(x, w.astype(x.dtype).T, preferred_element_type=jnp.float32)
         return cross_entropy(logits, targets, weights)[0]
 
@@ -112,6 +116,31 @@ def test_head_op_in_bf16_is_as_close_to_fp32_as_the_unfused_bf16_loss():
         assert gx.dtype == jnp.bfloat16 and gw.dtype == jnp.float32
         errors = [np.linalg.norm(np.asarray(g, np.float32) - t) / np.linalg.norm(t) for g, t in zip((gx, gw), truth)]
         assert max(errors) < 1e-2, (fused, errors)  # one bf16 rounding of the logit gradient (2^-9 each)
+
+
+@pytest.mark.parametrize("trans_w", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_mkl_chunked_head_loss_equals_logits_then_xent(trans_w, dtype):
+    """mkl_gemm.head_xent computes the logits 128 rows at a time (300 rows: two whole chunks and a
+    ragged one, split over the threads) and never whole; its rows equal cpu_xent on the whole fp32
+    logits, up to fp32 summation order in the GEMM; d in bf16 is the same rounding."""
+    rng = np.random.default_rng(4)
+    t, d, vocab, z = 300, 40, 517, 1e-2
+    x = jnp.asarray(rng.standard_normal((t, d)), dtype)
+    w = jnp.asarray(rng.standard_normal((vocab, d) if trans_w else (d, vocab)) * 0.3, dtype)
+    targets = jnp.asarray(rng.integers(-3, vocab + 3, t), jnp.int32)  # out-of-range targets are clamped
+    weights = jnp.asarray(rng.random(t) * (rng.random(t) > 0.2), jnp.float32)
+    logits = jnp.dot(x.astype(jnp.float32), (w.T if trans_w else w).astype(jnp.float32), precision="highest")
+    for grad_dtype in ("float32", dtype):
+        ours = jax.jit(lambda *a: mkl_gemm.head_xent(*a, trans_w=trans_w, z_loss=z, grad_dtype=grad_dtype))(
+            x, w, targets, weights)
+        ref = cpu_xent.xent(logits, targets, weights, z_loss=z, grad_dtype=grad_dtype)
+        for o, r in zip(ours, ref):
+            assert o.dtype == r.dtype and o.shape == r.shape
+            o, r = np.asarray(o, np.float32), np.asarray(r, np.float32)
+            assert np.linalg.norm(o - r) <= (1e-2 if grad_dtype == "bfloat16" else 1e-5) * np.linalg.norm(r)
+    with pytest.raises(ValueError, match="d_model"):
+        mkl_gemm.head_xent(x, w[:, :-1] if trans_w else w[:-1], targets, weights, trans_w=trans_w)
 
 
 def _tiny(tied, dtype="float32", matmul_impl="cpu_gemm"):
