@@ -61,12 +61,16 @@ def host_key(*parts: bytes) -> str:
 
 def source_texts(source: Path) -> tuple[bytes, ...]:
     """Returns the bytes of `source` and of every header it includes from its own directory
-    (`#include "name.h"`), so an edit to a shared header rebuilds every kernel that uses it."""
-    texts = [source.read_bytes()]
-    for name in re.findall(rb'^#include "([\w.]+)"', texts[0], flags=re.M):
-        header = source.with_name(name.decode())
-        if header.exists():
-            texts.append(header.read_bytes())
+    (`#include "name.h"`, and the headers those include), so an edit to a shared header rebuilds
+    every kernel that uses it."""
+    texts, seen, pending = [], set(), [source]
+    while pending:
+        path = pending.pop(0)
+        if path.name in seen or not path.exists():
+            continue
+        seen.add(path.name)
+        texts.append(path.read_bytes())
+        pending += [source.with_name(n.decode()) for n in re.findall(rb'^#include "([\w.]+)"', texts[-1], flags=re.M)]
     return tuple(texts)
 
 

@@ -30,22 +30,15 @@ namespace {
 template <typename O>
 void xent(const float* logits, const int32_t* targets, const float* weights, int64_t T, int64_t V, float z,
           O* d, float* loss, float* lse) {
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads_from_env("GOPHER_JAX_GEMM_THREADS"), T)));
-  std::atomic<int64_t> next{0};
   constexpr int64_t kRows = 8;  // rows per work item
-  auto work = [&]() {
-    std::vector<float> e(static_cast<size_t>(V) + 16);
-    for (int64_t r0 = next.fetch_add(kRows); r0 < T; r0 = next.fetch_add(kRows)) {
-      for (int64_t t = r0; t < std::min(T, r0 + kRows); ++t) {
-        const int64_t y = std::min<int64_t>(std::max<int64_t>(targets[t], 0), V - 1);
-        lse[t] = xent_row(logits + t * V, V, y, weights[t], z, e.data(), d + t * V, loss + t);
-      }
+  for_each_item(static_cast<int>((T + kRows - 1) / kRows), threads_from_env("GOPHER_JAX_GEMM_THREADS"), [&](int item) {
+    thread_local std::vector<float> e;
+    e.resize(static_cast<size_t>(V) + 16);
+    for (int64_t t = item * kRows; t < std::min(T, (item + 1) * kRows); ++t) {
+      const int64_t y = std::min<int64_t>(std::max<int64_t>(targets[t], 0), V - 1);
+      lse[t] = xent_row(logits + t * V, V, y, weights[t], z, e.data(), d + t * V, loss + t);
     }
-  };
-  std::vector<std::thread> pool;
-  for (int w = 1; w < threads; ++w) pool.emplace_back(work);
-  work();
-  for (auto& th : pool) th.join();
+  });
 }
 
 ffi::Error XentImpl(ffi::Buffer<ffi::F32> logits, ffi::Buffer<ffi::S32> targets, ffi::Buffer<ffi::F32> weights,

@@ -218,6 +218,35 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
     assert matmul_impl.decisions()[0]["cached"]
 
 
+@pytest.mark.parametrize("rates,speedups,expected", [
+    ({"xla": 256e9, "cpu_gemm": 182e9}, {"xla": 1.0, "cpu_gemm": 1.49}, "xla"),  # paired ratio only: measured once
+    ({"xla": 200e9, "cpu_gemm": 260e9}, {"xla": 1.0, "cpu_gemm": 0.9}, "xla"),  # best time only
+    ({"xla": 200e9, "cpu_gemm": 260e9}, {"xla": 1.0, "cpu_gemm": 1.3}, "cpu_gemm"),  # both
+    ({"xla": 200e9, "cpu_gemm": 205e9}, {"xla": 1.0, "cpu_gemm": 1.03}, "xla"),  # within the margin
+])
+def test_a_kernel_must_beat_xla_on_the_paired_ratio_and_the_best_time(monkeypatch, tmp_path, rates, speedups,
+                                                                      expected):
+    monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
+    monkeypatch.setattr(matmul_impl, "_disk_path", lambda: tmp_path / "probe.json")
+    monkeypatch.setattr(matmul_impl, "_disk", None)
+    monkeypatch.setattr(matmul_impl, "_decisions", {})
+    monkeypatch.setattr(matmul_impl, "_probe", lambda *a: (rates, speedups, "24x16x8"))
+    assert matmul_impl.choose("float32", 24, 16, 8) == expected
+
+
+def test_the_probe_starts_each_round_with_another_candidate(monkeypatch):
+    """The first GEMM of a round ran slower; a fixed order made the first candidate ("xla") look slow."""
+    order = []
+    monkeypatch.setattr(matmul_impl, "candidates", lambda name: ["xla", "cpu_gemm", "mkl"])
+    monkeypatch.setattr(matmul_impl, "dot", lambda x, w, impl, **kw: order.append(impl) or x)
+    monkeypatch.setattr(matmul_impl.jax, "jit", lambda f: f)
+    matmul_impl._probe(jnp.dtype("float32"), 8, 8, 8, False)
+    calls = order[::3]  # each timed call runs three GEMMs (forward, dx, dW)
+    rounds = [calls[3 * (1 + r):3 * (2 + r)] for r in range(matmul_impl._PROBE_REPS)]  # after the warm-up
+    assert [r[0] for r in rounds[:3]] == ["xla", "cpu_gemm", "mkl"]
+    assert all(sorted(r) == ["cpu_gemm", "mkl", "xla"] for r in rounds)
+
+
 def test_reprobe_measures_again_and_keeps_the_other_shapes(monkeypatch, tmp_path):
     """GOPHER_JAX_MATMUL_REPROBE=1 re-times the shapes a process uses; the host's other entries stay."""
     monkeypatch.setattr(matmul_impl, "MIN_PROBE_FLOPS", 0)
@@ -264,3 +293,14 @@ def test_decoder_loss_and_gradients_with_the_kernel_equal_xla(tie_embeddings):
     assert ours[0] == pytest.approx(float(ref[0]), rel=1e-6)
     for (path, g), r in zip(jax.tree_util.tree_leaves_with_path(ours[1]), jax.tree_util.tree_leaves(ref[1])):
         assert _rel(g, r) < 1e-5, jax.tree_util.keystr(path)
+
+
+def test_a_kernels_build_key_covers_the_headers_its_headers_include(tmp_path):
+    """build.source_texts follows `#include "x.h"` through headers (simd_math.h is included by
+    xent_row.h's users and by the sources), once each even when headers include each other."""
+    from gopher_jax.kernels import build
+    (tmp_path / "k.cc").write_text('#include "a.h"\n#include <vector>\n')
+    (tmp_path / "a.h").write_text('#include "b.h"\n')
+    (tmp_path / "b.h").write_text('#include "a.h"\n#include "missing.h"\n// b\n')
+    assert build.source_texts(tmp_path / "k.cc") == (b'#include "a.h"\n#include <vector>\n', b'#include "b.h"\n',
+                                                      b'#include "a.h"\n#include "missing.h"\n// b\n')
