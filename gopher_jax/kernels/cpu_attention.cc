@@ -856,12 +856,40 @@ struct PackedBf {
 };
 
 // Copies the (b, head) rows of a bf16 [B, T, heads, D] array into `dst` in layout `at`
-// (row-major when at == nullptr); padding (d >= D, t >= T up to nrows) is zero.
+// (row-major when at == nullptr); padding (d >= D, t >= T up to nrows) is zero. The pair-row and
+// key-block layouts are written a 32-bit word (two bf16) at a time: element by element through
+// `at`, packing was 3.4% of the gopher_44m bf16 step.
 void pack_bf(const Problem& P, const void* src_v, int b, int heads, int head, uint16_t* dst,
              int nrows, long (*at)(int, int, int)) {
   const uint16_t* src = static_cast<const uint16_t*>(src_v);
   const int T = P.T, D = P.D, Dp = P.Dp;
   std::memset(dst, 0, sizeof(uint16_t) * static_cast<size_t>(nrows) * Dp);
+  if (at == pr_at) {  // word (p, d) = row 2p's element d | row 2p+1's << 16
+    uint32_t* w = words(dst);
+    for (int t = 0; t < T; t += 2) {
+      const uint16_t* x0 = src + P.idx(b, t, heads, head);
+      uint32_t* row = w + static_cast<long>(t / 2) * Dp;
+      if (t + 1 < T) {
+        const uint16_t* x1 = src + P.idx(b, t + 1, heads, head);
+        for (int d = 0; d < D; ++d) row[d] = x0[d] | static_cast<uint32_t>(x1[d]) << 16;
+      } else {
+        for (int d = 0; d < D; ++d) row[d] = x0[d];
+      }
+    }
+    return;
+  }
+  if (at == kb_at) {  // word (d/2) of row t at ((t / kBk) * Dp/2 + d/2) * kBk + t % kBk
+    uint32_t* w = words(dst);
+    for (int t = 0; t < T; ++t) {
+      const uint16_t* x = src + P.idx(b, t, heads, head);
+      uint32_t* col = w + static_cast<long>(t / kBk) * (Dp / 2) * kBk + t % kBk;
+      for (int e = 0; 2 * e < D; ++e) {
+        const uint32_t hi = 2 * e + 1 < D ? x[2 * e + 1] : 0;
+        col[static_cast<long>(e) * kBk] = x[2 * e] | hi << 16;
+      }
+    }
+    return;
+  }
   for (int t = 0; t < T; ++t) {
     const uint16_t* x = src + P.idx(b, t, heads, head);
     if (!at) {
