@@ -120,14 +120,15 @@ constexpr int64_t kItemsPerThread = 4;
 // row splits gain everywhere (4096x2048x512 1,100 -> 1,294; 4096x512x32000 1,041 -> 1,308); a
 // column split gains when the packed op(A) is deep (512x2048x4096: 879 -> 1,057) and loses when it
 // is wide and shallow (the output head's 4096x32000x512: 866 -> 755), whose blocks MKL packs best
-// itself. A bf16 result is summed in row slices, which a packed op(A) cannot give. An fp32 op(A)
-// packed by cblas_sgemm_pack gave wrong sums in column blocks narrower than the packed call's N
-// (tests/kernels/test_cpu_gemm.py caught it), so only bf16 packs A.
+// itself. A bf16 result is summed in row slices, which a packed op(A) cannot give. fp32 operands
+// are not packed: cblas_sgemm_compute on a packed op(B) made the tiny model's fp32 step slower
+// (README command 1: 4,764 -> 4,090-4,462 tokens/s), and a packed op(A) gave wrong sums in column
+// blocks narrower than the packed call's N (tests/kernels/test_cpu_gemm.py caught it).
 template <typename T, typename O>
 Packed use_packed(bool by_rows, int64_t M, int64_t K) {
-  if (compute_bf16 == nullptr) return Packed::kNone;
+  if (compute_bf16 == nullptr || !std::is_same_v<T, uint16_t>) return Packed::kNone;
   if (by_rows) return Packed::kB;
-  return std::is_same_v<T, uint16_t> && std::is_same_v<O, float> && K >= M ? Packed::kA : Packed::kNone;
+  return std::is_same_v<O, float> && K >= M ? Packed::kA : Packed::kNone;
 }
 
 // A caller thread's packed-operand buffer, kept between calls (a fresh one would page-fault in

@@ -15,6 +15,10 @@ gradient for any cotangent (g_loss, g_z) of (loss sum, z-loss sum):
 so dx = dlogits @ W and dW = dlogits^T x are two GEMMs on d plus, only when g_z c is non-zero, a
 gather/scatter of W's and x's target rows. With z = 0 (the default) the scale is the scalar g_loss.
 
+When the head's GEMM is "mkl" and it runs in bf16, the logits GEMM and the loss rows are one kernel call
+(kernels/mkl_gemm.cc, head_xent): 128 token rows at a time into a per-thread scratch, so the fp32
+[tokens, vocab] logits are never whole either (524 MB of fresh pages per gopher_44m step before).
+
 The train step uses `head_cross_entropy` where custom calls run (one CPU device) and the head is
 large enough for `matmul_impl` to measure (train/step.py, `fused_head_impl`), with the head's own
 GEMM; GOPHER_JAX_FUSED_HEAD_LOSS=0 turns it off (A/B: train_throughput.py --paired_env). Results equal
@@ -68,7 +72,7 @@ def _head_xent(x, w, targets, weights, vocab, transposed, impl, z_loss):
 def _head_xent_fwd(x, w, targets, weights, vocab, transposed, impl, z_loss):
     from gopher_jax.kernels import cpu_xent
     wv = _head_weight(w, vocab, transposed, x.dtype)
-    if impl == "mkl":  # logits in per-thread chunks, never whole (kernels/mkl_gemm.cc, head_xent)
+    if impl == "mkl" and x.dtype == jnp.bfloat16:  # logits in per-thread chunks (kernels/mkl_gemm.cc, head_xent)
         from gopher_jax.kernels import mkl_gemm
         d, loss, lse = mkl_gemm.head_xent(x, wv, targets, weights, trans_w=transposed, z_loss=z_loss,
                                           grad_dtype=x.dtype)

@@ -73,7 +73,7 @@ def _head_case(tied, vocab, pad, d, dtype, seed=0):
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("z", [0.0, 1e-2])
 def test_head_op_matches_unfused_loss_in_fp32(tied, z, impl):
-    """impl="mkl" takes the chunked kernel (mkl_gemm.head_xent), the others a GEMM then cpu_xent."""
+    """fp32: every impl is a GEMM then cpu_xent (the chunked MKL kernel runs for bf16 heads)."""
     vocab, pad, d = 203, 53, 24  # ragged vocab, padded rows that must get zero gradient
     x, w, targets, weights = _head_case(tied, vocab, pad, d, jnp.float32)
 
@@ -99,6 +99,7 @@ def test_head_op_matches_unfused_loss_in_fp32(tied, z, impl):
 
 @pytest.mark.parametrize("impl", ["cpu_gemm", "mkl"])
 def test_head_op_in_bf16_is_as_close_to_fp32_as_the_unfused_bf16_loss(impl):
+    """impl="mkl" is the chunked kernel (mkl_gemm.head_xent) here."""
     vocab, d = 300, 32
     x32, w, targets, weights = _head_case(True, vocab, 0, d, jnp.float32, seed=1)
     x16 = x32.astype(jnp.bfloat16)
