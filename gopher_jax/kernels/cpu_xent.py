@@ -34,6 +34,20 @@ def unavailable_reason() -> str:
     return _LIBRARY.unavailable_reason()
 
 
+def loss_outputs(name: str, t: int, v: int, targets, weights, grad_dtype) -> tuple:
+    """Checks a loss kernel's per-row inputs and returns its results' shapes and dtypes (d [t, v] in
+    grad_dtype, loss [t], lse [t]); ValueError naming `name` and the bad value otherwise."""
+    if targets.shape != (t,) or weights.shape != (t,):
+        raise ValueError(f"{name} needs targets and weights of shape ({t},); got {targets.shape}, {weights.shape}")
+    if v == 0:
+        raise ValueError(f"{name} needs at least one logit per row")
+    grad_dtype = jnp.dtype(grad_dtype)
+    if grad_dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"{name} writes its gradient as float32 or bfloat16; got {grad_dtype}")
+    return (jax.ShapeDtypeStruct((t, v), grad_dtype), jax.ShapeDtypeStruct((t,), jnp.float32),
+            jax.ShapeDtypeStruct((t,), jnp.float32))
+
+
 def xent(logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_loss: float = 0.0,
          grad_dtype=jnp.float32) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Returns (d [T, V] in grad_dtype, loss [T] fp32, lse [T] fp32) for fp32 logits [T, V] (module
@@ -41,16 +55,8 @@ def xent(logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_loss: f
     if logits.ndim != 2 or logits.dtype != jnp.float32:
         raise ValueError(f"xent takes float32 logits [tokens, vocab]; got {logits.dtype} {logits.shape}")
     t, v = logits.shape
-    if targets.shape != (t,) or weights.shape != (t,):
-        raise ValueError(f"xent needs targets and weights of shape ({t},); got {targets.shape}, {weights.shape}")
-    if v == 0:
-        raise ValueError("xent needs at least one logit per row")
-    grad_dtype = jnp.dtype(grad_dtype)
-    if grad_dtype not in (jnp.float32, jnp.bfloat16):
-        raise ValueError(f"xent writes its gradient as float32 or bfloat16; got {grad_dtype}")
+    out = loss_outputs("xent", t, v, targets, weights, grad_dtype)
     if not available():
         raise RuntimeError(f"the CPU cross-entropy kernel is unavailable: {unavailable_reason()}")
-    out = (jax.ShapeDtypeStruct((t, v), grad_dtype), jax.ShapeDtypeStruct((t,), jnp.float32),
-           jax.ShapeDtypeStruct((t,), jnp.float32))
     return jax.ffi.ffi_call(_TARGET, out, vmap_method="sequential")(
         logits, targets.astype(jnp.int32), weights.astype(jnp.float32), z_loss=np.float32(z_loss))

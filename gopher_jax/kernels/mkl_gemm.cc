@@ -149,6 +149,23 @@ T* packed_buffer(size_t bytes) {
   return static_cast<T*>(buffer.data);
 }
 
+// op(src) packed whole as GEMM operand `id` (kPackA / kPackB) of an M x N x K product, into this
+// thread's packed buffer; returns it.
+template <typename T>
+T* pack_operand(int id, bool trans, int64_t M, int64_t N, int64_t K, const T* src, int64_t ld) {
+  const int im = static_cast<int>(M), in = static_cast<int>(N), ik = static_cast<int>(K);
+  const int op = trans ? kTrans : kNoTrans, ild = static_cast<int>(ld);
+  T* packed;
+  if constexpr (std::is_same_v<T, float>) {
+    packed = packed_buffer<T>(pack_size_f32(id, im, in, ik));
+    pack_f32(kRowMajor, id, op, im, in, ik, 1.f, src, ild, packed);
+  } else {
+    packed = packed_buffer<T>(pack_size_bf16(id, im, in, ik));
+    pack_bf16(kRowMajor, id, op, im, in, ik, src, ild, packed);
+  }
+  return packed;
+}
+
 template <typename T, typename O>
 void gemm(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O* c, int64_t M, int64_t N,
           int64_t K) {
@@ -159,20 +176,8 @@ void gemm(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O*
   const int64_t items = std::min<int64_t>(units, threads * kItemsPerThread);
   const Packed which = items > 1 ? use_packed<T, O>(by_rows, M, K) : Packed::kNone;
   T* packed = nullptr;
-  if (which != Packed::kNone) {
-    const int id = which == Packed::kA ? kPackA : kPackB;
-    const int im = static_cast<int>(M), in = static_cast<int>(N), ik = static_cast<int>(K);
-    const bool trans = which == Packed::kA ? ta : tb;
-    const int op = trans ? kTrans : kNoTrans, ld = static_cast<int>(which == Packed::kA ? lda : ldb);
-    const T* src = which == Packed::kA ? a : b;
-    if constexpr (std::is_same_v<T, float>) {
-      packed = packed_buffer<T>(pack_size_f32(id, im, in, ik));
-      pack_f32(kRowMajor, id, op, im, in, ik, 1.f, src, ld, packed);
-    } else {
-      packed = packed_buffer<T>(pack_size_bf16(id, im, in, ik));
-      pack_bf16(kRowMajor, id, op, im, in, ik, src, ld, packed);
-    }
-  }
+  if (which == Packed::kA) packed = pack_operand(kPackA, ta, M, N, K, a, lda);
+  if (which == Packed::kB) packed = pack_operand(kPackB, tb, M, N, K, b, ldb);
   for_each_item(static_cast<int>(items), threads, [&](int item) {
     thread_local std::vector<float> scratch;
     // Item boundaries on multiples of `granule`, the last item taking the rest.
@@ -216,15 +221,8 @@ template <typename T, typename O>
 void head_xent(const T* x, int64_t T_rows, int64_t D, const T* w, int64_t ldw, bool tw, int64_t V,
                const int32_t* targets, const float* weights, float z, O* d, float* loss, float* lse) {
   const int im = static_cast<int>(T_rows), in = static_cast<int>(V), ik = static_cast<int>(D);
-  const int opw = tw ? kTrans : kNoTrans, ib = static_cast<int>(ldw);
-  T* packed;
-  if constexpr (std::is_same_v<T, float>) {
-    packed = packed_buffer<T>(pack_size_f32(kPackB, im, in, ik));
-    pack_f32(kRowMajor, kPackB, opw, im, in, ik, 1.f, w, ib, packed);
-  } else {
-    packed = packed_buffer<T>(pack_size_bf16(kPackB, im, in, ik));
-    pack_bf16(kRowMajor, kPackB, opw, im, in, ik, w, ib, packed);
-  }
+  const int ib = static_cast<int>(ldw);
+  const T* packed = pack_operand(kPackB, tw, T_rows, V, D, w, ldw);
   const int64_t chunks = (T_rows + kHeadRows - 1) / kHeadRows;
   for_each_item(static_cast<int>(chunks), threads_from_env("GOPHER_JAX_GEMM_THREADS"), [&](int chunk) {
     thread_local std::vector<float> logits, e;

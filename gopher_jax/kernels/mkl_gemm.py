@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gopher_jax.kernels import cpu_gemm
+from gopher_jax.kernels import cpu_gemm, cpu_xent
 from gopher_jax.kernels.ffi_library import FfiLibrary
 
 __all__ = ["available", "unavailable_reason", "library_path", "version", "gemm", "head_xent"]
@@ -127,17 +127,11 @@ def head_xent(x: jax.Array, w: jax.Array, targets: jax.Array, weights: jax.Array
     v, dw = (w.shape if trans_w else w.shape[::-1])
     if dw != dm:
         raise ValueError(f"head_xent: x has d_model {dm} but w {'[V, D]' if trans_w else '[D, V]'} has {dw}")
-    if targets.shape != (t,) or weights.shape != (t,):
-        raise ValueError(f"head_xent needs targets and weights of shape ({t},); got {targets.shape}, {weights.shape}")
-    if v == 0 or dm == 0:
-        raise ValueError(f"head_xent needs a vocabulary and d_model > 0; got w {w.shape}")
-    grad_dtype = jnp.dtype(grad_dtype)
-    if grad_dtype not in (jnp.float32, jnp.bfloat16):
-        raise ValueError(f"head_xent writes its gradient as float32 or bfloat16; got {grad_dtype}")
+    if dm == 0:
+        raise ValueError(f"head_xent needs d_model > 0; got w {w.shape}")
+    out = cpu_xent.loss_outputs("head_xent", t, v, targets, weights, grad_dtype)
     if not available():
         raise RuntimeError(f"the MKL GEMM is unavailable: {unavailable_reason()}")
-    out = (jax.ShapeDtypeStruct((t, v), grad_dtype), jax.ShapeDtypeStruct((t,), jnp.float32),
-           jax.ShapeDtypeStruct((t,), jnp.float32))
     return jax.ffi.ffi_call(_HEAD_XENT_TARGET, out, vmap_method="sequential")(
         x, w, targets.astype(jnp.int32), weights.astype(jnp.float32), trans_w=np.int64(trans_w),
         z_loss=np.float32(z_loss))
