@@ -842,9 +842,6 @@ void backward_item(const Problem& P, int b, int h, Scratch& sc, const int32_t* s
 //   key blocks [Tk/kBk][Dp/2][kBk]: element (t, d) at (((t/kBk)*(Dp/2) + d/2)*kBk + t%kBk)*2 + d%2
 //                                   (B of the score GEMMs, contraction over d)
 inline long pr_at(int t, int d, int Dp) { return ((static_cast<long>(t) / 2) * Dp + d) * 2 + (t & 1); }
-inline long kb_at(int t, int d, int Dp) {
-  return ((static_cast<long>(t / kBk) * (Dp / 2) + d / 2) * kBk + t % kBk) * 2 + (d & 1);
-}
 inline uint32_t* words(uint16_t* p) { return reinterpret_cast<uint32_t*>(p); }
 
 struct PackedBf {
@@ -855,48 +852,45 @@ struct PackedBf {
   const uint32_t *Rp = nullptr;  // rel keys reversed, pair rows [TR/2][Dp] words (row PADL+T-1-r)
 };
 
-// Copies the (b, head) rows of a bf16 [B, T, heads, D] array into `dst` in layout `at`
-// (row-major when at == nullptr); padding (d >= D, t >= T up to nrows) is zero. The pair-row and
-// key-block layouts are written a 32-bit word (two bf16) at a time: element by element through
-// `at`, packing was 3.4% of the gopher_44m bf16 step.
+// The three layouts listed at the top of this section.
+enum class BfLayout { kRows, kPairRows, kKeyBlocks };
+
+// Copies the (b, head) rows of a bf16 [B, T, heads, D] array into `dst` in `layout`; padding
+// (d >= D, t >= T up to nrows) is zero. The pair-row and key-block layouts are written a 32-bit
+// word (two bf16) at a time: element by element, packing was 3.4% of the gopher_44m bf16 step.
 void pack_bf(const Problem& P, const void* src_v, int b, int heads, int head, uint16_t* dst,
-             int nrows, long (*at)(int, int, int)) {
+             int nrows, BfLayout layout) {
   const uint16_t* src = static_cast<const uint16_t*>(src_v);
   const int T = P.T, D = P.D, Dp = P.Dp;
   std::memset(dst, 0, sizeof(uint16_t) * static_cast<size_t>(nrows) * Dp);
-  if (at == pr_at) {  // word (p, d) = row 2p's element d | row 2p+1's << 16
-    uint32_t* w = words(dst);
-    for (int t = 0; t < T; t += 2) {
-      const uint16_t* x0 = src + P.idx(b, t, heads, head);
-      uint32_t* row = w + static_cast<long>(t / 2) * Dp;
-      if (t + 1 < T) {
-        const uint16_t* x1 = src + P.idx(b, t + 1, heads, head);
-        for (int d = 0; d < D; ++d) row[d] = x0[d] | static_cast<uint32_t>(x1[d]) << 16;
-      } else {
-        for (int d = 0; d < D; ++d) row[d] = x0[d];
+  uint32_t* w = words(dst);
+  switch (layout) {
+    case BfLayout::kRows:
+      for (int t = 0; t < T; ++t)
+        std::memcpy(dst + static_cast<long>(t) * Dp, src + P.idx(b, t, heads, head), sizeof(uint16_t) * D);
+      break;
+    case BfLayout::kPairRows:
+      for (int t = 0; t < T; t += 2) {
+        const uint16_t* x0 = src + P.idx(b, t, heads, head);
+        uint32_t* row = w + static_cast<long>(t / 2) * Dp;
+        if (t + 1 < T) {
+          const uint16_t* x1 = src + P.idx(b, t + 1, heads, head);
+          for (int d = 0; d < D; ++d) row[d] = x0[d] | static_cast<uint32_t>(x1[d]) << 16;
+        } else {
+          for (int d = 0; d < D; ++d) row[d] = x0[d];
+        }
       }
-    }
-    return;
-  }
-  if (at == kb_at) {  // word (d/2) of row t at ((t / kBk) * Dp/2 + d/2) * kBk + t % kBk
-    uint32_t* w = words(dst);
-    for (int t = 0; t < T; ++t) {
-      const uint16_t* x = src + P.idx(b, t, heads, head);
-      uint32_t* col = w + static_cast<long>(t / kBk) * (Dp / 2) * kBk + t % kBk;
-      for (int e = 0; 2 * e < D; ++e) {
-        const uint32_t hi = 2 * e + 1 < D ? x[2 * e + 1] : 0;
-        col[static_cast<long>(e) * kBk] = x[2 * e] | hi << 16;
+      break;
+    case BfLayout::kKeyBlocks:
+      for (int t = 0; t < T; ++t) {
+        const uint16_t* x = src + P.idx(b, t, heads, head);
+        uint32_t* col = w + static_cast<long>(t / kBk) * (Dp / 2) * kBk + t % kBk;
+        for (int e = 0; 2 * e < D; ++e) {
+          const uint32_t hi = 2 * e + 1 < D ? x[2 * e + 1] : 0;
+          col[static_cast<long>(e) * kBk] = x[2 * e] | hi << 16;
+        }
       }
-    }
-    return;
-  }
-  for (int t = 0; t < T; ++t) {
-    const uint16_t* x = src + P.idx(b, t, heads, head);
-    if (!at) {
-      std::memcpy(dst + static_cast<long>(t) * Dp, x, sizeof(uint16_t) * D);
-    } else {
-      for (int d = 0; d < D; ++d) dst[at(t, d, Dp)] = x[d];
-    }
+      break;
   }
 }
 
@@ -954,11 +948,11 @@ void forward_item_bf(const Problem& P, int b, int h, Scratch& sc, const int32_t*
   uint16_t* Pb = half(kBq * kBk);
   float* acc = sc.alloc(kBq * Dp);
   float* Prel = P.rel ? sc.alloc(kBq * P.ldW) : nullptr;
-  pack_bf(P, P.q, b, P.H, h, pk.Q, T, nullptr);
-  pack_bf(P, P.k, b, P.KH, kh, pk.Kb, Tk, kb_at);
-  pack_bf(P, P.v, b, P.KH, kh, pk.Vp, Tk, pr_at);
+  pack_bf(P, P.q, b, P.H, h, pk.Q, T, BfLayout::kRows);
+  pack_bf(P, P.k, b, P.KH, kh, pk.Kb, Tk, BfLayout::kKeyBlocks);
+  pack_bf(P, P.v, b, P.KH, kh, pk.Vp, Tk, BfLayout::kPairRows);
   if (P.rel) {
-    pack_bf(P, P.qp, b, P.H, h, pk.QP, T, nullptr);
+    pack_bf(P, P.qp, b, P.H, h, pk.QP, T, BfLayout::kRows);
     pk.RT = P.relT_bf + static_cast<long>(h) * (Dp / 2) * P.TRld;
   }
   const int32_t* seg = P.seg + static_cast<long>(b) * T;
@@ -1027,8 +1021,8 @@ void backward_item_bf(const Problem& P, int b, int h, Scratch& sc, const int32_t
     dSrelP = half(kBq * P.ldW);
     std::memset(dQP, 0, sizeof(float) * T * Dp);
     std::memset(dR, 0, sizeof(float) * TR * Dp);
-    pack_bf(P, P.qp, b, P.H, h, pk.QP, T, nullptr);
-    pack_bf(P, P.qp, b, P.H, h, pk.QPp, Tk, pr_at);
+    pack_bf(P, P.qp, b, P.H, h, pk.QP, T, BfLayout::kRows);
+    pack_bf(P, P.qp, b, P.H, h, pk.QPp, Tk, BfLayout::kPairRows);
     pk.RT = P.relT_bf + static_cast<long>(h) * Dh * P.TRld;
     pk.Rp = P.rel_bf + static_cast<long>(h) * (TR / 2) * Dp;
   }
@@ -1039,14 +1033,14 @@ void backward_item_bf(const Problem& P, int b, int h, Scratch& sc, const int32_t
   uint16_t* dSpair = half(kBq * kBk);
   uint16_t* dSr = half(kBq * kBk);
   if (pack_kv) {
-    pack_bf(P, P.k, b, P.KH, kh, pk.Kb, Tk, kb_at);
-    pack_bf(P, P.k, b, P.KH, kh, pk.Kp, Tk, pr_at);
-    pack_bf(P, P.v, b, P.KH, kh, pk.Vb, Tk, kb_at);
+    pack_bf(P, P.k, b, P.KH, kh, pk.Kb, Tk, BfLayout::kKeyBlocks);
+    pack_bf(P, P.k, b, P.KH, kh, pk.Kp, Tk, BfLayout::kPairRows);
+    pack_bf(P, P.v, b, P.KH, kh, pk.Vb, Tk, BfLayout::kKeyBlocks);
   }
-  pack_bf(P, P.q, b, P.H, h, pk.Q, T, nullptr);
-  pack_bf(P, P.q, b, P.H, h, pk.Qp, Tk, pr_at);
-  pack_bf(P, g.dout, b, P.H, h, pk.dO, T, nullptr);
-  pack_bf(P, g.dout, b, P.H, h, pk.dOp, Tk, pr_at);
+  pack_bf(P, P.q, b, P.H, h, pk.Q, T, BfLayout::kRows);
+  pack_bf(P, P.q, b, P.H, h, pk.Qp, Tk, BfLayout::kPairRows);
+  pack_bf(P, g.dout, b, P.H, h, pk.dO, T, BfLayout::kRows);
+  pack_bf(P, g.dout, b, P.H, h, pk.dOp, Tk, BfLayout::kPairRows);
   std::memset(dQ, 0, sizeof(float) * T * Dp);
   const uint16_t* gout = static_cast<const uint16_t*>(g.out);
   for (int t = 0; t < T; ++t) {
