@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 
 from gopher_jax.model import axes
@@ -51,12 +52,30 @@ def decay_mask(boxed_params, config: OptimizerConfig):
     return jax.tree.map(decays, boxed_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Returns optax.clip_by_global_norm's transformation (same empty state, same result up to one
+    rounding) computed as one scalar scale, min(1, max_norm / norm), times each gradient.
+
+    optax divides every element by the norm inside a select; XLA does not duplicate a divide into
+    several consumers, so the clipped gradient was written out whole and read back by Adam's first-
+    and second-moment updates: one extra pass over every gradient per step (benchmarks/README.md,
+    "The clipped gradient"). A multiply is fused into each consumer instead.
+    """
+    def update_fn(updates, state, params=None):
+        del params
+        g_norm = optax.tree.norm(updates)
+        scale = jnp.where(g_norm < max_norm, 1.0, max_norm / g_norm)  # non-finite norm: 0 or NaN, as optax
+        return jax.tree.map(lambda t: t * scale.astype(t.dtype), updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
 def make_optimizer(config: OptimizerConfig, total_steps: int, boxed_params) -> optax.GradientTransformation:
     """Returns the optax chain: clip by global norm -> Adam(W) with the schedule and the decay mask."""
     schedule = learning_rate_schedule(config, total_steps)
     parts = []
     if config.clip_norm:
-        parts.append(optax.clip_by_global_norm(config.clip_norm))
+        parts.append(clip_by_global_norm(config.clip_norm))
     if config.name == "adamw":
         parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2, eps=config.eps,
                                  weight_decay=config.weight_decay, mask=decay_mask(boxed_params, config)))

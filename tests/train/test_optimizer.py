@@ -2,10 +2,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
-from gopher_jax.train.optimizer import decay_mask, learning_rate_schedule
+from gopher_jax.train.optimizer import clip_by_global_norm, decay_mask, learning_rate_schedule
 from gopher_jax.train.state import abstract_params
 from tests.train.helpers import MODEL, batch, one_step, trainer_on
 
@@ -67,3 +68,22 @@ def test_bad_config_values_name_the_fix():
         TrainConfig(batch_size=10, microbatches=4)
     with pytest.raises(ValueError, match="optimizer.schedule='linear'"):
         OptimizerConfig(schedule="linear")
+
+
+@pytest.mark.parametrize("max_norm", [1e3, 1.0, 1e-3])  # below, near and far above the gradients' norm
+def test_global_norm_clip_equals_optaxs(max_norm):
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    grads = {"w": jax.random.normal(keys[0], (64, 33)), "b": jax.random.normal(keys[1], (33,)) * 3,
+             "e": {"t": jax.random.normal(keys[2], (7, 5, 3))}}
+    ours, theirs = clip_by_global_norm(max_norm), optax.clip_by_global_norm(max_norm)
+    state = ours.init(grads)
+    assert jax.tree.structure(state) == jax.tree.structure(theirs.init(grads))  # checkpoints unchanged
+    got, _ = jax.jit(ours.update)(grads, state)
+    want, _ = jax.jit(theirs.update)(grads, theirs.init(grads))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=3e-7, atol=0)
+    norm = float(optax.tree.norm(got))
+    assert norm == pytest.approx(min(max_norm, float(optax.tree.norm(grads))), rel=1e-6)
+    bad = jax.tree.map(lambda t: t.at[0].set(jnp.inf), grads)  # a non-finite norm: as optax (zeros or NaN)
+    np.testing.assert_array_equal(np.isnan(np.asarray(jax.tree.leaves(ours.update(bad, state)[0])[0])),
+                                  np.isnan(np.asarray(jax.tree.leaves(theirs.update(bad, state)[0])[0])))
