@@ -198,7 +198,6 @@ def run(args) -> dict:
     from gopher_jax.parallel.mesh import MeshConfig, build_mesh
     from gopher_jax.parallel.rules import sharding_rules
     from gopher_jax.scaling import flops
-    from gopher_jax.train import python_gc
     from gopher_jax.train.config import OptimizerConfig, TrainConfig
     from gopher_jax.train.sharded import build_trainer
 
@@ -208,8 +207,7 @@ def run(args) -> dict:
     result = {"gin_file": args.gin_file, "gin_param": args.gin_param, "seq_len": args.seq_len,
               "batch_size": args.batch_size, "data": args.data, "devices": 1,
               "jax": jax.__version__, "cpu_count": os.cpu_count(),
-              "host_hugepages": host_memory.active(), "thp_mode": host_memory.thp_mode(),
-              "freeze_gc_after_first_step": train_cfg.freeze_gc_after_first_step}
+              "host_hugepages": host_memory.active(), "thp_mode": host_memory.thp_mode()}
     from host_info import host_info
     result.update(host=host_info(), dtype=model_cfg.dtype, matmul_impl=model_cfg.matmul_impl)
     result.update(host_description())
@@ -232,8 +230,6 @@ def run(args) -> dict:
             result["compiled_argument_bytes"] = int(mem.argument_size_in_bytes)
         state, metrics = compiled(state, batch)  # warm-up
         jax.block_until_ready(metrics)
-        if train_cfg.freeze_gc_after_first_step:  # as the training loop does (train/python_gc.py)
-            python_gc.freeze_long_lived()
         times, cpu_times = [], []
         for _ in range(args.steps):
             t, c = time.perf_counter(), time.process_time()

@@ -15,25 +15,8 @@
 
 namespace {
 
-inline void put(float* d, int64_t j, float v) { d[j] = v; }
-inline void put(uint16_t* d, int64_t j, float v) { d[j] = f32_to_bf16(v); }
-inline void put16(float* d, v16 a) { vstore(d, a); }
-inline void put16(uint16_t* d, v16 a) {
-  const v16h h = __builtin_convertvector(bf16_bits(a), v16h);
-  __builtin_memcpy(d, &h, sizeof(h));
-}
-
-// d[j] = e[j] * scale for j < V, except d[y] = dy: the scaling and the store in one pass over e.
-// (Streaming stores were slower here: d's pages are fresh each step, and zeroing them on the page
-// fault has just brought their lines into the cache.)
-template <typename O>
-void store_scaled_row(const float* e, float scale, int64_t y, float dy, O* d, int64_t V) {
-  const v16 vscale = vsplat(scale);
-  int64_t j = 0;
-  for (; j + 16 <= V; j += 16) put16(d + j, vload(e + j) * vscale);
-  for (; j < V; ++j) put(d, j, e[j] * scale);
-  put(d, y, dy);
-}
+inline void store_row(const float* src, float* dst, int64_t n) { std::memcpy(dst, src, sizeof(float) * n); }
+inline void store_row(const float* src, uint16_t* dst, int64_t n) { row_to_bf16(src, dst, n); }
 
 // One row: returns lse; fills d_row (in O) and the scratch row e (V floats).
 template <typename O>
@@ -64,7 +47,11 @@ float xent_row(const float* l, int64_t V, int64_t y, float w, float z, float* e,
   *loss = w == 0.f ? 0.f : w * (lse - target + z * lse * lse);
   // d = e * scale - w [j == y], with scale = w (1 + 2 z lse) / s
   const float scale = w == 0.f ? 0.f : w * (1.f + 2.f * z * lse) / s;
-  store_scaled_row(e, scale, y, e[y] * scale - w, d_row, V);
+  const v16 vscale = vsplat(scale);
+  for (int64_t j = 0; j < V16; j += 16) vstore(e + j, vload(e + j) * vscale);
+  for (int64_t j = V16; j < V; ++j) e[j] *= scale;
+  e[y] -= w;
+  store_row(e, d_row, V);
   return lse;
 }
 

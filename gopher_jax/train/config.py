@@ -36,10 +36,6 @@ class TrainConfig:
     # waits for the step in flight); all stop together at the first comparison after any host's signal.
     # 1 = every step (the ~30 s Cloud TPU grace period allows little lag); raise it when steps are ~ms.
     stop_check_every: int = 1
-    # After the first step (so the compiled step is included), collect once and freeze every object then
-    # alive out of Python's cyclic collector (train/python_gc.py): its full collections otherwise walk
-    # millions of set-up objects from the dispatching thread and stall steps. False keeps the default GC.
-    freeze_gc_after_first_step: bool = True
     train_task: str = ""  # seqio task/mixture to train on ("" = the embedded default corpus)
     eval_task: str = ""  # seqio task for held-out loss ("" = the embedded held-out split)
     tokenizer: str = ""  # SentencePiece .model path ("" = train/cache one on the embedded corpus)

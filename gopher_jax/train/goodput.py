@@ -4,8 +4,7 @@ Definitions (docs/training.md#goodput), all in seconds of this process's wall ti
 - productive: training steps that advanced the run past the furthest step it had ever reached (a step's
   time runs from fetching its batch to the next step's start, less the phases below inside it, so host
   input and logging time are part of it);
-- compile: the first step of this process (tracing, XLA compile, that step's run, and freezing the
-  set-up's Python objects out of the garbage collector after it: train/python_gc.py);
+- compile: the first step of this process (tracing, XLA compile and that step's run);
 - startup: before the first step, minus restore: config validation, data packing/opening, mesh, init;
 - restore: reading checkpoints (on --resume and on spike rewinds);
 - checkpoint: starting saves and waiting for them (the loop's share; async writes overlap steps);

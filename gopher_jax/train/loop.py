@@ -24,7 +24,7 @@ from gopher_jax.data.training_data import build_training_data
 from gopher_jax.model.config import ModelConfig
 from gopher_jax.parallel.mesh import MeshConfig, build_mesh
 from gopher_jax.parallel.rules import sharding_rules
-from gopher_jax.train import host_agreement, python_gc, spike_monitor, workdir_fs
+from gopher_jax.train import host_agreement, spike_monitor, workdir_fs
 from gopher_jax.train.cadence import Cadence
 from gopher_jax.train.checkpoints import Checkpointer
 from gopher_jax.train.config import OptimizerConfig, TrainConfig
@@ -84,11 +84,8 @@ def train(workdir: str, *, resume: bool = False, progress: bool = True, train_ta
     goodput = Goodput()
     setup, rs = _start(workdir, resume, progress, train_task, restart_from_scratch, goodput)
     with StopRequest() as stop, setup.trainer.context():
-        first_step = rs.step
         while rs.step < setup.train_cfg.steps:
             _train_step(setup, rs)
-            if rs.step == first_step + 1 and setup.train_cfg.freeze_gc_after_first_step:
-                python_gc.freeze_long_lived()  # booked with the first step, under goodput's "compile"
             stopping = host_agreement.stop_now(rs.step, stop.requested, setup.train_cfg.stop_check_every)
             _log_and_evaluate(setup, rs)
             is_ckpt = rs.cadence.checkpoints(rs.step)
