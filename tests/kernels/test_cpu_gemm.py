@@ -223,6 +223,10 @@ def test_auto_probes_each_candidate_once_per_host(monkeypatch, tmp_path, capsys)
     ({"xla": 200e9, "cpu_gemm": 260e9}, {"xla": 1.0, "cpu_gemm": 0.9}, "xla"),  # best time only
     ({"xla": 200e9, "cpu_gemm": 260e9}, {"xla": 1.0, "cpu_gemm": 1.3}, "cpu_gemm"),  # both
     ({"xla": 200e9, "cpu_gemm": 205e9}, {"xla": 1.0, "cpu_gemm": 1.03}, "xla"),  # within the margin
+    # MKL is tried first: a cpu_gemm probed faster is not picked over an MKL that beats XLA ...
+    ({"xla": 200e9, "cpu_gemm": 700e9, "mkl": 640e9}, {"xla": 1.0, "cpu_gemm": 3.35, "mkl": 3.13}, "mkl"),
+    # ... but is over one that does not.
+    ({"xla": 200e9, "cpu_gemm": 700e9, "mkl": 205e9}, {"xla": 1.0, "cpu_gemm": 3.35, "mkl": 1.02}, "cpu_gemm"),
 ])
 def test_a_kernel_must_beat_xla_on_the_paired_ratio_and_the_best_time(monkeypatch, tmp_path, rates, speedups,
                                                                       expected):
