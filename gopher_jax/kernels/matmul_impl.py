@@ -61,9 +61,9 @@ _PROBE_MAX_K, _PROBE_MAX_N = 2048, 4096
 # probe, so unit-test-sized models (and their many shapes) pay no probing time.
 MIN_PROBE_FLOPS = 1e8
 # Names how a probe is timed and decided: a change to either must not reuse decisions made the old
-# way (a cache written before the rounds rotated kept the fp32 head on the slower cpu_gemm).
-_DECISION_RULE = ("rotated rounds; a kernel beats XLA on the paired median and on the best time; "
-                  "kernels tried in the order mkl, cpu_gemm")
+# way (a cache written before the rounds rotated kept the fp32 head on the slower cpu_gemm). The cache
+# key holds it with the margin and _KERNEL_ORDER.
+_DECISION_RULE = "rotated rounds; a kernel beats XLA on the paired median and on the best time"
 _PROBE_REPS = 5  # timed rounds after a warm-up; candidates run back to back within a round
 
 _lock = threading.Lock()
@@ -163,7 +163,7 @@ def kernel_identity() -> bytes:
 
 def _disk_path():
     key = build.host_key(kernel_identity(), repr((_PROBE_FLOPS, _PROBE_MIN_ROWS, _PROBE_REPS, _KERNEL_MARGIN,
-                                                  _DECISION_RULE)).encode())
+                                                  _DECISION_RULE, _KERNEL_ORDER)).encode())
     return build.cache_root() / f"matmul_probe_{key}.json"
 
 

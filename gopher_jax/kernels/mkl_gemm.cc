@@ -87,9 +87,8 @@ void block(const T* a, int64_t lda, bool ta, const T* b, int64_t ldb, bool tb, O
   auto call = [&](const T* ablock, int rows, float* out, int64_t ldo) {
     const int io = static_cast<int>(ldo);
     if (which == Packed::kA) ablock = packed;
-    if constexpr (std::is_same_v<T, float>) {
-      if (which != Packed::kNone) compute_f32(kRowMajor, opa, opb, rows, in, ik, ablock, ia, bp, ib, 0.f, out, io);
-      else sgemm(kRowMajor, opa, opb, rows, in, ik, 1.f, ablock, ia, bp, ib, 0.f, out, io);
+    if constexpr (std::is_same_v<T, float>) {  // fp32 operands are never packed here (use_packed)
+      sgemm(kRowMajor, opa, opb, rows, in, ik, 1.f, ablock, ia, bp, ib, 0.f, out, io);
     } else {
       if (which != Packed::kNone)
         compute_bf16(kRowMajor, opa, opb, rows, in, ik, 1.f, ablock, ia, bp, ib, 0.f, out, io);
@@ -220,8 +219,7 @@ constexpr int64_t kHeadRows = 128;
 template <typename T, typename O>
 void head_xent(const T* x, int64_t T_rows, int64_t D, const T* w, int64_t ldw, bool tw, int64_t V,
                const int32_t* targets, const float* weights, float z, O* d, float* loss, float* lse) {
-  const int im = static_cast<int>(T_rows), in = static_cast<int>(V), ik = static_cast<int>(D);
-  const int ib = static_cast<int>(ldw);
+  const int in = static_cast<int>(V), ik = static_cast<int>(D), ib = static_cast<int>(ldw);
   const T* packed = pack_operand(kPackB, tw, T_rows, V, D, w, ldw);
   const int64_t chunks = (T_rows + kHeadRows - 1) / kHeadRows;
   for_each_item(static_cast<int>(chunks), threads_from_env("GOPHER_JAX_GEMM_THREADS"), [&](int chunk) {
