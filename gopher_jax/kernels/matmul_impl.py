@@ -21,7 +21,7 @@ every candidate on that shape (forward, input gradient and weight gradient toget
 back to back in each of `_PROBE_REPS` rounds; wide shapes on fewer rows and capped widths) and
 takes the best XLA variant ("xla" or "xla_f32acc", by median paired speed-up over "xla") unless a
 kernel beats it by `_KERNEL_MARGIN` on that speed-up and on its best time; the kernels are tried in
-`_KERNEL_ORDER` ("mkl" first, then "cpu_gemm") and the first that beats XLA is picked, the other is
+the order of `KERNELS` ("mkl" first, then "cpu_gemm") and the first that beats XLA is picked, the other is
 measured and reported. Results are cached per host (CPU features, jax version, kernel
 sources and the unit its bf16 runs on: `kernel_identity`) in the kernel cache directory (`matmul_probe_<key>.json`; GOPHER_JAX_MATMUL_REPROBE=1
 measures again; a cold probe of the tiny model's four fp32 shapes took 17 s at a load of 20 on 2
@@ -45,15 +45,15 @@ from gopher_jax.atomic_write import atomic_write
 from gopher_jax.kernels import build, cpu_gemm, mkl_gemm
 
 IMPLS = ("xla", "xla_f32acc", "cpu_gemm", "mkl")
-KERNELS = {"cpu_gemm": cpu_gemm, "mkl": mkl_gemm}  # the custom-call impls (one-device CPU only): their modules
+# The custom-call impls (one-device CPU only) and their modules, in the order `auto` tries them against
+# XLA: the first that beats it is picked, the others are measured and reported only. MKL comes first: its
+# pack-once shared operand pays more at a step's full rows than at the probe's cut ones, and probe noise
+# once put cpu_gemm 7% ahead at bf16 4096x512x2048 (3.35 vs 3.13 x XLA) where the gopher_44m step ran
+# slower with it: 2.31 s against 2.15-2.28 s with MKL (benchmarks/README.md, sixth session). cpu_gemm is
+# the kernel of hosts without MKL.
+KERNELS = {"mkl": mkl_gemm, "cpu_gemm": cpu_gemm}
 CHOICES = ("auto",) + IMPLS  # ModelConfig.matmul_impl
 _KERNEL_MARGIN = 1.05  # the kernel must be this much faster than XLA's best to replace it (timing noise)
-# The kernels in the order they are tried against XLA: the first that beats it is picked, the others are
-# measured and reported only. MKL comes first: its pack-once shared operand pays more at a step's full
-# rows than at the probe's cut ones, and probe noise once put cpu_gemm 7% ahead at bf16 4096x512x2048
-# (3.35 vs 3.13 x XLA) where the gopher_44m step ran slower with it: 2.31 s against 2.15-2.28 s with MKL
-# (benchmarks/README.md, sixth session). cpu_gemm is the kernel of hosts without MKL.
-_KERNEL_ORDER = ("mkl", "cpu_gemm")
 _PROBE_FLOPS = 3e9  # per probed GEMM: rows are cut until 2*M*K*N fits (GFLOP/s is flat in M there) ...
 _PROBE_MIN_ROWS = 256  # ... but never below this many (a few rows of a wide GEMM are unrepresentative)
 _PROBE_MAX_K, _PROBE_MAX_N = 2048, 4096
@@ -62,7 +62,7 @@ _PROBE_MAX_K, _PROBE_MAX_N = 2048, 4096
 MIN_PROBE_FLOPS = 1e8
 # Names how a probe is timed and decided: a change to either must not reuse decisions made the old
 # way (a cache written before the rounds rotated kept the fp32 head on the slower cpu_gemm). The cache
-# key holds it with the margin and _KERNEL_ORDER.
+# key holds it with the margin and the kernels' order.
 _DECISION_RULE = "rotated rounds; a kernel beats XLA on the paired median and on the best time"
 _PROBE_REPS = 5  # timed rounds after a warm-up; candidates run back to back within a round
 
@@ -163,7 +163,7 @@ def kernel_identity() -> bytes:
 
 def _disk_path():
     key = build.host_key(kernel_identity(), repr((_PROBE_FLOPS, _PROBE_MIN_ROWS, _PROBE_REPS, _KERNEL_MARGIN,
-                                                  _DECISION_RULE, _KERNEL_ORDER)).encode())
+                                                  _DECISION_RULE, tuple(KERNELS))).encode())
     return build.cache_root() / f"matmul_probe_{key}.json"
 
 
@@ -199,8 +199,9 @@ def _decide(dtype_name: str, m: int, k: int, n: int, transposed_b: bool) -> dict
         rates, speedups, probed = _probe(jnp.dtype(dtype_name), m, k, n, transposed_b)
         best_xla = max((i for i in speedups if i not in KERNELS), key=speedups.get)
         # A kernel must win on both measures: the paired median ratio and the best time.
-        impl = next((k for k in _KERNEL_ORDER if k in speedups and speedups[k] > _KERNEL_MARGIN * speedups[best_xla]
-                     and rates[k] > rates[best_xla]), best_xla)
+        impl = next((name for name in KERNELS if name in speedups
+                     and speedups[name] > _KERNEL_MARGIN * speedups[best_xla] and rates[name] > rates[best_xla]),
+                    best_xla)
         record = {"impl": impl, "gflops": {i: round(r / 1e9, 1) for i, r in rates.items()},
                   "speedup_over_xla": {i: round(v, 3) for i, v in speedups.items()}, "probe_shape": probed,
                   "cpu_gemm_unit": cpu_gemm.bf16_unit() if dtype_name == "bfloat16" else "fp32_fma"}

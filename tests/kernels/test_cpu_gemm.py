@@ -30,7 +30,7 @@ def _rel(a, b):
     return np.linalg.norm(a - b) / np.linalg.norm(b)
 
 
-KERNELS = {"cpu_gemm": cpu_gemm, "mkl": mkl_gemm}
+KERNELS = matmul_impl.KERNELS
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
