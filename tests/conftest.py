@@ -18,6 +18,18 @@ import shutil
 # (tests/plan/test_multiprocess.py, tests/reliability/test_kill_resume.py). `gopher-jax` subprocesses that
 # train for many steps (a user's run) drop XLA_FLAGS and compile as a user's process does.
 COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+# Under `-n N` with N workers on N cores, each worker runs on a core of its own, and so do the processes
+# its tests start: two workers each running a thread per core (XLA's pools, the CPU kernels' helpers) put
+# four busy threads on two cores, and the switching cost ~5% (tests/train/test_train_cli.py + the pipeline
+# step and memory tests, -n 2, both orders: 224, 225 s free against 211, 214 s pinned). Tests that run
+# several processes at once (MULTI_PROCESS, below) get every core back for their duration, or their hosts
+# would share one core.
+_WORKER_CORES = ()
+if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw") and hasattr(os, "sched_setaffinity"):
+    _cores = sorted(os.sched_getaffinity(0))
+    if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) == len(_cores) > 1:
+        _WORKER_CORES = (_cores, {_cores[int(os.environ["PYTEST_XDIST_WORKER"][2:]) % len(_cores)]})
+        os.sched_setaffinity(0, _WORKER_CORES[1])
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
@@ -45,6 +57,14 @@ import jax  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
+# Python's cyclic garbage collector at its default thresholds ran ~8% of a pipeline test's CPU samples
+# (`perf`: gc_collect_main and its visits over the objects jax's tracing makes). Collected 1,000 times less
+# often: test_pipeline_step.py's zero_bubble_pp4_remat_full_fitted, alternating, 28.6 and 28.3 s against
+# 27.4 and 26.7 s wall.
+import gc  # noqa: E402
+
+gc.set_threshold(100_000, 50, 1000)
+
 
 def pytest_sessionfinish(session, exitstatus):
     """The process that made the compilation cache removes it (xdist workers leave it to the controller)."""
@@ -59,6 +79,22 @@ def pytest_sessionstart(session):
 
 import gin  # noqa: E402
 import pytest  # noqa: E402
+
+# Tests that start several processes at once (hosts of one run, sweep workers, a Ray cluster).
+MULTI_PROCESS = ("tests/plan/test_distributed.py::", "tests/plan/test_multiprocess.py::", "tests/sweep/")
+
+
+def pytest_runtest_setup(item):
+    """A MULTI_PROCESS test's processes start on every core. Affinity is per thread on Linux and inherited
+    when a thread or process is made, so only this thread and what it starts move: the CPU client's
+    threads, made at start-up, stay on the worker's core."""
+    if _WORKER_CORES and item.nodeid.startswith(MULTI_PROCESS):
+        os.sched_setaffinity(0, _WORKER_CORES[0])
+
+
+def pytest_runtest_teardown(item):
+    if _WORKER_CORES:
+        os.sched_setaffinity(0, _WORKER_CORES[1])
 
 
 @pytest.fixture(autouse=True)

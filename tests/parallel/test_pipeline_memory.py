@@ -158,13 +158,22 @@ def _toy_costs(remat: str) -> cost.OpCosts:
     return cost.OpCosts({**plain.cost, **{key: v for key, v in split.cost.items() if key[0] in "RIW"}}, "compiled")
 
 
-def test_zero_bubble_i_plus_w_is_v():
+@pytest.fixture(scope="module")
+def toy_costs():
+    """{remat: _toy_costs(remat)} for 'full' and 'none'. A module fixture so that its users run in the same
+    pytest worker as the users of `compiled` (tests/conftest.py's scheduler): measured_costs is cached per
+    process, and test_executed_flops_are_the_programs_op_costs[zero_bubble_4_1_none] prices the same
+    'none' stages, so they are compiled once instead of once per worker."""
+    return {remat: _toy_costs(remat) for remat in ("full", "none")}
+
+
+def test_zero_bubble_i_plus_w_is_v(toy_costs):
     """The split backward does the backward once: I + W = V within 2%, each stage position, measured, with
     the remat 'full' stage and with pipeline.zero_bubble_remat='none'. Without the in-layer recompute I is
     the dx pullback alone: I / W drops from ~2.3 to ~1.4 (attention's and the norms' backward stay in I)."""
     ratio = {}
     for remat in ("full", "none"):
-        costs = _toy_costs(remat)
+        costs = toy_costs[remat]
         for pos in cost.POSITIONS:
             i, w, v, r = (costs(k, pos) for k in "IWVR")
             print(f"remat {remat}, {pos}: I {i / r:.3f} + W {w / r:.3f} = V {v / r:.3f} R units, I / W {i / w:.3f}")
@@ -172,20 +181,20 @@ def test_zero_bubble_i_plus_w_is_v():
             assert w > 0.1 * v and i > 0.1 * v
         ratio[remat] = costs("I", "mid") / costs("W", "mid")
     assert ratio["full"] > 2 and 1 < ratio["none"] < 1.6
-    assert np.isfinite(_toy_costs("none")("W", "mid"))
+    assert np.isfinite(toy_costs["none"]("W", "mid"))
 
 
 @pytest.mark.parametrize("remat", ("full", "none"))
-def test_zero_bubble_at_the_toys_compiled_costs(remat):
+def test_zero_bubble_at_the_toys_compiled_costs(remat, toy_costs):
     """P = 4, MB = 12 at the toy's compiled op costs (a 4-layer stage; its stages with remat 'full', or
     'none' = pipeline.zero_bubble_remat): the checks of test_pipeline_schedule.check_zero_bubble_at_compiled_costs
     (bubble >= its lower bound > a third of 1F1B's; faster than the remat 'full' 1F1B)."""
     from gopher_jax.parallel.pipeline import zero_bubble
     from gopher_jax.parallel.pipeline.schedule import make_schedule
     from tests.parallel.test_pipeline_schedule import _mid_idle, check_zero_bubble_at_compiled_costs
-    costs, layers = _toy_costs(remat), CFG.num_layers // STAGES
+    costs, layers = toy_costs[remat], CFG.num_layers // STAGES
     one = check_zero_bubble_at_compiled_costs(f"toy, ZB stages remat {remat}", costs, layers,
-                                              one_f1b_costs=_toy_costs("full"))
+                                              one_f1b_costs=toy_costs["full"])
     # two pending sets: the bound drops below a third with 'none' stages; the program (W in quarters at most,
     # the first and last stages 7% and 12% dearer than a middle one) stays short of it (ADR 0002)
     two = make_schedule("zero_bubble", 4, 12, op_costs=costs, max_pending_w=2, w_parts=zero_bubble.part_choices(layers))
