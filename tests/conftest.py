@@ -1,4 +1,5 @@
 """Test setup: 8 emulated CPU devices, set before jax is imported anywhere."""
+import gc
 import os
 import shutil
 
@@ -24,12 +25,13 @@ COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitter
 # step and memory tests, -n 2, both orders: 224, 225 s free against 211, 214 s pinned). Tests that run
 # several processes at once (MULTI_PROCESS, below) get every core back for their duration, or their hosts
 # would share one core.
-_WORKER_CORES = ()
+_ALL_CORES = _OWN_CORE = None  # set only in a pinned worker
 if os.environ.get("PYTEST_XDIST_WORKER", "").startswith("gw") and hasattr(os, "sched_setaffinity"):
     _cores = sorted(os.sched_getaffinity(0))
     if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")) == len(_cores) > 1:
-        _WORKER_CORES = (_cores, {_cores[int(os.environ["PYTEST_XDIST_WORKER"][2:]) % len(_cores)]})
-        os.sched_setaffinity(0, _WORKER_CORES[1])
+        _ALL_CORES = set(_cores)
+        _OWN_CORE = {_cores[int(os.environ["PYTEST_XDIST_WORKER"][2:]) % len(_cores)]}
+        os.sched_setaffinity(0, _OWN_CORE)
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
@@ -61,8 +63,6 @@ jax.config.update("jax_default_matmul_precision", "highest")
 # (`perf`: gc_collect_main and its visits over the objects jax's tracing makes). Collected 1,000 times less
 # often: test_pipeline_step.py's zero_bubble_pp4_remat_full_fitted, alternating, 28.6 and 28.3 s against
 # 27.4 and 26.7 s wall.
-import gc  # noqa: E402
-
 gc.set_threshold(100_000, 50, 1000)
 
 
@@ -88,13 +88,14 @@ def pytest_runtest_setup(item):
     """A MULTI_PROCESS test's processes start on every core. Affinity is per thread on Linux and inherited
     when a thread or process is made, so only this thread and what it starts move: the CPU client's
     threads, made at start-up, stay on the worker's core."""
-    if _WORKER_CORES and item.nodeid.startswith(MULTI_PROCESS):
-        os.sched_setaffinity(0, _WORKER_CORES[0])
+    if _ALL_CORES and item.nodeid.startswith(MULTI_PROCESS):
+        os.sched_setaffinity(0, _ALL_CORES)
 
 
 def pytest_runtest_teardown(item):
-    if _WORKER_CORES:
-        os.sched_setaffinity(0, _WORKER_CORES[1])
+    """Back on the worker's own core after a MULTI_PROCESS test."""
+    if _OWN_CORE and item.nodeid.startswith(MULTI_PROCESS):
+        os.sched_setaffinity(0, _OWN_CORE)
 
 
 @pytest.fixture(autouse=True)
